@@ -1,0 +1,561 @@
+"""Regenerate the embedded tiny checkpoints under ``vedforge/assets/``.
+
+Each directory holds only a config plus tokenizer or image-processor files;
+weights are created randomly from the config at run time, so the assets stay
+a few kilobytes and tests never need network access.
+
+Usage:
+    python scripts/make_tiny_assets.py            # write and verify
+    python scripts/make_tiny_assets.py --check    # verify existing assets only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# Offline and quiet: the assets must be buildable without any hub access, and
+# the tokenizers fork warning would otherwise drown the verification output.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (
+    BartConfig,
+    BartTokenizerFast,
+    BeitConfig,
+    BeitImageProcessor,
+    BertConfig,
+    BertTokenizerFast,
+    BitImageProcessor,
+    CLIPConfig,
+    CLIPImageProcessor,
+    Dinov2Config,
+    GPT2Config,
+    GPT2TokenizerFast,
+    RobertaConfig,
+    RobertaTokenizerFast,
+    ViTConfig,
+    ViTImageProcessor,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ASSETS = REPO_ROOT / "vedforge" / "assets"
+
+ENCODERS = ("vit_tiny", "beit_tiny", "dinov2_tiny", "clip_tiny")
+DECODERS = ("gpt2_tiny", "bert_tiny", "roberta_tiny", "bart_tiny")
+
+IMAGE_SIZE = 32
+PATCH_SIZE = 8
+HIDDEN = 32
+LAYERS = 2
+HEADS = 4
+FFN = 64
+MAX_POSITIONS = 64
+
+# Requested sizes; the trainers stop early if the corpus runs out of merges,
+# so the real size is always read back from the tokenizer.
+BPE_VOCAB = 512
+WORDPIECE_VOCAB = 400
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+# --------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------
+
+SUBJECTS = [
+    "a dog", "a brown dog", "two dogs", "a black cat", "a cat", "a man", "a woman",
+    "a young boy", "a little girl", "two people", "three children", "a group of kids",
+    "an old man", "a surfer", "a skier", "a horse", "a bird", "two birds",
+    "a family", "a couple", "a baby", "a player", "a team", "a puppy",
+]
+ACTIONS = [
+    "running on", "sitting on", "walking along", "playing in", "standing near",
+    "jumping over", "riding bikes on", "lying on", "looking at", "eating lunch at",
+    "swimming in", "climbing", "resting under", "waiting at", "dancing on",
+    "reading a book in", "holding a ball near", "flying over",
+]
+PLACES = [
+    "the beach", "the grass", "a busy street", "the snow", "a wooden bench",
+    "the river", "a green field", "the kitchen table", "a small boat", "the park",
+    "a red car", "the mountain", "a city bridge", "the water", "a sandy road",
+    "the garden", "a tall tree", "the playground", "a stone wall", "the lake",
+]
+EXTRAS = [
+    "", "", "", " at sunset", " in the rain", " on a sunny day", " with a frisbee",
+    " while people watch", " next to a fence", " in the morning", " at night",
+    " with friends", " during the summer", " under a blue sky",
+]
+# A few fixed lines so punctuation, digits and capitals reach the vocab too.
+FIXED_LINES = [
+    "A photo of a dog.",
+    "An image of two people riding bikes, taken outside.",
+    "There are 2 cats and 3 dogs in the picture!",
+    "Is this a beach? Yes, it is a beach.",
+    "The man's hat is red; the woman's coat is blue.",
+    "Close-up of a pizza with cheese (and tomatoes).",
+    "Street sign: STOP - 50 km/h.",
+    "\"A cat on a mat\" said the caption.",
+]
+
+
+def build_corpus() -> list[str]:
+    """Deterministic caption-like sentences; index arithmetic, no RNG, so the
+    corpus cannot drift between Python versions."""
+    lines = list(FIXED_LINES)
+    n = 600
+    for i in range(n):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        action = ACTIONS[(i * 7 + i // len(SUBJECTS)) % len(ACTIONS)]
+        place = PLACES[(i * 11 + i // 3) % len(PLACES)]
+        extra = EXTRAS[(i * 5 + i // 7) % len(EXTRAS)]
+        lines.append(f"{subject} {action} {place}{extra}")
+    return lines
+
+
+# --------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------
+
+
+def _with_tokens_appended(tok: Tokenizer, specials: list[AddedToken]) -> Tokenizer:
+    """Put special tokens at the *end* of the model vocab (not only in the
+    added-tokens table), mirroring GPT-2's ``<|endoftext|>`` and RoBERTa's
+    ``<mask>`` which sit in vocab.json with the highest ids."""
+    data = json.loads(tok.to_str())
+    vocab = data["model"]["vocab"]
+    for special in specials:
+        vocab[special.content] = len(vocab)
+    rebuilt = Tokenizer.from_str(json.dumps(data))
+    rebuilt.add_special_tokens(specials)
+    return rebuilt
+
+
+def _byte_level_bpe(corpus: list[str], leading_specials: list[str], vocab_size: int) -> Tokenizer:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=leading_specials,
+        # Full byte alphabet so any input string is encodable, as in GPT-2. It
+        # also means every symbol has a sorted, fixed id before training, which
+        # is what keeps merge tie-breaking (and so the output) reproducible.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+def make_gpt2_tokenizer(corpus: list[str]) -> GPT2TokenizerFast:
+    eot = "<|endoftext|>"
+    tok = _byte_level_bpe(corpus, [], BPE_VOCAB - 1)
+    tok = _with_tokens_appended(tok, [AddedToken(eot, special=True, normalized=False)])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return GPT2TokenizerFast(
+        tokenizer_object=tok,
+        bos_token=eot,
+        eos_token=eot,
+        unk_token=eot,
+        add_prefix_space=False,
+        model_max_length=MAX_POSITIONS,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _roberta_style_tokenizer(corpus: list[str]) -> Tokenizer:
+    # <s>=0, <pad>=1, </s>=2, <unk>=3 up front and <mask> last, as in roberta-base
+    # and bart-base, so hard-coded ids in downstream code stay valid.
+    leading = ["<s>", "<pad>", "</s>", "<unk>"]
+    tok = _byte_level_bpe(corpus, leading, BPE_VOCAB - 1)
+    tok = _with_tokens_appended(tok, [AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+    tok.post_processor = processors.RobertaProcessing(
+        sep=("</s>", tok.token_to_id("</s>")),
+        cls=("<s>", tok.token_to_id("<s>")),
+        trim_offsets=True,
+        add_prefix_space=False,
+    )
+    return tok
+
+
+def make_roberta_tokenizer(corpus: list[str]) -> RobertaTokenizerFast:
+    return RobertaTokenizerFast(
+        tokenizer_object=_roberta_style_tokenizer(corpus),
+        add_prefix_space=False,
+        model_max_length=MAX_POSITIONS,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def make_bart_tokenizer(corpus: list[str]) -> BartTokenizerFast:
+    return BartTokenizerFast(
+        tokenizer_object=_roberta_style_tokenizer(corpus),
+        # BartTokenizerFast would otherwise re-add <mask> as normalized=True,
+        # diverging from the otherwise identical roberta_tiny tokenizer.json.
+        mask_token=AddedToken("<mask>", lstrip=True, rstrip=False, normalized=False, special=True),
+        add_prefix_space=False,
+        model_max_length=MAX_POSITIONS,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _bert_pipeline(model: models.WordPiece) -> Tokenizer:
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return tok
+
+
+def make_bert_tokenizer(corpus: list[str]) -> BertTokenizerFast:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece = dict(unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100)
+    tok = _bert_pipeline(models.WordPiece(**wordpiece))
+
+    # The trainer creates each "##c" token the first time it meets c inside a
+    # word while walking a Rust HashMap, so their ids (which break ties between
+    # equally frequent merges) change from process to process and so does the
+    # learned vocab. Registering every "##c" up front, in sorted order, pins
+    # those ids and makes training reproducible.
+    chars = sorted({c for line in corpus for c in tok.normalizer.normalize_str(line) if not c.isspace()})
+    pinned = [f"##{c}" for c in chars]
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=WORDPIECE_VOCAB,
+        min_frequency=2,
+        special_tokens=specials + pinned,
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+
+    # Rebuild so only the real specials are added tokens (the pinned pieces must
+    # stay ordinary vocab entries). WordPiece matching ignores ids, so lay the
+    # vocab out like BERT's: specials, characters, "##" characters, learned pieces.
+    learned = sorted(tok.get_vocab(with_added_tokens=False).items(), key=lambda kv: kv[1])
+    head = specials + chars + pinned
+    seen = set(head)
+    order = head + [t for t, _ in learned if t not in seen]
+    tok = _bert_pipeline(models.WordPiece(vocab={t: i for i, t in enumerate(order)}, **wordpiece))
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0",
+        pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        do_lower_case=True,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+        tokenize_chinese_chars=True,
+        strip_accents=None,
+        model_max_length=MAX_POSITIONS,
+        # bert-base-uncased decodes "dog ." as "dog."; the new library default is off.
+        clean_up_tokenization_spaces=True,
+    )
+
+
+# --------------------------------------------------------------------------
+# Configs
+# --------------------------------------------------------------------------
+
+VISION_DIMS = dict(
+    image_size=IMAGE_SIZE,
+    patch_size=PATCH_SIZE,
+    num_channels=3,
+    hidden_size=HIDDEN,
+    num_hidden_layers=LAYERS,
+    num_attention_heads=HEADS,
+)
+
+
+def vit_assets():
+    # encoder_stride must match the patch size for the masked-image-modeling head.
+    config = ViTConfig(**VISION_DIMS, intermediate_size=FFN, encoder_stride=PATCH_SIZE, architectures=["ViTModel"])
+    processor = ViTImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return config, processor
+
+
+def beit_assets():
+    config = BeitConfig(**VISION_DIMS, intermediate_size=FFN, vocab_size=64, architectures=["BeitModel"])
+    processor = BeitImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=False,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    return config, processor
+
+
+def dinov2_assets():
+    # Dinov2 has no intermediate_size; its MLP width is hidden_size * mlp_ratio.
+    config = Dinov2Config(**VISION_DIMS, mlp_ratio=FFN // HIDDEN, architectures=["Dinov2Model"])
+    processor = BitImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": IMAGE_SIZE},
+        resample=3,
+        do_center_crop=True,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+        do_convert_rgb=True,
+    )
+    return config, processor
+
+
+def clip_assets():
+    text_vocab = 300
+    text_config = dict(
+        vocab_size=text_vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        max_position_embeddings=16,
+        projection_dim=16,
+        # The stock defaults (49406/49407) point past a tiny vocab; keep the
+        # real-CLIP layout of bos/eos being the last two ids.
+        pad_token_id=1,
+        bos_token_id=text_vocab - 2,
+        eos_token_id=text_vocab - 1,
+    )
+    vision_config = dict(**VISION_DIMS, intermediate_size=FFN, projection_dim=16)
+    config = CLIPConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        projection_dim=16,
+        architectures=["CLIPModel"],
+    )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+    )
+    return config, processor
+
+
+def gpt2_config(tok: GPT2TokenizerFast) -> GPT2Config:
+    return GPT2Config(
+        vocab_size=len(tok),
+        n_positions=MAX_POSITIONS,
+        n_embd=HIDDEN,
+        n_layer=LAYERS,
+        n_head=HEADS,
+        n_inner=FFN,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        architectures=["GPT2LMHeadModel"],
+    )
+
+
+def bert_config(tok: BertTokenizerFast) -> BertConfig:
+    return BertConfig(
+        vocab_size=len(tok),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        max_position_embeddings=MAX_POSITIONS,
+        type_vocab_size=2,
+        pad_token_id=tok.pad_token_id,
+        architectures=["BertForMaskedLM"],
+    )
+
+
+def roberta_config(tok: RobertaTokenizerFast) -> RobertaConfig:
+    return RobertaConfig(
+        vocab_size=len(tok),
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        intermediate_size=FFN,
+        # RoBERTa position ids start at pad_token_id + 1, hence the +2.
+        max_position_embeddings=MAX_POSITIONS + 2,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        architectures=["RobertaForMaskedLM"],
+    )
+
+
+def bart_config(tok: BartTokenizerFast) -> BartConfig:
+    return BartConfig(
+        vocab_size=len(tok),
+        d_model=HIDDEN,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+        max_position_embeddings=MAX_POSITIONS,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.eos_token_id,
+        forced_bos_token_id=tok.bos_token_id,
+        forced_eos_token_id=tok.eos_token_id,
+        is_encoder_decoder=True,
+        architectures=["BartModel"],
+    )
+
+
+# --------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------
+
+
+def _fresh_dir(name: str) -> Path:
+    # Start empty so files from an older layout never linger.
+    path = ASSETS / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    return path
+
+
+def write_encoder(name: str, config, processor) -> None:
+    out = _fresh_dir(name)
+    # to_json_file rather than save_pretrained: no generation_config.json side file.
+    config.to_json_file(out / "config.json", use_diff=True)
+    processor.save_pretrained(out)
+
+
+def write_decoder(name: str, config, tokenizer) -> None:
+    assert config.vocab_size == len(tokenizer), (name, config.vocab_size, len(tokenizer))
+    out = _fresh_dir(name)
+    config.to_json_file(out / "config.json", use_diff=True)
+    tokenizer.save_pretrained(out)
+
+
+def generate() -> None:
+    ASSETS.mkdir(parents=True, exist_ok=True)
+    corpus = build_corpus()
+
+    for name, factory in (
+        ("vit_tiny", vit_assets),
+        ("beit_tiny", beit_assets),
+        ("dinov2_tiny", dinov2_assets),
+        ("clip_tiny", clip_assets),
+    ):
+        write_encoder(name, *factory())
+
+    for name, make_tok, make_cfg in (
+        ("gpt2_tiny", make_gpt2_tokenizer, gpt2_config),
+        ("bert_tiny", make_bert_tokenizer, bert_config),
+        ("roberta_tiny", make_roberta_tokenizer, roberta_config),
+        ("bart_tiny", make_bart_tokenizer, bart_config),
+    ):
+        tok = make_tok(corpus)
+        write_decoder(name, make_cfg(tok), tok)
+
+
+# --------------------------------------------------------------------------
+# Verification
+# --------------------------------------------------------------------------
+
+MAX_FILE_BYTES = 80_000
+ROUND_TRIP = "a dog on the beach"
+FORBIDDEN_SUFFIXES = (".bin", ".safetensors", ".msgpack", ".h5", ".pt", ".ckpt")
+
+
+def _check_files(path: Path) -> None:
+    for f in path.iterdir():
+        assert f.is_file(), f"unexpected sub-directory {f}"
+        assert not f.name.endswith(FORBIDDEN_SUFFIXES), f"weight file {f}"
+        assert f.name != "generation_config.json", f"unexpected {f}"
+        assert f.stat().st_size < MAX_FILE_BYTES, f"{f} is {f.stat().st_size} bytes"
+
+
+def verify() -> None:
+    import numpy as np
+    from PIL import Image
+    from transformers import (
+        AutoConfig,
+        AutoImageProcessor,
+        AutoTokenizer,
+        FlaxAutoModel,
+        FlaxAutoModelForCausalLM,
+        FlaxCLIPVisionModel,
+    )
+
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, size=(40, 48, 3), dtype=np.uint8), "RGB")
+    assert image.size == (48, 40)
+
+    for name in ENCODERS:
+        path = ASSETS / name
+        _check_files(path)
+        assert sorted(p.name for p in path.iterdir()) == ["config.json", "preprocessor_config.json"], name
+        cfg = AutoConfig.from_pretrained(path)
+        proc = AutoImageProcessor.from_pretrained(path)
+        pixels = proc(images=image, return_tensors="np")["pixel_values"]
+        assert pixels.shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE), (name, pixels.shape)
+        if name == "clip_tiny":
+            assert cfg.model_type == "clip"
+            model = FlaxCLIPVisionModel(cfg.vision_config, seed=0)
+        else:
+            model = FlaxAutoModel.from_config(cfg, seed=0)
+        hidden = model(pixels).last_hidden_state
+        tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1
+        assert hidden.shape == (1, tokens, HIDDEN), (name, hidden.shape)
+        print(f"ok {name}: {type(proc).__name__}, {type(model).__name__}, hidden {hidden.shape}")
+
+    for name in DECODERS:
+        path = ASSETS / name
+        _check_files(path)
+        cfg = AutoConfig.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        assert tok.is_fast, name
+        assert len(tok) == cfg.vocab_size, (name, len(tok), cfg.vocab_size)
+        ids = tok(ROUND_TRIP)["input_ids"]
+        decoded = tok.decode(ids, skip_special_tokens=True)
+        assert decoded == ROUND_TRIP, (name, decoded)
+        for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            expected = getattr(cfg, attr)
+            if expected is not None:
+                assert getattr(tok, attr) == expected, (name, attr, getattr(tok, attr), expected)
+
+        dec_cfg = AutoConfig.from_pretrained(path, is_decoder=True, add_cross_attention=True)
+        model = FlaxAutoModelForCausalLM.from_config(dec_cfg, seed=0)
+        input_ids = np.asarray([ids], dtype="i4")
+        # Feed fake image features so the cross-attention path is exercised too.
+        logits = model(
+            input_ids,
+            encoder_hidden_states=np.zeros((1, 5, HIDDEN), dtype="f4"),
+            encoder_attention_mask=np.ones((1, 5), dtype="i4"),
+        ).logits
+        assert logits.shape == (1, len(ids), cfg.vocab_size), (name, logits.shape)
+        print(f"ok {name}: {type(tok).__name__} len={len(tok)}, {type(model).__name__}, logits {logits.shape}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only verify the existing assets")
+    args = parser.parse_args(argv)
+    if not args.check:
+        generate()
+    verify()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""vedforge: declarative, reproducible build recipes for vision-encoder-decoder models."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from vedforge.errors import VedforgeError  # noqa: E402  (cheap; no jax or transformers)
+
+
+def forge(cfg, **kwargs):
+    """Forge the model described by a composed recipe; see :func:`vedforge.runner.forge`."""
+    from vedforge.runner import forge as _forge
+
+    return _forge(cfg, **kwargs)
+
+
+__all__ = ["VedforgeError", "__version__", "forge"]

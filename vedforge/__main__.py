@@ -1,0 +1,3 @@
+from vedforge.cli import main
+
+main()

@@ -1,0 +1,157 @@
+"""Write an artifact directory so that it is either absent, the previous one, or complete.
+
+Everything is written into a hidden staging directory beside the destination and swapped
+into place in one step (``renameat2(RENAME_EXCHANGE)`` on Linux; two renames elsewhere).
+A forge that fails or is killed leaves at most a hidden ``.NAME.partial-*`` directory,
+never a weights file next to a config under the destination's name.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from vedforge.errors import OutputError
+
+MANIFEST = "vedforge_manifest.json"
+# What Hydra puts in its run directory before the job starts; not a previous artifact.
+HYDRA_RECORDS = (".hydra",)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def is_artifact_dir(path: Path) -> bool:
+    """True when ``path`` holds anything beyond Hydra's own records of the current run."""
+    if not path.is_dir():
+        return False
+    return any(p.name not in HYDRA_RECORDS and not p.name.endswith(".log") for p in path.iterdir())
+
+
+def _writable_parent(final: Path) -> None:
+    if final.exists() and not final.is_dir():
+        raise OutputError(f"The output path '{final}' is a file, not a directory. Set output.dir to a directory path.")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"The output directory '{final}' cannot be created ({exc.strerror or exc}). "
+            "Set output.dir to a location you can write to."
+        ) from None
+
+
+class StagedArtifact:
+    """A staging directory that becomes ``final`` on :meth:`publish`, or vanishes on failure."""
+
+    def __init__(self, final: Path, *, overwrite: bool):
+        self.final = final.absolute()
+        self.overwrite = overwrite
+        self.path: Optional[Path] = None
+
+    def check(self) -> None:
+        """Refuse early (before any weights are read) when the destination cannot take the artifact."""
+        _writable_parent(self.final)
+        if is_artifact_dir(self.final) and not self.overwrite:
+            raise OutputError(
+                f"The output directory '{self.final}' already holds files. Choose another output.dir, "
+                "or set output.overwrite=true to replace it once the new artifact is complete."
+            )
+
+    def __enter__(self) -> "StagedArtifact":
+        self.check()
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot write in '{self.final.parent}' ({exc.strerror or exc}). Set output.dir to a location you can write to."
+            ) from None
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.path is not None and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def publish(self) -> Path:
+        """Move the staged directory into place; the old contents (if any) are removed afterwards."""
+        assert self.path is not None
+        staged = self.path
+        if self.final.exists():
+            self._carry_hydra_records(staged)
+            if not _exchange(staged, self.final):
+                old = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.old-", dir=self.final.parent))
+                os.rename(self.final, old / "artifact")
+                os.rename(staged, self.final)
+                staged = old
+            shutil.rmtree(staged, ignore_errors=True)
+        else:
+            os.rename(staged, self.final)
+        _fsync_dir(self.final.parent)
+        self.path = None
+        return self.final
+
+    def _carry_hydra_records(self, staged: Path) -> None:
+        # Hydra wrote .hydra/ and its job log into the run directory before the forge
+        # started; keep them. Hard links keep the open log file growing in the new place.
+        for item in self.final.iterdir():
+            if item.name in HYDRA_RECORDS or item.name.endswith(".log"):
+                if (staged / item.name).exists():
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, staged / item.name, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(item, staged / item.name)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths; False where the platform cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_table(root: Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict[str, object]]:
+    """``{relative path: {sha256, bytes}}`` for every file under ``root``, sorted."""
+    table: dict[str, dict[str, object]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in exclude or rel.endswith(".log"):
+            continue
+        table[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return table

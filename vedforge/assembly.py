@@ -1,0 +1,174 @@
+"""Assemble the combined model's parameters from the two checkpoints.
+
+The combined model's parameter tree is computed with ``jax.eval_shape``: shapes only, no
+random values. Each target tensor then comes, by reference and bit for bit, from the
+encoder or decoder checkpoint; only tensors no checkpoint has (the decoder's new
+cross-attention, the encoder-to-decoder projection, rows added to a resized vocabulary)
+are initialised. Each new tensor has its own PRNG key derived from the recipe seed and its
+path, so values do not depend on the order tensors are visited in.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from vedforge.checkpoint import FlatState
+
+Path_ = tuple[str, ...]
+PARTS = ("encoder", "decoder")
+
+
+@dataclass
+class PartReport:
+    """How one part of the target tree was filled."""
+
+    from_checkpoint: int = 0  # parameters copied unchanged
+    new: int = 0  # parameters initialised by the forge
+    grown: int = 0  # parameters added to checkpoint tensors by vocabulary growth
+    new_tensors: list[str] = field(default_factory=list)
+    unused_tensors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Assembly:
+    """The combined parameters and where each came from."""
+
+    params: FlatState
+    reports: dict[str, PartReport]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts per part, and the total and newly initialised totals."""
+        counts = {part: r.from_checkpoint + r.new + r.grown for part, r in self.reports.items()}
+        counts["new"] = sum(r.new + r.grown for r in self.reports.values())
+        counts["total"] = sum(int(np.asarray(a).size) for a in self.params.values())
+        return counts
+
+
+def target_shapes(config: Any) -> dict[Path_, Any]:
+    """Every parameter of the combined model with its shape and dtype, computed without initialising."""
+    import jax
+    import jax.numpy as jnp
+    from flax.traverse_util import flatten_dict
+
+    from vedforge.compat import FlaxVisionEncoderDecoderModule, register_clip_vision
+
+    register_clip_vision()
+    module = FlaxVisionEncoderDecoderModule(config=config)
+    channels = getattr(config.encoder, "num_channels", 3)
+    size = config.encoder.image_size
+    pixel_values = jnp.zeros((1, size, size, channels), jnp.float32)
+    ids = jnp.zeros((1, 1), jnp.int32)
+
+    def init(rng):
+        return module.init({"params": rng, "dropout": rng}, pixel_values, ids, jnp.ones_like(ids), ids)["params"]
+
+    return flatten_dict(jax.eval_shape(init, jax.random.PRNGKey(0)))
+
+
+def _align(state: FlatState, target_keys: set[Path_]) -> FlatState:
+    """Re-root ``state`` so its paths line up with ``target_keys``.
+
+    A checkpoint may be saved with or without its class's head wrapper (``transformer/``,
+    ``bert/``, ``vit/``...). Try the state as is, with one leading level stripped, and with
+    one target root level added; keep the view that matches the most target paths.
+    """
+    views: list[FlatState] = [state]
+    for root in sorted({k[0] for k in state}):
+        views.append({k[1:]: v for k, v in state.items() if k[0] == root and len(k) > 1})
+    for root in sorted({k[0] for k in target_keys}):
+        views.append({(root,) + k: v for k, v in state.items()})
+    return max(views, key=lambda view: len(target_keys.intersection(view)))
+
+
+def _new_tensor(path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std: float) -> np.ndarray:
+    import jax
+
+    leaf = path[-1]
+    if leaf in ("bias",):
+        return np.zeros(shape, dtype)
+    if leaf == "scale":
+        return np.ones(shape, dtype)
+    if leaf in ("kernel", "embedding"):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32("/".join(path).encode()))
+        return np.asarray(jax.random.normal(key, shape, dtype) * std, dtype=dtype)
+    raise RuntimeError(f"no initialiser known for new parameter {'/'.join(path)}")
+
+
+def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, seed: int, std: float,
+          growth: Optional[tuple[int, int]]) -> Optional[np.ndarray]:
+    """``source`` extended along its vocabulary axis to ``shape``, or None if that is not what differs."""
+    if growth is None or source.ndim != len(shape):
+        return None
+    old, new = growth
+    axes = [i for i, (s, t) in enumerate(zip(source.shape, shape)) if s != t]
+    if len(axes) != 1 or source.shape[axes[0]] != old or shape[axes[0]] != new:
+        return None
+    axis = axes[0]
+    extra_shape = list(shape)
+    extra_shape[axis] = new - old
+    # New vocabulary rows start like any new tensor of their kind (normal rows, zero bias).
+    extra = _new_tensor(path, tuple(extra_shape), source.dtype, seed, std)
+    return np.concatenate([source, extra], axis=axis)
+
+
+def assemble(
+    target: dict[Path_, Any],
+    states: dict[str, FlatState],
+    *,
+    seed: int,
+    init_std: float,
+    aliases: Iterable[tuple[Path_, Path_]] = (),
+    decoder_vocab_growth: Optional[tuple[int, int]] = None,
+) -> Assembly:
+    """Fill every target parameter from the part states, initialising only what they lack.
+
+    Raises:
+        ValueError: a checkpoint tensor has a shape the target cannot take (a config
+            override that changes a pretrained tensor's shape, for instance).
+    """
+    params: FlatState = {}
+    reports = {part: PartReport() for part in PARTS}
+    reports["projection"] = PartReport()
+    aliases = tuple(aliases)
+    for part in PARTS:
+        sub_target = {k[1:]: v for k, v in target.items() if k[0] == part}
+        state = _align(states[part], set(sub_target))
+        report = reports[part]
+        used: set[Path_] = set()
+        for path, spec in sorted(sub_target.items()):
+            shape, dtype = tuple(spec.shape), spec.dtype
+            source_path = path if path in state else None
+            if source_path is None and part == "decoder":
+                source_path = next((src for dst, src in aliases if dst == path and src in state), None)
+            if source_path is None:
+                params[(part,) + path] = _new_tensor((part,) + path, shape, dtype, seed, init_std)
+                report.new += int(np.prod(shape, dtype=np.int64))
+                report.new_tensors.append("/".join((part,) + path))
+                continue
+            used.add(source_path)
+            source = state[source_path]
+            if tuple(source.shape) == shape:
+                params[(part,) + path] = source
+                report.from_checkpoint += int(source.size)
+                continue
+            grown = _grow((part,) + path, np.asarray(source), shape, dtype, seed, init_std,
+                          decoder_vocab_growth if part == "decoder" else None)
+            if grown is None:
+                raise ValueError(
+                    f"the {part} checkpoint tensor {'/'.join(source_path)} has shape {tuple(source.shape)} but the "
+                    f"combined model needs {shape}; a config override probably changed a pretrained dimension"
+                )
+            params[(part,) + path] = grown
+            report.from_checkpoint += int(source.size)
+            report.grown += int(grown.size - source.size)
+        report.unused_tensors = sorted("/".join(k) for k in set(state) - used)
+    for path, spec in sorted(target.items()):
+        if path[0] not in PARTS:
+            params[path] = _new_tensor(path, tuple(spec.shape), spec.dtype, seed, init_std)
+            reports["projection"].new += int(np.prod(spec.shape, dtype=np.int64))
+            reports["projection"].new_tensors.append("/".join(path))
+    return Assembly(params, reports)

@@ -1,0 +1,63 @@
+"""Fixes that let stock transformers 4.x run every pairing vedforge forges.
+
+Two gaps in transformers' Flax vision-encoder-decoder support:
+
+* ``FlaxVisionEncoderDecoderModel.decode`` calls the decoder with positional arguments,
+  and the fourth positional parameter of BERT/RoBERTa-family causal LMs is
+  ``token_type_ids``, not ``encoder_hidden_states``: ``generate()`` then fails with
+  "cannot reshape array". :class:`FlaxVisionEncoderDecoderModule` calls it by keyword.
+* CLIP's vision tower (``CLIPVisionConfig``) is not registered with ``FlaxAutoModel``,
+  so a model whose encoder is a CLIP vision tower cannot be built or reloaded.
+
+Use :class:`FlaxVisionEncoderDecoderModel` from this module in place of transformers'
+class, or call :func:`install` once to fix transformers' own class in this process.
+"""
+
+from __future__ import annotations
+
+from transformers import CLIPVisionConfig, FlaxAutoModel, FlaxCLIPVisionModel
+from transformers import FlaxVisionEncoderDecoderModel as _StockModel
+from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_MAPPING
+from transformers.models.vision_encoder_decoder.modeling_flax_vision_encoder_decoder import (
+    FlaxVisionEncoderDecoderModule as _StockModule,
+)
+
+
+class FlaxVisionEncoderDecoderModule(_StockModule):
+    """The stock module, with the decoder always called by keyword."""
+
+    def _get_decoder_module(self):
+        decoder = self.decoder
+
+        def call_by_keyword(input_ids, attention_mask=None, position_ids=None, encoder_hidden_states=None, **kwargs):
+            return decoder(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                encoder_hidden_states=encoder_hidden_states,
+                **kwargs,
+            )
+
+        return call_by_keyword
+
+
+class FlaxVisionEncoderDecoderModel(_StockModel):
+    """transformers' ``FlaxVisionEncoderDecoderModel`` with the fixed module; a drop-in replacement."""
+
+    module_class = FlaxVisionEncoderDecoderModule
+
+    def __init__(self, config, *args, **kwargs):
+        register_clip_vision()
+        super().__init__(config, *args, **kwargs)
+
+
+def register_clip_vision() -> None:
+    """Let ``FlaxAutoModel`` build CLIP's vision tower from a ``CLIPVisionConfig``."""
+    if CLIPVisionConfig not in FLAX_MODEL_MAPPING:
+        FlaxAutoModel.register(CLIPVisionConfig, FlaxCLIPVisionModel)
+
+
+def install() -> None:
+    """Apply both fixes to transformers' own classes for the rest of this process."""
+    register_clip_vision()
+    _StockModel.module_class = FlaxVisionEncoderDecoderModule

@@ -1,0 +1,133 @@
+"""Load the configurations and tensors of the encoder and decoder checkpoints.
+
+Configs are loaded and checked first, so an impossible pairing is refused before any
+weights are read. Tensors are then read as flat states laid out for the part's place in
+the combined model.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from vedforge.checkpoint import FlatState, read_state
+from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError
+from vedforge.families import check_encoder_type, decoder_family
+from vedforge.seeding import derive_seed
+from vedforge.sources import ResolvedSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartConfig:
+    """A part's configs: as stored in its checkpoint, and as used inside the combined model."""
+
+    checkpoint: Any  # transformers PretrainedConfig of the checkpoint (a full CLIPConfig for clip)
+    model: Any  # the config the combined model is built from (CLIP: its vision_config)
+
+
+def _read_config(source: ResolvedSource, trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "model_type" in str(exc) or "Unrecognized" in str(exc):
+            raise UnsupportedModelError(
+                f"The {source.role} checkpoint {source.describe()} has a config.json whose model type transformers "
+                f"does not know ({str(exc).splitlines()[0][:200]})."
+            ) from None
+        raise CorruptCheckpointError(
+            f"The config.json of the {source.role} checkpoint {source.describe()} is invalid: {str(exc).splitlines()[0][:200]}"
+        ) from None
+    except OSError as exc:
+        raise CorruptCheckpointError(
+            f"The config.json of the {source.role} checkpoint {source.describe()} cannot be read: "
+            f"{str(exc).splitlines()[0][:200]}"
+        ) from None
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> None:
+    """Set each override on ``config``; refuse a key the config does not have."""
+    known = set(config.to_dict())
+    for key, value in overrides.items():
+        if key not in known and not hasattr(config, key):
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigOverrideError(
+                f"{role}.config_overrides.{key}: the {config.model_type} config has no attribute '{key}'.{hint} "
+                f"Valid keys include: {', '.join(sorted(k for k in known if not k.startswith('_'))[:25])}."
+            )
+        setattr(config, key, value)
+
+
+def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
+    """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
+    checkpoint = _read_config(source, trust_remote_code)
+    check_encoder_type(checkpoint.model_type, f"{source.describe()}")
+    model = copy.deepcopy(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint)
+    apply_overrides(model, overrides, "encoder")
+    # A decoder checkpoint reused as an encoder must lose its causal mask, as stock does.
+    model.is_decoder = False
+    model.add_cross_attention = False
+    image_size, patch_size = getattr(model, "image_size", None), getattr(model, "patch_size", None)
+    if isinstance(image_size, int) and isinstance(patch_size, int) and image_size % patch_size:
+        raise ConfigOverrideError(
+            f"The encoder's image_size {image_size} is not divisible by its patch_size {patch_size}: "
+            f"choose an image_size that is a multiple of {patch_size} (e.g. {image_size - image_size % patch_size} "
+            f"or {image_size - image_size % patch_size + patch_size})."
+        )
+    return PartConfig(checkpoint, model)
+
+
+def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
+    """Load and check the decoder config, and turn it into a cross-attending decoder."""
+    checkpoint = _read_config(source, trust_remote_code)
+    decoder_family(checkpoint.model_type, f"{source.describe()}")
+    model = copy.deepcopy(checkpoint)
+    apply_overrides(model, overrides, "decoder")
+    model.is_decoder = True
+    model.add_cross_attention = True
+    return PartConfig(checkpoint, model)
+
+
+def checkpoint_class(config: Any, role: str):
+    """The Flax class a checkpoint with ``config`` was saved from (its first Flax-ported architecture)."""
+    import transformers
+    from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FLAX_MODEL_MAPPING
+
+    for arch in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, "Flax" + arch, None)
+        if cls is not None:
+            return cls
+    mapping = FLAX_MODEL_MAPPING if role == "encoder" else FLAX_MODEL_FOR_CAUSAL_LM_MAPPING
+    return mapping[type(config)]
+
+
+def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights: bool, seed: int) -> FlatState:
+    """The tensors of one part, in the layout of the class its checkpoint was saved from.
+
+    With ``random_weights`` the checkpoint's architecture is initialised afresh from a seed
+    derived from the recipe's, exactly as if that initialisation had been saved and loaded.
+    """
+    from flax.traverse_util import flatten_dict
+
+    from vedforge.compat import register_clip_vision
+
+    register_clip_vision()
+    cls = checkpoint_class(part.checkpoint, source.role)
+    if random_weights:
+        model = cls(part.checkpoint, seed=derive_seed(seed, f"{source.role}-weights"))
+        return {k: v for k, v in flatten_dict(model.params).items()}
+
+    def convert_pytorch_layout(tensors: dict) -> FlatState:
+        from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
+
+        shell = cls(part.checkpoint, _do_init=False)
+        return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shell))
+
+    return read_state(source.path, convert_pytorch_layout)

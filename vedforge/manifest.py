@@ -1,0 +1,49 @@
+"""The ``vedforge_manifest.json`` record: inputs, versions, parameter counts, file hashes, timings."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from vedforge.sources import ResolvedSource
+
+_PACKAGES = ("vedforge", "transformers", "jax", "jaxlib", "flax", "tokenizers", "huggingface-hub", "hydra-core", "omegaconf")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a forge's output."""
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def describe_input(source: ResolvedSource, *, model_type: str, weights: str) -> dict[str, Any]:
+    """The manifest entry of one input: where it came from and what it resolved to."""
+    entry: dict[str, Any] = {
+        "name_or_path": source.name_or_path,
+        "kind": source.kind,
+        "model_type": model_type,
+        "weights": weights,
+    }
+    if source.kind == "hub":
+        entry.update(revision=source.revision, commit=source.commit)
+    else:
+        entry["path"] = str(source.path)
+    return entry
+
+
+def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Write the manifest as sorted, indented JSON."""
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Read a manifest back (``directory`` is an artifact directory)."""
+    return json.loads((directory / "vedforge_manifest.json").read_text())

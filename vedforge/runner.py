@@ -1,0 +1,202 @@
+"""Forge one vision-encoder-decoder model from a composed recipe.
+
+The order matters: everything that can be decided from configs (sources, model types,
+token ids, the output location) is checked before any weights are read, and nothing
+appears under the output name until the artifact is complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from vedforge.artifacts import MANIFEST, StagedArtifact, file_table
+from vedforge.errors import VedforgeError
+from vedforge.validate import validate_recipe
+
+log = logging.getLogger("vedforge")
+
+
+@dataclass
+class ForgeResult:
+    """What a forge produced."""
+
+    output_dir: Path
+    manifest: dict[str, Any]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, message: str) -> Iterator[None]:
+        log.info(message)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def recipe_yaml(cfg: DictConfig) -> str:
+    """The recipe as YAML without run-specific or secret values (output location, hub token)."""
+    data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    data.get("output", {}).pop("dir", None)
+    if data.get("hub", {}).get("token") is not None:
+        data["hub"]["token"] = "<redacted>"
+    return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResult:
+    """Forge the model described by ``cfg`` into ``cfg.output.dir``.
+
+    Args:
+        cfg: a composed recipe (see :class:`vedforge.schema.ForgeConfig`).
+        hydra_records: Hydra's ``.hydra`` directory for this run, copied into the artifact
+            when the artifact is written somewhere other than Hydra's run directory.
+
+    Raises:
+        VedforgeError: any problem the user can fix; nothing is written under the output name.
+    """
+    import transformers
+
+    from vedforge.assembly import assemble, target_shapes
+    from vedforge.checkpoint_writer import parse_size, write_flax_checkpoint
+    from vedforge.families import decoder_family
+    from vedforge.loading import load_decoder_config, load_encoder_config, load_part_state
+    from vedforge.manifest import describe_input, package_versions, write_manifest
+    from vedforge.model_card import render_model_card
+    from vedforge.sources import resolve_source
+    from vedforge.token_policy import apply_token_ids, generation_config_for, resolve_token_ids
+
+    transformers.utils.logging.set_verbosity_error()
+    validate_recipe(cfg)
+    timer = _Timer()
+    started = time.perf_counter()
+    hub = cfg.hub
+    weights = {role: getattr(cfg[role].weights, "value", cfg[role].weights) for role in ("encoder", "decoder")}
+
+    with timer.step("resolve", "Locating checkpoints"):
+        sources = {
+            role: resolve_source(
+                role, cfg[role].name_or_path, revision=cfg[role].revision, subfolder=cfg[role].subfolder,
+                cache_dir=hub.cache_dir, offline=hub.offline, token=hub.token,
+                need_weights=weights[role] == "pretrained",
+            )
+            for role in ("encoder", "decoder")
+        }
+    with timer.step("configs", "Reading configs, tokenizer and image processor"):
+        enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code)
+        dec = load_decoder_config(sources["decoder"], cfg.decoder.config_overrides, hub.trust_remote_code)
+        family = decoder_family(dec.model.model_type, sources["decoder"].describe())
+        processor = _load_processor(sources["encoder"], enc.model, hub.trust_remote_code)
+        tokenizer = _load_tokenizer(sources["decoder"], hub.trust_remote_code)
+        ids = resolve_token_ids(cfg.token_policy, tokenizer, dec.model, family, sources["decoder"].describe())
+        config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc.model, dec.model)
+        old_vocab = int(dec.model.vocab_size)
+        apply_token_ids(config, ids)
+        config.architectures = ["VisionEncoderDecoderModel"]
+        generation = generation_config_for(config, ids)
+        target = target_shapes(config)
+
+    staged = StagedArtifact(Path(cfg.output.dir), overwrite=cfg.output.overwrite)
+    staged.check()
+    with timer.step("load", "Reading encoder and decoder weights"):
+        states = {
+            role: load_part_state(sources[role], part, random_weights=weights[role] == "random", seed=cfg.seed)
+            for role, part in (("encoder", enc), ("decoder", dec))
+        }
+    with timer.step("assemble", "Adding cross-attention"):
+        try:
+            assembly = assemble(
+                target, states, seed=cfg.seed, init_std=float(getattr(dec.model, family.init_std_attr, 0.02)),
+                aliases=family.aliases,
+                decoder_vocab_growth=(old_vocab, ids.vocab_size) if ids.vocab_size != old_vocab else None,
+            )
+        except ValueError as exc:
+            raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None
+        del states
+
+    needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
+    recipe_text = recipe_yaml(cfg)
+    with staged:
+        with timer.step("write", f"Writing the artifact to {staged.final}"):
+            out = staged.path
+            write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+            config.save_pretrained(out)
+            generation.save_pretrained(out)
+            processor.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            _write_recipe_records(out, cfg, hydra_records, staged.final)
+        manifest = {
+            "format_version": 1,
+            "versions": package_versions(),
+            "inputs": {
+                "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
+                "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
+            },
+            "seed": cfg.seed,
+            "token_ids": {
+                "policy": getattr(cfg.token_policy.kind, "value", cfg.token_policy.kind),
+                "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
+                "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
+            },
+            "parameters": assembly.parameter_counts(),
+            "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
+            "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
+            "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
+            "needs_keyword_decode": needs_keyword_decode,
+        }
+        (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
+        manifest["files"] = file_table(out, exclude=(MANIFEST,))
+        manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
+        write_manifest(out / MANIFEST, manifest)
+        final = staged.publish()
+    counts = manifest["parameters"]
+    log.info(
+        "Forged %s + %s: %s parameters (%s new) in %.1f s -> %s",
+        enc.checkpoint.model_type, dec.checkpoint.model_type, f"{counts['total']:,}", f"{counts['new']:,}",
+        manifest["timings_s"]["total"], final,
+    )
+    return ForgeResult(final, manifest)
+
+
+def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Path], final: Path) -> None:
+    import shutil
+
+    if hydra_records is not None and hydra_records.is_dir():
+        if hydra_records.parent.absolute() != final.absolute():
+            shutil.copytree(hydra_records, out / ".hydra")
+        return
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "config.yaml").write_text(recipe_yaml(cfg))
+
+
+def _load_processor(source, encoder_config, trust_remote_code: bool):
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise VedforgeError(
+            f"The image processor of the encoder {source.describe()} cannot be loaded "
+            f"({str(exc).splitlines()[0][:200]}). The checkpoint needs a preprocessor_config.json."
+        ) from None
+
+
+def _load_tokenizer(source, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # tokenizers raises its own exception types for unparsable files
+        raise VedforgeError(
+            f"The tokenizer of the decoder {source.describe()} cannot be loaded "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). "
+            "The checkpoint needs valid tokenizer files (tokenizer.json or vocab files)."
+        ) from None

@@ -1,0 +1,109 @@
+"""The recipe schema: typed structured configs that Hydra validates at compose time.
+
+A misspelt key (``encoder.revison=...``) or a wrong type (``seed=abc``) is rejected while
+Hydra composes the recipe, before anything is loaded. Checks that need more than a type
+(a token that must be an id *or* a string, a size string) live in :mod:`vedforge.validate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, Optional
+
+from omegaconf import MISSING
+
+
+class Weights(Enum):
+    """Where a part's weights come from."""
+
+    pretrained = "pretrained"  # the checkpoint's own tensors, bit for bit
+    random = "random"  # a fresh initialisation of the checkpoint's architecture, seeded from the recipe
+
+
+class PolicyKind(Enum):
+    """How the special token ids of the forged model are chosen."""
+
+    auto = "auto"
+    explicit = "explicit"
+    add_pad = "add_pad"
+
+
+class WeightFormat(Enum):
+    """The on-disk format of the forged weights."""
+
+    msgpack = "msgpack"
+
+
+@dataclass
+class SourceConfig:
+    """One pretrained part of the pairing: the vision encoder or the text decoder."""
+
+    # A hub repo id ("google/vit-base-patch16-224-in21k"), a local checkpoint directory,
+    # or "builtin:NAME" for a checkpoint embedded in vedforge.
+    name_or_path: str = MISSING
+    # A branch, tag or commit on the hub; ignored for local directories.
+    revision: Optional[str] = None
+    # A folder inside the repo or directory that holds the checkpoint.
+    subfolder: str = ""
+    weights: Weights = Weights.pretrained
+    # Merged into the Hugging Face config before the model is built, e.g. {image_size: 384}.
+    config_overrides: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TokenPolicyConfig:
+    """The token policy. Tokens are given as an integer id or as a token string."""
+
+    kind: PolicyKind = PolicyKind.auto
+    decoder_start_token: Optional[Any] = None
+    pad_token: Optional[Any] = None
+    eos_token: Optional[Any] = None
+
+
+@dataclass
+class OutputConfig:
+    """Where and how the artifact directory is written."""
+
+    dir: str = "${hydra:runtime.output_dir}"
+    format: WeightFormat = WeightFormat.msgpack
+    # Largest weights file before the checkpoint is split into shards with an index,
+    # as transformers' save_pretrained does ("10GB", "500MB", or a byte count).
+    max_shard_size: str = "10GB"
+    # Replace an existing artifact at `dir` (only once the new one is complete).
+    overwrite: bool = False
+
+
+@dataclass
+class HubConfig:
+    """How checkpoints named by hub id are fetched."""
+
+    cache_dir: Optional[str] = None
+    # Use only what is already in the cache. HF_HUB_OFFLINE=1 in the environment has the same effect.
+    offline: bool = False
+    # A token for gated or private repos. Prefer the HF_TOKEN environment variable.
+    token: Optional[str] = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class ForgeConfig:
+    """A complete recipe: one encoder, one decoder, one token policy and how to write them."""
+
+    encoder: SourceConfig = MISSING
+    decoder: SourceConfig = MISSING
+    token_policy: TokenPolicyConfig = MISSING
+    seed: int = 0
+    output: OutputConfig = field(default_factory=OutputConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+
+def register_schema() -> None:
+    """Register the schema with Hydra's ConfigStore so ``config.yaml`` can name it in its defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="vedforge_schema", node=ForgeConfig)
+    cs.store(group="encoder", name="vedforge_source_schema", node=SourceConfig)
+    cs.store(group="decoder", name="vedforge_source_schema", node=SourceConfig)
+    cs.store(group="token_policy", name="vedforge_token_policy_schema", node=TokenPolicyConfig)

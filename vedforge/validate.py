@@ -1,0 +1,51 @@
+"""The one place a composed recipe is checked beyond its types; every problem is reported at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vedforge.checkpoint_writer import parse_size
+from vedforge.errors import RecipeError
+
+_TOKENS = ("decoder_start_token", "pad_token", "eos_token")
+
+
+def recipe_problems(cfg: Any) -> list[str]:
+    """Every problem in ``cfg`` (a composed ForgeConfig) that can be found without loading anything."""
+    problems: list[str] = []
+    for role in ("encoder", "decoder"):
+        node = cfg[role]
+        if not str(node.name_or_path or "").strip():
+            problems.append(f"{role}.name_or_path is empty; give a hub repo id, a local directory or builtin:NAME")
+        for key in node.config_overrides or {}:
+            if key in ("is_decoder", "add_cross_attention"):
+                problems.append(f"{role}.config_overrides.{key} is set by vedforge itself and cannot be overridden")
+    policy = cfg.token_policy
+    kind = getattr(policy.kind, "value", policy.kind)
+    for name in _TOKENS:
+        value = policy[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str)) or value == ""):
+            problems.append(f"token_policy.{name}={value!r} must be a token id (an integer) or a token string")
+    if kind == "explicit":
+        missing = [name for name in _TOKENS if policy[name] is None]
+        if missing:
+            problems.append(
+                "token_policy=explicit needs " + ", ".join(f"token_policy.{m}" for m in missing)
+                + " (an id or a token string each), or use token_policy=auto"
+            )
+    try:
+        parse_size(cfg.output.max_shard_size)
+    except (ValueError, TypeError):
+        problems.append(
+            f"output.max_shard_size={cfg.output.max_shard_size!r} is not a size; write it like 10GB, 500MB, 2GiB or a byte count"
+        )
+    if cfg.seed < 0:
+        problems.append(f"seed={cfg.seed} must be zero or positive")
+    return problems
+
+
+def validate_recipe(cfg: Any) -> None:
+    """Raise :class:`RecipeError` listing every problem in ``cfg``; return quietly if there are none."""
+    problems = recipe_problems(cfg)
+    if problems:
+        raise RecipeError(problems)
