@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import ListConfig
+
 from vedforge.checkpoint_writer import parse_size
 from vedforge.errors import RecipeError
 
@@ -24,7 +26,13 @@ def recipe_problems(cfg: Any) -> list[str]:
     kind = getattr(policy.kind, "value", policy.kind)
     for name in _TOKENS:
         value = policy[name]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, str)) or value == ""):
+        if isinstance(value, ListConfig) and len(value) == 1 and isinstance(value[0], str):
+            # Hydra's override grammar reads [SEP] as a one-element list.
+            problems.append(
+                f"token_policy.{name} was read as the list [{value[0]}]; quote a bracketed token on the command "
+                f"line: 'token_policy.{name}=\"[{value[0]}]\"'"
+            )
+        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, str)) or value == ""):
             problems.append(f"token_policy.{name}={value!r} must be a token id (an integer) or a token string")
     if kind == "explicit":
         missing = [name for name in _TOKENS if policy[name] is None]

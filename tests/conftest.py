@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny real checkpoints on disk, and recipes composed with Hydra's compose API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from vedforge.resources import assets_dir, config_dir
+from vedforge.schema import register_schema
+
+ENCODERS = ("vit", "beit", "dinov2", "clip")
+DECODERS = ("gpt2", "bert", "roberta", "bart")
+_METADATA_SUFFIXES = (".json", ".txt")
+
+
+def save_tiny_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1, safetensors: bool = False) -> Path:
+    """Save the embedded tiny ``name`` with random weights as a real checkpoint directory.
+
+    The weights are written by transformers' own ``save_pretrained`` so the forge reads
+    exactly what a hub checkpoint would hold.
+    """
+    from transformers import AutoConfig
+
+    from vedforge.loading import checkpoint_class
+
+    src = assets_dir() / f"{name}_tiny"
+    config = AutoConfig.from_pretrained(src)
+    model = checkpoint_class(config, role)(config, seed=seed)
+    dest.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # BART's seq2seq config keeps forced_bos_token_id, which save_pretrained warns about.
+        warnings.simplefilter("ignore", UserWarning)
+        model.save_pretrained(dest, safe_serialization=safetensors)
+    for item in src.iterdir():
+        if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
+            shutil.copy(item, dest / item.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Every embedded tiny model saved as a checkpoint with weight files, keyed by family."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    paths = {name: save_tiny_checkpoint(name, "encoder", root / name) for name in ENCODERS}
+    paths.update({name: save_tiny_checkpoint(name, "decoder", root / name) for name in DECODERS})
+    return paths
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _schema() -> None:
+    register_schema()
+
+
+def compose_recipe(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose ``conf/config.yaml`` with ``overrides`` exactly as the CLI does."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def local_recipe(checkpoints: dict[str, Path], encoder: str, decoder: str, out: Path, *extra: str) -> DictConfig:
+    """A recipe pairing two local tiny checkpoints, writing to ``out``."""
+    return compose_recipe(
+        [
+            f"encoder.name_or_path={checkpoints[encoder]}",
+            "encoder.weights=pretrained",
+            f"decoder.name_or_path={checkpoints[decoder]}",
+            "decoder.weights=pretrained",
+            f"output.dir={out}",
+            *extra,
+        ]
+    )

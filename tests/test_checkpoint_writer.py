@@ -1,0 +1,323 @@
+"""The streaming writer must produce files that flax and stock transformers read unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import flax.serialization
+import msgpack
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict
+
+from conftest import save_tiny_checkpoint
+from vedforge import checkpoint_writer
+from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, read_msgpack, read_state
+from vedforge.checkpoint_writer import parse_size, write_flax_checkpoint
+
+try:
+    from ml_dtypes import bfloat16
+except ImportError:  # pragma: no cover - ml_dtypes ships with jax
+    bfloat16 = None
+
+BIG = 10**9
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _no_pt(tensors):
+    raise AssertionError("a Flax checkpoint must never reach the PyTorch-layout converter")
+
+
+def _assert_same_state(actual: dict, expected: dict) -> None:
+    assert sorted(actual) == sorted(expected)
+    for key, want in expected.items():
+        got = np.asarray(actual[key])
+        want = np.asarray(want)
+        assert got.dtype == want.dtype, key
+        assert got.shape == want.shape, key
+        # Bytes, not values: the writer must be lossless, and -0.0 == 0.0 would hide a change.
+        assert got.tobytes() == want.tobytes(), key
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _dir_digest(directory: Path) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in sorted(directory.iterdir())}
+
+
+def _mixed_state() -> dict:
+    rng = np.random.default_rng(0)
+    state = {
+        ("encoder", "layer", "0", "attention", "kernel"): rng.standard_normal((8, 12)).astype(np.float32),
+        ("encoder", "layer", "0", "attention", "bias"): rng.standard_normal(12).astype(np.float32),
+        ("encoder", "layer", "10", "attention", "kernel"): rng.standard_normal((8, 12)).astype(np.float16),
+        ("encoder", "layer", "2", "ids"): rng.integers(-(2**31), 2**31 - 1, size=(3, 5), dtype=np.int32),
+        ("encoder", "layernorm", "scale"): np.array([-0.0, 0.0, np.inf, -np.inf], dtype=np.float32),
+        ("embeddings", "position_ids"): np.arange(7, dtype=np.int64)[None],
+        # Not C-contiguous: must be stored in C order like flax does.
+        ("embeddings", "transposed"): np.asfortranarray(rng.standard_normal((4, 6)).astype(np.float32)),
+        ("mask",): np.array([True, False, True]),
+        ("scalar",): np.array(3.5, dtype=np.float32),
+        ("empty",): np.zeros((0, 3), dtype=np.float32),
+    }
+    if bfloat16 is not None:
+        import jax.numpy as jnp
+
+        # A jax array, as a state built from model.params holds.
+        state[("decoder", "bf16", "kernel")] = jnp.asarray(rng.standard_normal((5, 4)), dtype=jnp.bfloat16)
+        state[("decoder", "bf16", "bias")] = rng.standard_normal(4).astype(bfloat16)
+    return state
+
+
+# --- parse_size -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10GB", 10 * 10**9),
+        ("500MB", 500 * 10**6),
+        ("2GiB", 2 * 2**30),
+        ("1.5KB", 1500),
+        (123, 123),
+        (" 7 B ", 7),
+        ("7", 7),
+        ("3mib", 3 * 2**20),
+    ],
+)
+def test_parse_size_accepts(text, expected):
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "ten", "-1GB", "0", "5XB", 0, -5, "0.5B", "GB", "1 0GB"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+# --- round trip and determinism ---------------------------------------------------------
+
+
+def test_round_trip_with_flax_and_vedforge_readers(tmp_path):
+    state = _mixed_state()
+    written = write_flax_checkpoint(tmp_path, state, max_shard_size=BIG)
+
+    assert written == [tmp_path / FLAX_WEIGHTS]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FLAX_WEIGHTS]
+    restored = flatten_dict(flax.serialization.msgpack_restore((tmp_path / FLAX_WEIGHTS).read_bytes()))
+    _assert_same_state(restored, state)
+    _assert_same_state(read_msgpack([tmp_path / FLAX_WEIGHTS]), state)
+
+
+def test_output_matches_flax_serialization_of_the_sorted_tree(tmp_path):
+    # msgpack_serialize packs dict keys in the dict's order; jax's tree_map rebuilds dicts
+    # with sorted keys, so flax's bytes for a nested dict are the reference layout.
+    state = _mixed_state()
+    write_flax_checkpoint(tmp_path, state, max_shard_size=BIG)
+    tree: dict = {}
+    for path, arr in sorted(state.items()):
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = np.asarray(arr)
+    assert (tmp_path / FLAX_WEIGHTS).read_bytes() == flax.serialization.msgpack_serialize(tree)
+
+
+def test_insertion_order_does_not_change_the_bytes(tmp_path):
+    state = _mixed_state()
+    backwards = dict(reversed(list(state.items())))
+    assert list(backwards) != list(state)
+    for name, variant in (("a", state), ("b", backwards)):
+        (tmp_path / name).mkdir()
+        write_flax_checkpoint(tmp_path / name, variant, max_shard_size=BIG)
+        (tmp_path / f"{name}-sharded").mkdir()
+        write_flax_checkpoint(tmp_path / f"{name}-sharded", variant, max_shard_size=200)
+    assert _dir_digest(tmp_path / "a") == _dir_digest(tmp_path / "b")
+    assert len(list((tmp_path / "a-sharded").iterdir())) > 2
+    assert _dir_digest(tmp_path / "a-sharded") == _dir_digest(tmp_path / "b-sharded")
+
+
+_WRITE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from vedforge.checkpoint_writer import write_flax_checkpoint
+
+    data = np.load(sys.argv[1])
+    # A set's iteration order follows the string hash, so each hash seed inserts differently.
+    names = list(set(data.files))
+    state = {tuple(name.split("/")): data[name] for name in names}
+    write_flax_checkpoint(Path(sys.argv[2]), state, max_shard_size=10**9)
+    write_flax_checkpoint(Path(sys.argv[3]), state, max_shard_size=300)
+    print(json.dumps(names))
+    """
+)
+
+
+def test_bytes_do_not_depend_on_the_hash_seed(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {
+        f"block/{i}/{leaf}": rng.standard_normal((4, i + 2)).astype(np.float32 if i % 2 else np.float16)
+        for i in range(6)
+        for leaf in ("kernel", "bias", "scale")
+    }
+    np.savez(tmp_path / "state.npz", **arrays)
+    digests, orders = [], []
+    for seed in ("1", "2"):
+        single, sharded = tmp_path / f"single-{seed}", tmp_path / f"sharded-{seed}"
+        single.mkdir()
+        sharded.mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        run = subprocess.run(
+            [sys.executable, "-c", _WRITE_SCRIPT, str(tmp_path / "state.npz"), str(single), str(sharded)],
+            env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        orders.append(json.loads(run.stdout))
+        digests.append((_dir_digest(single), _dir_digest(sharded)))
+    # Otherwise the two runs would not have exercised different insertion orders.
+    assert orders[0] != orders[1]
+    assert len(digests[0][1]) > 2
+    assert digests[0] == digests[1]
+
+
+# --- stock transformers compatibility ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_checkpoint(tmp_path_factory) -> Path:
+    # One model saved here rather than the session-wide `tiny_checkpoints`, which saves
+    # all eight families and alone costs more than this whole file.
+    return save_tiny_checkpoint("gpt2", "decoder", tmp_path_factory.mktemp("gpt2") / "gpt2")
+
+
+def _copy_metadata(src: Path, dest: Path) -> None:
+    dest.mkdir()
+    for item in src.iterdir():
+        if item.suffix in (".json", ".txt") and not item.name.startswith("flax_model"):
+            shutil.copy(item, dest / item.name)
+
+
+def _stock_params(directory: Path) -> dict:
+    from transformers import FlaxGPT2LMHeadModel
+
+    return flatten_dict(FlaxGPT2LMHeadModel.from_pretrained(directory).params)
+
+
+def test_stock_from_pretrained_loads_the_written_checkpoint(gpt2_checkpoint, tmp_path):
+    # The reference is the file itself, not a second from_pretrained: from_pretrained fills a
+    # missing weight from the same seeded init both times, which would hide a dropped tensor.
+    original = flatten_dict(flax.serialization.msgpack_restore((gpt2_checkpoint / FLAX_WEIGHTS).read_bytes()))
+    state = read_state(gpt2_checkpoint, _no_pt)
+    _assert_same_state(state, original)
+
+    out = tmp_path / "rewritten"
+    _copy_metadata(gpt2_checkpoint, out)
+    write_flax_checkpoint(out, state, max_shard_size=BIG)
+
+    _assert_same_state(_stock_params(out), original)
+
+
+def test_sharded_checkpoint_loads_in_stock_from_pretrained(gpt2_checkpoint, tmp_path):
+    original = flatten_dict(flax.serialization.msgpack_restore((gpt2_checkpoint / FLAX_WEIGHTS).read_bytes()))
+    limit = 8192
+    out = tmp_path / "sharded"
+    _copy_metadata(gpt2_checkpoint, out)
+    written = write_flax_checkpoint(out, read_state(gpt2_checkpoint, _no_pt), max_shard_size=limit)
+
+    shards = sorted(p for p in out.iterdir() if p.name.startswith("flax_model-"))
+    n = len(shards)
+    assert n > 2
+    assert [p.name for p in shards] == [f"flax_model-{i:05d}-of-{n:05d}.msgpack" for i in range(1, n + 1)]
+    assert not (out / FLAX_WEIGHTS).exists()
+    assert sorted(written) == sorted([*shards, out / FLAX_INDEX])
+
+    index = json.loads((out / FLAX_INDEX).read_text())
+    weight_map = index["weight_map"]
+    names = {"/".join(k) for k in original}
+    # A dict cannot name a tensor twice, so "exactly once" is: same key set, and every
+    # tensor is stored in the shard the index names and in no other.
+    assert set(weight_map) == names
+    assert set(weight_map.values()) == {p.name for p in shards}
+    assert index["metadata"]["total_size"] == sum(int(np.asarray(a).nbytes) for a in original.values())
+
+    seen: dict[str, str] = {}
+    for shard in shards:
+        contents = flatten_dict(flax.serialization.msgpack_restore(shard.read_bytes()), sep="/")
+        for name in contents:
+            assert name not in seen, f"{name} stored in {seen.get(name)} and {shard.name}"
+            seen[name] = shard.name
+            assert weight_map[name] == shard.name
+        size = sum(int(a.nbytes) for a in contents.values())
+        assert size <= limit or len(contents) == 1, shard.name
+    assert set(seen) == names
+
+    oversized = ["/".join(k) for k, a in original.items() if a.nbytes > limit]
+    assert oversized, "the test needs a tensor bigger than the shard limit"
+    for name in oversized:
+        assert list(weight_map.values()).count(weight_map[name]) == 1, name
+    # Shards fill in sorted key order, like flax_shard_checkpoint fills in its key order.
+    path_of = {k: tuple(k.split("/")) for k in weight_map}
+    in_shard_order = sorted(weight_map, key=lambda k: (weight_map[k], path_of[k]))
+    assert in_shard_order == sorted(weight_map, key=path_of.__getitem__)
+
+    _assert_same_state(read_state(out, _no_pt), original)
+    _assert_same_state(_stock_params(out), original)
+
+
+# --- chunking of large arrays -----------------------------------------------------------
+
+CHUNK = 1024
+
+
+def _chunk_cases():
+    rng = np.random.default_rng(2)
+    cases = [
+        pytest.param(rng.standard_normal(CHUNK // 4).astype(np.float32), False, id="f32-at-limit"),
+        pytest.param(rng.standard_normal(CHUNK // 4 + 1).astype(np.float32), True, id="f32-one-over"),
+        pytest.param(rng.standard_normal((7, 143)).astype(np.float32), True, id="f32-2d-ragged"),
+        pytest.param(rng.standard_normal((3, 5, 100)).astype(np.float16), True, id="f16-3d"),
+        pytest.param(rng.integers(-128, 127, size=4099, dtype=np.int8), True, id="int8"),
+    ]
+    if bfloat16 is not None:
+        cases.append(pytest.param(rng.standard_normal((30, 40)).astype(bfloat16), True, id="bf16"))
+    return cases
+
+
+@pytest.mark.parametrize(("arr", "chunked"), _chunk_cases())
+def test_large_arrays_are_chunked_like_flax(arr, chunked, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_writer, "MAX_CHUNK_SIZE", CHUNK)
+    write_flax_checkpoint(tmp_path, {("a",): arr}, max_shard_size=BIG)
+    data = (tmp_path / FLAX_WEIGHTS).read_bytes()
+
+    raw = msgpack.unpackb(data, raw=False)
+    assert isinstance(raw["a"], dict) == chunked
+    if chunked:
+        assert raw["a"]["__msgpack_chunked_array__"] is True
+        assert len(raw["a"]["chunks"]) == -(-arr.nbytes // CHUNK)
+
+    # Restoring needs no patch: flax unchunks whatever it finds.
+    restored = flax.serialization.msgpack_restore(data)
+    _assert_same_state({("a",): restored["a"]}, {("a",): arr})
+
+    monkeypatch.setattr(flax.serialization, "MAX_CHUNK_SIZE", CHUNK)
+    assert data == flax.serialization.msgpack_serialize({"a": arr})
+
+
+def test_chunked_array_inside_a_nested_sharded_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_writer, "MAX_CHUNK_SIZE", CHUNK)
+    state = _mixed_state()
+    state[("encoder", "big", "kernel")] = np.random.default_rng(3).standard_normal((40, 33)).astype(np.float32)
+    write_flax_checkpoint(tmp_path, state, max_shard_size=3000)
+    assert (tmp_path / FLAX_INDEX).is_file()
+    _assert_same_state(read_state(tmp_path, _no_pt), state)
