@@ -271,8 +271,36 @@ def test_sharded_checkpoint_loads_in_stock_from_pretrained(gpt2_checkpoint, tmp_
     in_shard_order = sorted(weight_map, key=lambda k: (weight_map[k], path_of[k]))
     assert in_shard_order == sorted(weight_map, key=path_of.__getitem__)
 
+    assert index == _stock_shard_index(original, limit)
+
     _assert_same_state(read_state(out, _no_pt), original)
     _assert_same_state(_stock_params(out), original)
+
+
+def _stock_shard_index(state: dict, limit: int) -> dict:
+    """The index transformers' own sharding gives ``state`` when its keys come in sorted order."""
+    from flax.traverse_util import unflatten_dict
+    from transformers.modeling_flax_utils import flax_shard_checkpoint
+
+    _, index = flax_shard_checkpoint(unflatten_dict(dict(sorted(state.items()))), limit)
+    return index
+
+
+def test_shards_split_where_flax_shard_checkpoint_splits(tmp_path):
+    limit = 1000
+    f32 = lambda n: np.full(n, 1.5, dtype=np.float32)  # noqa: E731
+    state = {
+        # Fills the first shard to exactly the limit: a shard may reach it, not exceed it.
+        ("a", "0"): f32(100), ("a", "1"): f32(100), ("a", "2"): f32(50),
+        ("b", "0"): f32(10),
+        # Bigger than the limit, between two small tensors: a shard of its own.
+        ("b", "1"): f32(300),
+        ("b", "2"): f32(10), ("c",): np.ones(960, dtype=np.int8),
+    }
+    write_flax_checkpoint(tmp_path, state, max_shard_size=limit)
+    index = json.loads((tmp_path / FLAX_INDEX).read_text())
+    assert index == _stock_shard_index(state, limit)
+    assert len(set(index["weight_map"].values())) == 4
 
 
 # --- chunking of large arrays -----------------------------------------------------------

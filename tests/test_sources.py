@@ -277,6 +277,7 @@ def no_hub(monkeypatch, tmp_path) -> None:
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 @pytest.mark.parametrize("name", ["./nope/model", "/definitely/missing", "a/b/c", "~/no-such-vedforge-dir"])
@@ -345,6 +346,12 @@ def test_unknown_builtin_lists_the_available_ones(no_hub):
     assert {"gpt2_tiny", "vit_tiny"} <= set(embedded)
     for name in embedded:
         assert f"builtin:{name}" in message
+
+
+def test_builtin_name_cannot_escape_the_embedded_assets(no_hub, saved):
+    # saved["gpt2"] is a complete checkpoint, but not an embedded one.
+    with pytest.raises(SourceNotFoundError):
+        resolve(f"builtin:{saved['gpt2']}")
 
 
 # --- a whole forge from the hub cache -------------------------------------------------------

@@ -31,6 +31,7 @@ class PartReport:
     grown: int = 0  # parameters added to checkpoint tensors by vocabulary growth
     new_tensors: list[str] = field(default_factory=list)
     unused_tensors: list[str] = field(default_factory=list)
+    resized_tensors: list[str] = field(default_factory=list)  # interpolated to a new image size
 
 
 @dataclass
@@ -115,6 +116,28 @@ def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, s
     return np.concatenate([source, extra], axis=axis)
 
 
+def _resize_position_grid(path: Path_, source: np.ndarray, shape: tuple[int, ...]) -> Optional[np.ndarray]:
+    """Patch position embeddings resized (bicubic) to a new square patch grid, the class token kept.
+
+    A ViT-style encoder given a new ``image_size`` keeps its pretrained positions this way,
+    as ViT fine-tuning at a higher resolution does. Handles ``(1, 1+n, d)`` and ``(1+n, d)``.
+    """
+    import jax
+
+    if "position" not in "/".join(path) or source.ndim != len(shape) or source.ndim not in (2, 3):
+        return None
+    lead = source.ndim - 2
+    old_n, new_n = source.shape[lead] - 1, shape[lead] - 1
+    old_side, new_side = int(round(old_n**0.5)), int(round(new_n**0.5))
+    if old_side**2 != old_n or new_side**2 != new_n or source.shape[-1] != shape[-1] or source.shape[:lead] != shape[:lead]:
+        return None
+    flat = source.reshape(-1, source.shape[-1])
+    grid = flat[1:].reshape(old_side, old_side, -1).astype(np.float32)
+    resized = np.asarray(jax.image.resize(grid, (new_side, new_side, grid.shape[-1]), "bicubic"))
+    out = np.concatenate([flat[:1], resized.reshape(new_n, -1).astype(source.dtype)], axis=0)
+    return out.reshape(shape)
+
+
 def assemble(
     target: dict[Path_, Any],
     states: dict[str, FlatState],
@@ -157,6 +180,13 @@ def assemble(
                 continue
             grown = _grow((part,) + path, np.asarray(source), shape, dtype, seed, init_std,
                           decoder_vocab_growth if part == "decoder" else None)
+            if grown is None and part == "encoder":
+                grown = _resize_position_grid(path, np.asarray(source), shape)
+                if grown is not None:
+                    params[(part,) + path] = grown
+                    report.from_checkpoint += int(source.size)
+                    report.resized_tensors.append("/".join((part,) + path))
+                    continue
             if grown is None:
                 raise ValueError(
                     f"the {part} checkpoint tensor {'/'.join(source_path)} has shape {tuple(source.shape)} but the "

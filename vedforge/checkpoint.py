@@ -55,6 +55,10 @@ def _shards_from_index(index: Path) -> list[Path]:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpointError(f"The shard index '{index}' cannot be read: {exc}.") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CorruptCheckpointError(
+            f"The shard index '{index}' is malformed: its weight_map must map tensor names to shard file names."
+        )
     files = [index.parent / name for name in sorted(set(weight_map.values()))]
     missing = [f.name for f in files if not f.is_file()]
     if missing:

@@ -11,6 +11,7 @@ import copy
 import difflib
 import logging
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Mapping
 
 from vedforge.checkpoint import FlatState, read_state
@@ -69,8 +70,9 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
     checkpoint = _read_config(source, trust_remote_code)
     check_encoder_type(checkpoint.model_type, f"{source.describe()}")
+    # Overrides shape the architecture, so random weights are drawn for the overridden one.
+    apply_overrides(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint, overrides, "encoder")
     model = copy.deepcopy(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint)
-    apply_overrides(model, overrides, "encoder")
     # A decoder checkpoint reused as an encoder must lose its causal mask, as stock does.
     model.is_decoder = False
     model.add_cross_attention = False
@@ -88,8 +90,8 @@ def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
     """Load and check the decoder config, and turn it into a cross-attending decoder."""
     checkpoint = _read_config(source, trust_remote_code)
     decoder_family(checkpoint.model_type, f"{source.describe()}")
+    apply_overrides(checkpoint, overrides, "decoder")
     model = copy.deepcopy(checkpoint)
-    apply_overrides(model, overrides, "decoder")
     model.is_decoder = True
     model.add_cross_attention = True
     return PartConfig(checkpoint, model)
@@ -127,7 +129,10 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
     def convert_pytorch_layout(tensors: dict) -> FlatState:
         from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
 
+        # The converter reads `.params` only for key names and shapes; the shape tree serves
+        # without initialising (an uninitialised model's `.params` raises).
         shell = cls(part.checkpoint, _do_init=False)
-        return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shell))
+        shapes = SimpleNamespace(params=shell.params_shape_tree, base_model_prefix=cls.base_model_prefix)
+        return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shapes))
 
     return read_state(source.path, convert_pytorch_layout)

@@ -94,7 +94,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
         enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code)
         dec = load_decoder_config(sources["decoder"], cfg.decoder.config_overrides, hub.trust_remote_code)
         family = decoder_family(dec.model.model_type, sources["decoder"].describe())
-        processor = _load_processor(sources["encoder"], enc.model, hub.trust_remote_code)
+        processor = _load_processor(sources["encoder"], hub.trust_remote_code)
+        _fit_processor_to_image_size(processor, enc.model.image_size)
         tokenizer = _load_tokenizer(sources["decoder"], hub.trust_remote_code)
         ids = resolve_token_ids(cfg.token_policy, tokenizer, dec.model, family, sources["decoder"].describe())
         config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc.model, dec.model)
@@ -148,6 +149,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
             },
             "parameters": assembly.parameter_counts(),
             "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
+            "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
             "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
             "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
             "needs_keyword_decode": needs_keyword_decode,
@@ -177,7 +179,15 @@ def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Pa
     (out / ".hydra" / "config.yaml").write_text(recipe_yaml(cfg))
 
 
-def _load_processor(source, encoder_config, trust_remote_code: bool):
+def _fit_processor_to_image_size(processor: Any, image_size: int) -> None:
+    """Make the processor emit images of the encoder's size (after an image_size override)."""
+    for attr in ("size", "crop_size"):
+        value = getattr(processor, attr, None)
+        if isinstance(value, dict) and value:
+            setattr(processor, attr, {k: image_size for k in value})
+
+
+def _load_processor(source, trust_remote_code: bool):
     from transformers import AutoImageProcessor
 
     try:

@@ -75,7 +75,8 @@ def resolve_source(
     if name_or_path.startswith(BUILTIN_PREFIX):
         name = name_or_path[len(BUILTIN_PREFIX):]
         path = assets_dir() / name
-        if not (path / "config.json").is_file():
+        # Only the listed names: "builtin:/abs/path" or "builtin:../x" must not pass as embedded.
+        if name not in builtin_names():
             raise SourceNotFoundError(
                 f"There is no embedded checkpoint named '{name}' ({where}). "
                 f"Embedded checkpoints: {', '.join(BUILTIN_PREFIX + n for n in builtin_names())}."

@@ -1,0 +1,83 @@
+"""Publication: a failed forge leaves nothing; an existing artifact is kept unless overwrite is set."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import local_recipe
+from vedforge.errors import OutputError
+from vedforge.runner import forge
+
+
+def _fail_while_writing_weights(monkeypatch):
+    import vedforge.checkpoint_writer as writer
+
+    real = writer.write_msgpack_file
+
+    def write_then_fail(path, items):
+        real(path, items[: len(items) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_msgpack_file", write_then_fail)
+
+
+def test_failure_mid_write_leaves_no_artifact(tiny_checkpoints, tmp_path, monkeypatch):
+    _fail_while_writing_weights(monkeypatch)
+    with pytest.raises(OSError):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_artifact_is_refused_without_overwrite(tiny_checkpoints, tmp_path):
+    first = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=1"))
+    before = (first.output_dir / "flax_model.msgpack").read_bytes()
+    with pytest.raises(OutputError, match="output.overwrite=true"):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=2"))
+    assert (first.output_dir / "flax_model.msgpack").read_bytes() == before
+
+
+def test_failed_overwrite_keeps_the_previous_artifact(tiny_checkpoints, tmp_path, monkeypatch):
+    first = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=1"))
+    files = {p.name: p.read_bytes() for p in first.output_dir.iterdir() if p.is_file()}
+    _fail_while_writing_weights(monkeypatch)
+    with pytest.raises(OSError):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=2", "output.overwrite=true"))
+    assert {p.name: p.read_bytes() for p in first.output_dir.iterdir() if p.is_file()} == files
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_overwrite_replaces_once_complete(tiny_checkpoints, tmp_path):
+    first = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=1"))
+    old = (first.output_dir / "flax_model.msgpack").read_bytes()
+    (first.output_dir / "stale.txt").write_text("from the old artifact")
+    second = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=2", "output.overwrite=true"))
+    assert second.output_dir == first.output_dir
+    assert (second.output_dir / "flax_model.msgpack").read_bytes() != old
+    assert not (second.output_dir / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_image_size_override_reaches_model_and_processor(tiny_checkpoints, tmp_path):
+    # Random weights: the overridden architecture is drawn afresh.
+    import numpy as np
+    from transformers import AutoImageProcessor, VisionEncoderDecoderConfig
+
+    cfg = local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "+encoder.config_overrides.image_size=48",
+                       "encoder.name_or_path=builtin:vit_tiny", "encoder.weights=random")
+    out = forge(cfg).output_dir
+    assert VisionEncoderDecoderConfig.from_pretrained(out).encoder.image_size == 48
+    pixels = AutoImageProcessor.from_pretrained(out)(np.zeros((20, 30, 3), np.uint8), return_tensors="np").pixel_values
+    assert pixels.shape == (1, 3, 48, 48)
+
+
+def test_image_size_override_interpolates_pretrained_positions(tiny_checkpoints, tmp_path):
+    from vedforge.checkpoint import read_state
+
+    result = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "+encoder.config_overrides.image_size=48"))
+    forged = read_state(result.output_dir, pt_converter=None)
+    original = read_state(tiny_checkpoints["vit"], pt_converter=None)
+    new_pos = forged[("encoder", "embeddings", "position_embeddings")]
+    old_pos = original[("embeddings", "position_embeddings")]
+    assert old_pos.shape == (1, 17, 32) and new_pos.shape == (1, 37, 32)  # 4x4 -> 6x6 patches + class token
+    assert (new_pos[:, 0] == old_pos[:, 0]).all()
+    assert result.manifest["resized_tensors"] == {"encoder": ["encoder/embeddings/position_embeddings"]}
