@@ -98,6 +98,11 @@ def test_parse_size_accepts(text, expected):
     assert parse_size(text) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [("4.1GB", 4_100_000_000), ("2.01KB", 2010), ("8.12KB", 8120)])
+def test_parse_size_decimal_sizes_are_exact(text, expected):
+    assert parse_size(text) == expected
+
+
 @pytest.mark.parametrize("text", ["", "ten", "-1GB", "0", "5XB", 0, -5, "0.5B", "GB", "1 0GB"])
 def test_parse_size_rejects(text):
     with pytest.raises(ValueError):

@@ -12,6 +12,7 @@ oversized tensor gets a shard of its own, and the index maps ``a/b/c`` names to 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 import os
 import re
 from pathlib import Path
@@ -40,7 +41,8 @@ def parse_size(text: str | int) -> int:
     match = _SIZE.match(str(text))
     if not match:
         raise ValueError(text)
-    value = float(match.group(1)) * _UNITS[(match.group(2) or "B").upper()]
+    # Decimal, not float: "4.1GB" must be 4100000000 bytes, not one short.
+    value = Decimal(match.group(1)) * _UNITS[(match.group(2) or "B").upper()]
     if value < 1:
         raise ValueError(text)
     return int(value)
