@@ -128,3 +128,37 @@ def test_artifact_directory_contents(tiny_checkpoints, tmp_path):
     card = (out / "README.md").read_text()
     assert "## Recipe" in card and str(tiny_checkpoints["gpt2"]) in card
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("decoder", ["gpt2", "bart"])
+def test_stock_generate_warns_about_nothing(tiny_checkpoints, tmp_path, decoder, caplog):
+    import logging
+    import warnings
+
+    import transformers
+
+    out = forge(local_recipe(tiny_checkpoints, "vit", decoder, tmp_path / "out")).output_dir
+    model = transformers.FlaxVisionEncoderDecoderModel.from_pretrained(out)
+    transformers.utils.logging.set_verbosity_warning()
+    transformers.utils.logging.enable_propagation()
+    try:
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+            warnings.simplefilter("always")
+            model.generate(PIXELS, max_length=4)
+    finally:
+        transformers.utils.logging.disable_propagation()
+        transformers.utils.logging.set_verbosity_error()
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "generation" in m.lower() or "modified the pretrained" in m], messages
+
+
+def test_compat_class_is_what_makes_bert_generate(tiny_checkpoints, tmp_path):
+    import transformers
+
+    from vedforge import compat
+
+    out = forge(local_recipe(tiny_checkpoints, "vit", "bert", tmp_path / "out")).output_dir
+    with pytest.raises(Exception, match="reshape"):
+        transformers.FlaxVisionEncoderDecoderModel.from_pretrained(out).generate(PIXELS, max_length=4)
+    fixed = compat.FlaxVisionEncoderDecoderModel.from_pretrained(out)
+    assert fixed.generate(PIXELS, max_length=4).sequences.shape == (1, 4)
