@@ -30,11 +30,15 @@ def report(message: str, *, internal: bool = False) -> None:
 def run_task(cfg) -> None:
     """Hydra's task function: forge one recipe and translate failures into exit codes."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from vedforge.runner import forge
 
     hydra_cfg = HydraConfig.get()
     records = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        run_sweep_job(cfg, hydra_cfg, records)
+        return
     try:
         forge(cfg, hydra_records=records)
     except VedforgeError as exc:
@@ -53,14 +57,64 @@ def run_task(cfg) -> None:
         sys.exit(EXIT_INTERNAL_ERROR)
 
 
+def run_sweep_job(cfg, hydra_cfg, records) -> None:
+    """Forge one pair of a sweep and record its outcome; never raise, so the sweep goes on."""
+    import logging
+    import time
+    import traceback
+
+    from vedforge.runner import forge
+    from vedforge.sweep import record_for, write_job_record
+
+    pair = str(hydra_cfg.sweep.subdir)
+    started = time.perf_counter()
+    try:
+        result = forge(cfg, hydra_records=records, cache=_SWEEP_CACHE)
+        row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
+                         manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
+    except VedforgeError as exc:
+        row = record_for(cfg, pair, status="failed", output_dir=None, manifest=None,
+                         wall_s=time.perf_counter() - started, error=str(exc))
+    except Exception as exc:
+        if _debug():
+            traceback.print_exc()
+        row = record_for(cfg, pair, status="failed", output_dir=None, manifest=None, wall_s=time.perf_counter() - started,
+                         error=f"internal error: {type(exc).__name__}: {exc}")
+    if row["status"] == "failed":
+        logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
+    write_job_record(Path(hydra_cfg.sweep.dir), pair, row)
+
+
+def _sweep_cache():
+    from vedforge.runner import PartCache
+
+    return PartCache()
+
+
+class _LazyCache:
+    """The process-wide checkpoint cache of a sweep, created on first use (keeps start-up light)."""
+
+    _cache = None
+
+    def get(self, key, load):
+        if _LazyCache._cache is None:
+            _LazyCache._cache = _sweep_cache()
+        return _LazyCache._cache.get(key, load)
+
+
+_SWEEP_CACHE = _LazyCache()
+
+
 def main() -> None:
     """Entry point of ``vedforge`` and ``python -m vedforge``."""
     import hydra
 
     from vedforge.resources import config_dir
     from vedforge.schema import register_schema
+    from vedforge.sweep import SweepSummary, register_resolvers
 
     register_schema()
+    register_resolvers()
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
     try:
         app()
@@ -68,3 +122,7 @@ def main() -> None:
         if exc.code == _HYDRA_ERROR_EXIT:
             sys.exit(EXIT_USER_ERROR)
         raise
+    if SweepSummary.failed:
+        report(f"{len(SweepSummary.failed)} pair(s) of the sweep failed: {', '.join(SweepSummary.failed)}. "
+               "The others are complete; see the sweep's summary.md for each error.")
+        sys.exit(EXIT_USER_ERROR)

@@ -7,10 +7,11 @@ appears under the output name until the artifact is complete.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -29,6 +30,26 @@ class ForgeResult:
 
     output_dir: Path
     manifest: dict[str, Any]
+    # True when output_dir already held a complete artifact of this very recipe.
+    skipped: bool = False
+    # Checkpoints read from disk per role (0 when a sweep's cache already held them).
+    loads: dict[str, int] = field(default_factory=dict)
+
+
+class PartCache:
+    """Checkpoint tensors shared by the forges of one process, so a sweep over N encoders and
+    M decoders reads N + M checkpoints instead of 2 x N x M. States are never mutated."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, load) -> tuple[Any, bool]:
+        """The state for ``key``, and whether it had to be loaded."""
+        if key in self._states:
+            return self._states[key], False
+        state = load()
+        self._states[key] = state
+        return state, True
 
 
 class _Timer:
@@ -43,22 +64,51 @@ class _Timer:
         self.timings[name] = round(time.perf_counter() - start, 3)
 
 
-def recipe_yaml(cfg: DictConfig) -> str:
-    """The recipe as YAML without run-specific or secret values (output location, hub token)."""
+# Settings that say where and whether to write, not what: not part of the recorded recipe.
+_NOT_RECIPE = ("dir", "overwrite", "resume")
+
+
+def recipe_dict(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe as plain data, resolved, without run-specific or secret values."""
     data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
-    data.get("output", {}).pop("dir", None)
+    for key in _NOT_RECIPE:
+        data.get("output", {}).pop(key, None)
     if data.get("hub", {}).get("token") is not None:
         data["hub"]["token"] = "<redacted>"
-    return OmegaConf.to_yaml(OmegaConf.create(data))
+    return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
 
 
-def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResult:
+def recipe_yaml(cfg: DictConfig) -> str:
+    """:func:`recipe_dict` as YAML."""
+    return OmegaConf.to_yaml(OmegaConf.create(recipe_dict(cfg)))
+
+
+def complete_artifact(directory: Path, recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The manifest of ``directory`` if it is a complete, unaltered artifact of ``recipe``; else None."""
+    from vedforge.artifacts import sha256_file
+    from vedforge.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(directory)
+    except (OSError, ValueError):
+        return None
+    if manifest.get("recipe") != recipe:
+        return None
+    for name, entry in manifest.get("files", {}).items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            return None
+    return manifest
+
+
+def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optional[PartCache] = None) -> ForgeResult:
     """Forge the model described by ``cfg`` into ``cfg.output.dir``.
 
     Args:
         cfg: a composed recipe (see :class:`vedforge.schema.ForgeConfig`).
         hydra_records: Hydra's ``.hydra`` directory for this run, copied into the artifact
             when the artifact is written somewhere other than Hydra's run directory.
+        cache: checkpoint tensors shared with other forges in this process (a sweep).
 
     Raises:
         VedforgeError: any problem the user can fix; nothing is written under the output name.
@@ -76,6 +126,13 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
 
     transformers.utils.logging.set_verbosity_error()
     validate_recipe(cfg)
+    recipe = recipe_dict(cfg)
+    output_dir = Path(cfg.output.dir).absolute()
+    if cfg.output.resume and not cfg.output.overwrite:
+        previous = complete_artifact(output_dir, recipe)
+        if previous is not None:
+            log.info("Already complete, skipped: %s (output.resume=false forges it again)", output_dir)
+            return ForgeResult(output_dir, previous, skipped=True, loads={"encoder": 0, "decoder": 0})
     timer = _Timer()
     started = time.perf_counter()
     hub = cfg.hub
@@ -105,13 +162,21 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
         generation = generation_config_for(config, ids)
         target = target_shapes(config)
 
-    staged = StagedArtifact(Path(cfg.output.dir), overwrite=cfg.output.overwrite)
+    staged = StagedArtifact(output_dir, overwrite=cfg.output.overwrite)
     staged.check()
+    cache = cache or PartCache()
+    states, loads = {}, {}
     with timer.step("load", "Reading encoder and decoder weights"):
-        states = {
-            role: load_part_state(sources[role], part, random_weights=weights[role] == "random", seed=cfg.seed)
-            for role, part in (("encoder", enc), ("decoder", dec))
-        }
+        for role, part in (("encoder", enc), ("decoder", dec)):
+            random_weights = weights[role] == "random"
+            key = (role, str(sources[role].path), weights[role], cfg.seed if random_weights else None,
+                   json.dumps(OmegaConf.to_container(cfg[role].config_overrides), sort_keys=True))
+            states[role], loaded = cache.get(
+                key, lambda r=role, p=part, rw=random_weights: load_part_state(sources[r], p, random_weights=rw, seed=cfg.seed)
+            )
+            loads[role] = int(loaded)
+            if not loaded:
+                log.info("Reusing the %s checkpoint already read in this sweep", role)
     with timer.step("assemble", "Adding cross-attention"):
         try:
             assembly = assemble(
@@ -136,6 +201,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
             _write_recipe_records(out, cfg, hydra_records, staged.final)
         manifest = {
             "format_version": 1,
+            "recipe": recipe,
             "versions": package_versions(),
             "inputs": {
                 "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
@@ -165,7 +231,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None) -> ForgeResu
         enc.checkpoint.model_type, dec.checkpoint.model_type, f"{counts['total']:,}", f"{counts['new']:,}",
         manifest["timings_s"]["total"], final,
     )
-    return ForgeResult(final, manifest)
+    return ForgeResult(final, manifest, loads=loads)
 
 
 def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Path], final: Path) -> None:

@@ -72,6 +72,8 @@ class OutputConfig:
     max_shard_size: str = "10GB"
     # Replace an existing artifact at `dir` (only once the new one is complete).
     overwrite: bool = False
+    # Skip the forge when `dir` already holds a complete, unaltered artifact of this recipe.
+    resume: bool = True
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""Multirun sweeps: per-pair directory names, per-job records, and the sweep summary.
+
+Each job writes a small JSON record into ``<sweep dir>/.vedforge_jobs/`` whether it forged,
+skipped or failed, so the summary is complete even when jobs run in other processes (joblib,
+submitit, ray) and even when some fail. Hydra skips ``on_multirun_end`` when a job raises,
+so jobs never raise: the CLI turns recorded failures into a non-zero exit at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("vedforge")
+
+JOBS_DIR = ".vedforge_jobs"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+_COLUMNS = ("pair", "encoder", "decoder", "token_policy", "status", "output_dir", "parameters", "new_parameters",
+            "artifact_bytes", "wall_s", "error")
+
+
+def job_subdir(encoder: str, decoder: str, override_dirname: str = "") -> str:
+    """``vit__gpt2``, plus any other swept overrides (``vit__gpt2__seed=1``) so pairs never collide."""
+    # output.* and hub.* say where and how to write, not what: they do not name a pair.
+    skip = ("encoder=", "decoder=", "output.", "hub.")
+    rest = [item for item in override_dirname.split(",") if item and not item.startswith(skip)]
+    # Hydra escapes ':' and other grammar characters in override_dirname with a backslash.
+    return "__".join([encoder, decoder, *rest]).replace("\\", "").replace("/", "_")
+
+
+def register_resolvers() -> None:
+    """Register ``${vedforge_subdir:...}``, used by ``hydra.sweep.subdir``."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("vedforge_subdir"):
+        OmegaConf.register_new_resolver("vedforge_subdir", lambda e, d, o="": job_subdir(str(e), str(d), str(o or "")))
+
+
+def write_job_record(sweep_dir: Path, subdir: str, record: dict[str, Any]) -> None:
+    """Record one job's outcome; written atomically so a reader never sees half a record."""
+    jobs = sweep_dir / JOBS_DIR
+    jobs.mkdir(parents=True, exist_ok=True)
+    tmp = jobs / f".{subdir}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, jobs / f"{subdir}.json")
+
+
+def read_job_records(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every job record of the sweep, ordered by pair name."""
+    jobs = sweep_dir / JOBS_DIR
+    if not jobs.is_dir():
+        return []
+    return sorted((json.loads(p.read_text()) for p in jobs.glob("*.json")), key=lambda r: r["pair"])
+
+
+def _markdown(rows: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, int):
+            return f"{value:,}"
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in _COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """Writes ``summary.json`` and ``summary.md`` into the sweep directory when a sweep ends."""
+
+    failed: list[str] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        SweepSummary.failed = []
+        # Every job of this run writes its record again; records of an earlier run into
+        # the same sweep directory (other pairs, other overrides) must not enter its summary.
+        jobs = Path(config.hydra.sweep.dir) / JOBS_DIR
+        for stale in jobs.glob("*.json") if jobs.is_dir() else ():
+            stale.unlink()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = read_job_records(sweep_dir)
+        summary = {
+            "sweep_dir": str(sweep_dir.absolute()),
+            "pairs": len(rows),
+            "forged": sum(r["status"] == "forged" for r in rows),
+            "skipped": sum(r["status"] == "skipped" for r in rows),
+            "failed": [r["pair"] for r in rows if r["status"] not in ("forged", "skipped")],
+            "checkpoint_loads": {
+                role: sum(r.get("loads", {}).get(role, 0) for r in rows) for role in ("encoder", "decoder")
+            },
+            "rows": rows,
+        }
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (sweep_dir / SUMMARY_MD).write_text(_markdown(rows))
+        loads = summary["checkpoint_loads"]
+        log.info(
+            "Sweep: %d pairs, %d forged, %d skipped (already complete), %d failed; checkpoints read: %d encoder, "
+            "%d decoder. Summary: %s",
+            len(rows), summary["forged"], summary["skipped"], len(summary["failed"]), loads["encoder"],
+            loads["decoder"], sweep_dir / SUMMARY_MD,
+        )
+        for row in rows:
+            if row["status"] not in ("forged", "skipped"):
+                log.error("FAILED %s: %s", row["pair"], row.get("error"))
+        SweepSummary.failed = summary["failed"]
+
+
+def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
+               wall_s: float, error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
+    """One summary row."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices
+    row: dict[str, Any] = {
+        "pair": pair,
+        "encoder": choices.get("encoder") or cfg.encoder.name_or_path,
+        "decoder": choices.get("decoder") or cfg.decoder.name_or_path,
+        "token_policy": choices.get("token_policy"),
+        "status": status,
+        "output_dir": str(output_dir) if output_dir else None,
+        "wall_s": round(wall_s, 3),
+        "error": error,
+        "loads": loads or {},
+    }
+    if manifest:
+        row.update(
+            parameters=manifest["parameters"]["total"],
+            new_parameters=manifest["parameters"]["new"],
+            artifact_bytes=sum(f["bytes"] for f in manifest["files"].values()),
+        )
+    return row
