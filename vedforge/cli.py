@@ -1,7 +1,8 @@
 """The ``vedforge`` command: Hydra composes the recipe, the runner forges it.
 
 Exit codes: 0 success, 2 a problem with the recipe, inputs or environment (the message
-says what to change), 3 an internal error. Set VEDFORGE_DEBUG=1 to see tracebacks.
+says what to change), 3 an internal error; ``vedforge verify`` exits 1 when a rebuilt file
+differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
 """
 
 from __future__ import annotations
@@ -105,8 +106,22 @@ class _LazyCache:
 _SWEEP_CACHE = _LazyCache()
 
 
+def _run_verify(argv: list[str]) -> int:
+    from vedforge.verify import main as verify_main
+
+    try:
+        return verify_main(argv)
+    except VedforgeError as exc:
+        if _debug():
+            raise
+        report(str(exc))
+        return EXIT_USER_ERROR
+
+
 def main() -> None:
     """Entry point of ``vedforge`` and ``python -m vedforge``."""
+    if sys.argv[1:2] == ["verify"]:
+        sys.exit(_run_verify(sys.argv[2:]))
     import hydra
 
     from vedforge.resources import config_dir

@@ -1,0 +1,101 @@
+"""``vedforge verify DIR``: forge the recorded recipe again and compare every artifact file's sha256."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vedforge.errors import VedforgeError
+
+EXIT_MISMATCH = 1
+
+
+@dataclass
+class FileCheck:
+    """One artifact file's verdict."""
+
+    name: str
+    status: str  # "ok", "mismatch", "missing" (in the rebuild), "extra" (only in the rebuild)
+    recorded: str | None
+    rebuilt: str | None
+
+
+def recorded_recipe(directory: Path):
+    """The recipe stored in an artifact's manifest, as a typed config ready to forge."""
+    from omegaconf import OmegaConf
+
+    from vedforge.manifest import read_manifest
+    from vedforge.schema import ForgeConfig
+
+    try:
+        manifest = read_manifest(directory)
+    except FileNotFoundError:
+        raise VedforgeError(
+            f"'{directory}' has no vedforge_manifest.json; verify takes a directory written by vedforge."
+        ) from None
+    except ValueError as exc:
+        raise VedforgeError(f"The manifest in '{directory}' is not valid JSON ({exc}).") from None
+    recipe = manifest.get("recipe")
+    if not isinstance(recipe, dict):
+        raise VedforgeError(f"The manifest in '{directory}' records no recipe (written by an older vedforge?).")
+    if recipe.get("hub", {}).get("token") == "<redacted>":
+        recipe["hub"]["token"] = None  # the token comes from HF_TOKEN again, never from a file
+    return manifest, OmegaConf.merge(OmegaConf.structured(ForgeConfig), recipe)
+
+
+def verify(directory: Path) -> list[FileCheck]:
+    """Re-forge the recipe recorded in ``directory`` into a temporary directory and compare hashes."""
+    from vedforge.runner import forge
+
+    directory = directory.absolute()
+    manifest, cfg = recorded_recipe(directory)
+    with tempfile.TemporaryDirectory(prefix="vedforge-verify-") as scratch:
+        cfg.output.dir = str(Path(scratch) / "rebuild")
+        cfg.output.resume = False
+        rebuilt = forge(cfg).manifest["files"]
+    recorded = manifest.get("files", {})
+    checks = []
+    for name in sorted(set(recorded) | set(rebuilt)):
+        old, new = recorded.get(name, {}).get("sha256"), rebuilt.get(name, {}).get("sha256")
+        status = "missing" if new is None else "extra" if old is None else "ok" if old == new else "mismatch"
+        checks.append(FileCheck(name, status, old, new))
+    # The recorded hashes must also describe the files actually on disk.
+    from vedforge.artifacts import sha256_file
+
+    for check in checks:
+        path = directory / check.name
+        if check.status == "ok" and (not path.is_file() or sha256_file(path) != check.recorded):
+            check.status = "altered"
+    return checks
+
+
+def main(argv: list[str]) -> int:
+    """Entry of ``vedforge verify DIR``; returns the exit code."""
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    parser = argparse.ArgumentParser(
+        prog="vedforge verify",
+        description="Forge an artifact's recorded recipe again and compare every file's sha256 with the "
+        "manifest and with the files on disk. Exit 0 when all match, 1 when any differs.",
+    )
+    parser.add_argument("directory", type=Path, help="an artifact directory written by vedforge")
+    args = parser.parse_args(argv)
+    checks = verify(args.directory)
+    table = Table(title=f"verify {args.directory}")
+    for column in ("file", "status", "recorded sha256", "rebuilt sha256"):
+        table.add_column(column)
+    for c in checks:
+        style = "green" if c.status == "ok" else "red"
+        table.add_row(c.name, f"[{style}]{c.status}[/{style}]", (c.recorded or "-")[:16], (c.rebuilt or "-")[:16])
+    console = Console()
+    console.print(table)
+    bad = [c for c in checks if c.status != "ok"]
+    if bad:
+        console.print(f"[red]{len(bad)} of {len(checks)} files differ: {', '.join(c.name + ' (' + c.status + ')' for c in bad)}")
+        return EXIT_MISMATCH
+    console.print(f"[green]All {len(checks)} files match the manifest.")
+    return 0
