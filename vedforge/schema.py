@@ -101,10 +101,20 @@ class ForgeConfig:
 
 
 def register_schema() -> None:
-    """Register the schema with Hydra's ConfigStore so ``config.yaml`` can name it in its defaults."""
+    """Register the schema, and the checked-in recipes as the ``recipe`` group, with Hydra's ConfigStore.
+
+    The recipes live in the top-level ``recipes/`` directory rather than under ``conf/``, so
+    they are stored here by name; a user's own recipes come from ``--config-dir DIR`` with
+    ``DIR/recipe/NAME.yaml``, through Hydra's ordinary search path.
+    """
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    from vedforge.resources import recipes_dir
 
     cs = ConfigStore.instance()
+    for recipe in sorted(recipes_dir().glob("*.yaml")):
+        cs.store(group="recipe", name=recipe.stem, node=OmegaConf.load(recipe), package="_global_")
     cs.store(name="vedforge_schema", node=ForgeConfig)
     cs.store(group="encoder", name="vedforge_source_schema", node=SourceConfig)
     cs.store(group="decoder", name="vedforge_source_schema", node=SourceConfig)

@@ -28,8 +28,9 @@ _COLUMNS = ("pair", "encoder", "decoder", "token_policy", "status", "output_dir"
 
 def job_subdir(encoder: str, decoder: str, override_dirname: str = "") -> str:
     """``vit__gpt2``, plus any other swept overrides (``vit__gpt2__seed=1``) so pairs never collide."""
-    # output.* and hub.* say where and how to write, not what: they do not name a pair.
-    skip = ("encoder=", "decoder=", "output.", "hub.")
+    # The recipe names the whole run, and output.* and hub.* say where and how to write:
+    # none of them names a pair.
+    skip = ("encoder=", "decoder=", "recipe=", "output.", "hub.")
     rest = [item for item in override_dirname.split(",") if item and not item.startswith(skip)]
     # Hydra escapes ':' and other grammar characters in override_dirname with a backslash.
     return "__".join([encoder, decoder, *rest]).replace("\\", "").replace("/", "_")
