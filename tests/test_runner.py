@@ -162,3 +162,30 @@ def test_compat_class_is_what_makes_bert_generate(tiny_checkpoints, tmp_path):
         transformers.FlaxVisionEncoderDecoderModel.from_pretrained(out).generate(PIXELS, max_length=4)
     fixed = compat.FlaxVisionEncoderDecoderModel.from_pretrained(out)
     assert fixed.generate(PIXELS, max_length=4).sequences.shape == (1, 4)
+
+
+def _decoder_logits(tiny_checkpoints, out, ids):
+    import transformers
+
+    forged = transformers.FlaxVisionEncoderDecoderModel.from_pretrained(out)
+    standalone = transformers.FlaxGPT2LMHeadModel.from_pretrained(tiny_checkpoints["gpt2"])
+    return (np.asarray(forged(PIXELS, decoder_input_ids=ids).logits), np.asarray(standalone(ids).logits))
+
+
+def test_zero_cross_attention_leaves_the_language_model_unchanged(tiny_checkpoints, tmp_path):
+    ids = np.array([[5, 17, 42, 99, 3]], dtype=np.int32)
+    zero = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "zero", "cross_attention.init=zero"))
+    forged, standalone = _decoder_logits(tiny_checkpoints, zero.output_dir, ids)
+    np.testing.assert_allclose(forged, standalone, atol=1e-5, rtol=1e-5)
+    # With random cross-attention the image does change the logits.
+    random = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "random"))
+    forged_random, _ = _decoder_logits(tiny_checkpoints, random.output_dir, ids)
+    assert np.abs(forged_random - standalone).max() > 1e-3
+
+
+def test_zero_cross_attention_is_refused_where_it_cannot_be_exact(tiny_checkpoints, tmp_path):
+    from vedforge.errors import VedforgeError
+
+    with pytest.raises(VedforgeError, match="cross_attention.init=zero cannot keep a 'bert'"):
+        forge(local_recipe(tiny_checkpoints, "vit", "bert", tmp_path / "out", "cross_attention.init=zero"))
+    assert not (tmp_path / "out").exists()

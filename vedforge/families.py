@@ -23,6 +23,10 @@ class DecoderFamily:
     # Target parameter path -> checkpoint path to take it from when the target is absent
     # from the checkpoint (BART keeps the decoder's token embeddings in `model/shared`).
     aliases: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
+    # The (module, layer) holding the cross-attention's output projection, for families where
+    # cross-attention adds onto the residual stream before any LayerNorm (pre-LN): zeroing it
+    # leaves the decoder computing exactly its language model. None where that is not so.
+    cross_attention_output: tuple[str, str] | None = None
 
 
 # Vision models whose Flax port can serve as the encoder. `clip` names a full CLIP
@@ -39,7 +43,7 @@ _BERT_LIKE = DecoderFamily(conventional_start="[CLS]", conventional_end="[SEP]")
 _ROBERTA_LIKE = DecoderFamily(conventional_start="<s>", conventional_end="</s>")
 
 DECODER_FAMILIES: dict[str, DecoderFamily] = {
-    "gpt2": DecoderFamily(),
+    "gpt2": DecoderFamily(cross_attention_output=("crossattention", "c_proj")),
     "bart": DecoderFamily(
         init_std_attr="init_std",
         aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),

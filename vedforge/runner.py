@@ -151,6 +151,9 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code)
         dec = load_decoder_config(sources["decoder"], cfg.decoder.config_overrides, hub.trust_remote_code)
         family = decoder_family(dec.model.model_type, sources["decoder"].describe())
+        zero_init = getattr(cfg.cross_attention.init, "value", cfg.cross_attention.init) == "zero"
+        if zero_init:
+            _check_zero_init(family, dec.model.model_type)
         processor = _load_processor(sources["encoder"], hub.trust_remote_code)
         _fit_processor_to_image_size(processor, enc.model.image_size)
         tokenizer = _load_tokenizer(sources["decoder"], hub.trust_remote_code)
@@ -187,6 +190,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         except ValueError as exc:
             raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None
         del states
+        if zero_init:
+            _zero_cross_attention_output(assembly, family, dec.model.model_type)
 
     needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
     recipe_text = recipe_yaml(cfg)
@@ -232,6 +237,34 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         manifest["timings_s"]["total"], final,
     )
     return ForgeResult(final, manifest, loads=loads)
+
+
+def _check_zero_init(family: Any, model_type: str) -> None:
+    """Refuse cross_attention.init=zero, before any weights load, where it cannot be exact."""
+    from vedforge.families import DECODER_FAMILIES
+
+    if family.cross_attention_output is None:
+        exact = sorted(t for t, f in DECODER_FAMILIES.items() if f.cross_attention_output)
+        raise VedforgeError(
+            f"cross_attention.init=zero cannot keep a '{model_type}' decoder's outputs unchanged: its cross-attention "
+            "is followed by a LayerNorm over the residual (or is already pretrained), so a zero projection still "
+            f"changes what it computes. Use cross_attention.init=random, or a decoder of type: {', '.join(exact)}."
+        )
+
+
+def _zero_cross_attention_output(assembly: Any, family: Any, model_type: str) -> None:
+    """Zero the new cross-attention output projections (cross_attention.init=zero)."""
+    import numpy as np
+
+    _check_zero_init(family, model_type)
+    module, layer = family.cross_attention_output
+    new = set(assembly.reports["decoder"].new_tensors)
+    zeroed = [p for p in assembly.params if "/".join(p) in new and any(
+        p[i] == module and p[i + 1] == layer for i in range(len(p) - 1))]
+    if not zeroed:
+        raise VedforgeError(f"cross_attention.init=zero found no new {module}/{layer} tensors in the '{model_type}' decoder.")
+    for path in zeroed:
+        assembly.params[path] = np.zeros_like(assembly.params[path])
 
 
 def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Path], final: Path) -> None:

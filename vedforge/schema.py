@@ -29,6 +29,13 @@ class PolicyKind(Enum):
     add_pad = "add_pad"
 
 
+class CrossAttentionInit(Enum):
+    """How the decoder's new cross-attention starts."""
+
+    random = "random"  # as transformers initialises it, seeded from the recipe
+    zero = "zero"  # output projection zero: at step 0 the decoder computes exactly its language model
+
+
 class WeightFormat(Enum):
     """The on-disk format of the forged weights."""
 
@@ -89,6 +96,13 @@ class HubConfig:
 
 
 @dataclass
+class CrossAttentionConfig:
+    """The decoder's new cross-attention layers."""
+
+    init: CrossAttentionInit = CrossAttentionInit.random
+
+
+@dataclass
 class ForgeConfig:
     """A complete recipe: one encoder, one decoder, one token policy and how to write them."""
 
@@ -96,6 +110,7 @@ class ForgeConfig:
     decoder: SourceConfig = MISSING
     token_policy: TokenPolicyConfig = MISSING
     seed: int = 0
+    cross_attention: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 
