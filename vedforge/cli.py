@@ -13,6 +13,11 @@ import textwrap
 from pathlib import Path
 
 from vedforge.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, VedforgeError
+from vedforge.sweep import SweepSummary, register_resolvers
+
+# At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
+# import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
+register_resolvers()
 
 # Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
 _HYDRA_ERROR_EXIT = 1
@@ -126,10 +131,8 @@ def main() -> None:
 
     from vedforge.resources import config_dir
     from vedforge.schema import register_schema
-    from vedforge.sweep import SweepSummary, register_resolvers
 
     register_schema()
-    register_resolvers()
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
     try:
         app()
