@@ -75,7 +75,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     pair = str(hydra_cfg.sweep.subdir)
     started = time.perf_counter()
     try:
-        result = forge(cfg, hydra_records=records, cache=_SWEEP_CACHE)
+        result = forge(cfg, hydra_records=records, cache=_shared_cache())
         row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
                          manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
     except VedforgeError as exc:
@@ -91,24 +91,18 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     write_job_record(Path(hydra_cfg.sweep.dir), pair, row)
 
 
-def _sweep_cache():
-    from vedforge.runner import PartCache
-
-    return PartCache()
+_sweep_cache = None
 
 
-class _LazyCache:
-    """The process-wide checkpoint cache of a sweep, created on first use (keeps start-up light)."""
+def _shared_cache():
+    """The checkpoint cache shared by the sweep jobs of this process, created on first use
+    (importing the runner at start-up would slow down --help)."""
+    global _sweep_cache
+    if _sweep_cache is None:
+        from vedforge.runner import PartCache
 
-    _cache = None
-
-    def get(self, key, load):
-        if _LazyCache._cache is None:
-            _LazyCache._cache = _sweep_cache()
-        return _LazyCache._cache.get(key, load)
-
-
-_SWEEP_CACHE = _LazyCache()
+        _sweep_cache = PartCache()
+    return _sweep_cache
 
 
 def _run_verify(argv: list[str]) -> int:
