@@ -71,13 +71,15 @@ def test_image_size_override_reaches_model_and_processor(tiny_checkpoints, tmp_p
 
 
 def test_image_size_override_interpolates_pretrained_positions(tiny_checkpoints, tmp_path):
+    import numpy as np
+
     from vedforge.checkpoint import read_state
 
     result = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "+encoder.config_overrides.image_size=48"))
     forged = read_state(result.output_dir, pt_converter=None)
     original = read_state(tiny_checkpoints["vit"], pt_converter=None)
-    new_pos = forged[("encoder", "embeddings", "position_embeddings")]
-    old_pos = original[("embeddings", "position_embeddings")]
+    new_pos = np.asarray(forged[("encoder", "embeddings", "position_embeddings")])
+    old_pos = np.asarray(original[("embeddings", "position_embeddings")])
     assert old_pos.shape == (1, 17, 32) and new_pos.shape == (1, 37, 32)  # 4x4 -> 6x6 patches + class token
     assert (new_pos[:, 0] == old_pos[:, 0]).all()
     assert result.manifest["resized_tensors"] == {"encoder": ["encoder/embeddings/position_embeddings"]}

@@ -116,7 +116,9 @@ def test_round_trip_with_flax_and_vedforge_readers(tmp_path):
     state = _mixed_state()
     written = write_flax_checkpoint(tmp_path, state, max_shard_size=BIG)
 
-    assert written == [tmp_path / FLAX_WEIGHTS]
+    assert list(written) == [tmp_path / FLAX_WEIGHTS]
+    # The hash computed while writing is the hash of the file on disk.
+    assert written[tmp_path / FLAX_WEIGHTS] == hashlib.sha256((tmp_path / FLAX_WEIGHTS).read_bytes()).hexdigest()
     assert sorted(p.name for p in tmp_path.iterdir()) == [FLAX_WEIGHTS]
     restored = flatten_dict(flax.serialization.msgpack_restore((tmp_path / FLAX_WEIGHTS).read_bytes()))
     _assert_same_state(restored, state)
@@ -246,6 +248,7 @@ def test_sharded_checkpoint_loads_in_stock_from_pretrained(gpt2_checkpoint, tmp_
     assert [p.name for p in shards] == [f"flax_model-{i:05d}-of-{n:05d}.msgpack" for i in range(1, n + 1)]
     assert not (out / FLAX_WEIGHTS).exists()
     assert sorted(written) == sorted([*shards, out / FLAX_INDEX])
+    assert all(hashlib.sha256(p.read_bytes()).hexdigest() == digest for p, digest in written.items())
 
     index = json.loads((out / FLAX_INDEX).read_text())
     weight_map = index["weight_map"]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from transformers import AutoTokenizer, GenerationConfig, VisionEncoderDecoderConfig
 
@@ -65,8 +67,8 @@ def test_add_pad_adds_a_real_pad_token_and_grows_the_vocabulary(tiny_checkpoints
     assert config.pad_token_id == generation.pad_token_id == tokenizer.pad_token_id == base_vocab
     assert config.pad_token_id != config.eos_token_id
     assert config.decoder.vocab_size == len(tokenizer) == base_vocab + 1
-    wte = read_state(out, pt_converter=None)[("decoder", "transformer", "wte", "embedding")]
-    original = read_state(tiny_checkpoints["gpt2"], pt_converter=None)[("transformer", "wte", "embedding")]
+    wte = np.asarray(read_state(out, pt_converter=None)[("decoder", "transformer", "wte", "embedding")])
+    original = np.asarray(read_state(tiny_checkpoints["gpt2"], pt_converter=None)[("transformer", "wte", "embedding")])
     assert wte.shape[0] == base_vocab + 1
     assert (wte[:base_vocab] == original).all()
 

@@ -146,16 +146,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def file_table(root: Path, exclude: tuple[str, ...] = (MANIFEST,)) -> dict[str, dict[str, object]]:
+def file_table(root: Path, exclude: tuple[str, ...] = (MANIFEST,), known: Optional[dict[str, str]] = None) -> dict[str, dict[str, object]]:
     """``{relative path: {sha256, bytes}}`` for every artifact file under ``root``, sorted.
 
     Hydra's ``.hydra/`` records and logs describe the run (times, paths), not the model,
-    so they are not hashed: two forges of one recipe must hash alike.
+    so they are not hashed: two forges of one recipe must hash alike. ``known`` gives hashes
+    already computed (while writing) by relative path.
     """
     table: dict[str, dict[str, object]] = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel in exclude or rel.endswith(".log") or rel.split("/")[0] in HYDRA_RECORDS:
             continue
-        table[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        digest = (known or {}).get(rel) or sha256_file(path)
+        table[rel] = {"sha256": digest, "bytes": path.stat().st_size}
     return table

@@ -45,7 +45,7 @@ class Assembly:
         """Parameter counts per part, and the total and newly initialised totals."""
         counts = {part: r.from_checkpoint + r.new + r.grown for part, r in self.reports.items()}
         counts["new"] = sum(r.new + r.grown for r in self.reports.values())
-        counts["total"] = sum(int(np.asarray(a).size) for a in self.params.values())
+        counts["total"] = sum(int(np.prod(a.shape, dtype=np.int64)) for a in self.params.values())
         return counts
 
 

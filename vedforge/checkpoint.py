@@ -1,4 +1,7 @@
-"""Read the tensors of a checkpoint directory into a flat ``{path tuple: array}`` state.
+"""Index the tensors of a checkpoint directory as a flat ``{path tuple: tensor}`` state.
+
+Tensors are :class:`~vedforge.lazy_tensor.LazyTensor` s (read when converted to an array),
+except those of PyTorch-layout files, which are converted by name as they are read.
 
 Reads every weight layout transformers' Flax classes write or accept: ``flax_model.msgpack``,
 its sharded form with ``flax_model.msgpack.index.json``, and ``model.safetensors`` (single or
@@ -18,8 +21,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from vedforge.errors import CorruptCheckpointError, NotACheckpointError
+from vedforge.lazy_tensor import LazyTensor, index_msgpack, index_safetensors
 
-FlatState = dict[tuple[str, ...], np.ndarray]
+FlatState = dict[tuple[str, ...], "np.ndarray | LazyTensor"]
 
 FLAX_WEIGHTS = "flax_model.msgpack"
 FLAX_INDEX = "flax_model.msgpack.index.json"
@@ -67,19 +71,12 @@ def _shards_from_index(index: Path) -> list[Path]:
 
 
 def read_msgpack(files: Iterable[Path]) -> FlatState:
-    """Read Flax msgpack weights (one file or all shards) into a flat state."""
-    from flax.serialization import msgpack_restore
+    """Index Flax msgpack weights (one file or all shards) as a flat state of lazy tensors."""
     from flax.traverse_util import flatten_dict
 
     state: FlatState = {}
     for file in files:
-        try:
-            tree = msgpack_restore(file.read_bytes())
-        except Exception as exc:  # msgpack raises a zoo of types for a damaged file
-            raise CorruptCheckpointError(
-                f"The weights file '{file}' cannot be parsed as Flax msgpack ({type(exc).__name__}: {exc}). "
-                "It is truncated or not a Flax checkpoint; download or save it again."
-            ) from None
+        tree = index_msgpack(file)
         if not isinstance(tree, dict):
             raise CorruptCheckpointError(f"The weights file '{file}' does not hold a parameter tree.")
         state.update(flatten_dict(tree))
@@ -88,32 +85,14 @@ def read_msgpack(files: Iterable[Path]) -> FlatState:
 
 def safetensors_format(file: Path) -> str:
     """The layout recorded in a safetensors file's metadata: ``flax``, ``pt`` or ``tf``."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(file), framework="numpy") as f:
-            metadata = f.metadata() or {}
-    except Exception as exc:
-        raise CorruptCheckpointError(
-            f"The weights file '{file}' cannot be parsed as safetensors ({exc}). Download or save it again."
-        ) from None
-    return metadata.get("format", "pt")
+    return index_safetensors(file)[1].get("format", "pt")
 
 
-def read_safetensors(files: Iterable[Path]) -> dict[str, np.ndarray]:
-    """Read safetensors files into a ``{name: array}`` dict, one tensor at a time."""
-    from safetensors import safe_open
-
-    tensors: dict[str, np.ndarray] = {}
+def read_safetensors(files: Iterable[Path]) -> dict[str, LazyTensor]:
+    """Index safetensors files as a ``{name: lazy tensor}`` dict."""
+    tensors: dict[str, LazyTensor] = {}
     for file in files:
-        try:
-            with safe_open(str(file), framework="numpy") as f:
-                for key in f.keys():
-                    tensors[key] = f.get_tensor(key)
-        except Exception as exc:
-            raise CorruptCheckpointError(
-                f"The weights file '{file}' cannot be read as safetensors ({exc}). Download or save it again."
-            ) from None
+        tensors.update(index_safetensors(file)[0])
     return tensors
 
 
@@ -132,7 +111,8 @@ def read_state(path: Path, pt_converter: Callable[[dict[str, np.ndarray]], FlatS
     if fmt == "flax":
         return {tuple(k.split(".")): v for k, v in tensors.items()}
     if fmt == "pt":
-        return pt_converter(tensors)
+        # The name conversion transposes and reshapes, so these tensors are read now.
+        return pt_converter({name: np.asarray(t) for name, t in tensors.items()})
     raise CorruptCheckpointError(
         f"The weights in '{files[0]}' are in '{fmt}' layout; vedforge reads Flax and PyTorch layouts only."
     )

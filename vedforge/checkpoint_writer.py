@@ -11,10 +11,12 @@ oversized tensor gets a shard of its own, and the index maps ``a/b/c`` names to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from decimal import Decimal
 import os
 import re
+import struct
 from pathlib import Path
 from typing import BinaryIO
 
@@ -48,34 +50,72 @@ def parse_size(text: str | int) -> int:
     return int(value)
 
 
-def _pack_ndarray(packer: msgpack.Packer, arr: np.ndarray) -> bytes:
-    arr = np.asarray(arr)
-    payload = msgpack.packb((arr.shape, arr.dtype.name, arr.tobytes("C")), use_bin_type=True)
-    return packer.pack(msgpack.ExtType(_EXT_NDARRAY, payload))
+def _ext_header(length: int) -> bytes:
+    # The smallest extension header, as msgpack.packb chooses it, so output is byte-identical.
+    fixed = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+    if length in fixed:
+        return bytes([fixed[length], _EXT_NDARRAY])
+    if length <= 0xFF:
+        return struct.pack(">BBb", 0xC7, length, _EXT_NDARRAY)
+    if length <= 0xFFFF:
+        return struct.pack(">BHb", 0xC8, length, _EXT_NDARRAY)
+    return struct.pack(">BIb", 0xC9, length, _EXT_NDARRAY)
 
 
-def _write_leaf(f: BinaryIO, packer: msgpack.Packer, arr: np.ndarray) -> None:
+def _bin_header(length: int) -> bytes:
+    if length <= 0xFF:
+        return struct.pack(">BB", 0xC4, length)
+    if length <= 0xFFFF:
+        return struct.pack(">BH", 0xC5, length)
+    return struct.pack(">BI", 0xC6, length)
+
+
+class _HashingWriter:
+    """A file writer that hashes what it writes, so the manifest needs no second read."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data) -> None:
+        self.sha256.update(data)
+        self.f.write(data)
+
+
+def _write_ndarray(out: _HashingWriter, packer: msgpack.Packer, arr: np.ndarray) -> None:
+    # flax encodes an ndarray as ExtType(1, packb((shape, dtype name, raw bytes))). The raw bytes
+    # go straight from the array's buffer: no tobytes() copy, no packed copy.
+    # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
+    arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+    prefix = packer.pack_array_header(3) + packer.pack(tuple(arr.shape)) + packer.pack(arr.dtype.name)
+    prefix += _bin_header(arr.nbytes)
+    out.write(_ext_header(len(prefix) + arr.nbytes) + prefix)
+    # A uint8 view, because memoryview cannot export ml_dtypes such as bfloat16.
+    out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+
+
+def _write_leaf(out: _HashingWriter, packer: msgpack.Packer, arr) -> None:
     arr = np.asarray(arr)
     if arr.size * arr.dtype.itemsize <= MAX_CHUNK_SIZE:
-        f.write(_pack_ndarray(packer, arr))
+        _write_ndarray(out, packer, arr)
         return
     # Same layout as flax.serialization._chunk, written chunk by chunk.
     chunksize = max(1, int(MAX_CHUNK_SIZE / arr.dtype.itemsize))
     flat = arr.reshape(-1)
     starts = range(0, flat.size, chunksize)
-    f.write(packer.pack_map_header(3))
-    f.write(packer.pack("__msgpack_chunked_array__"))
-    f.write(packer.pack(True))
-    f.write(packer.pack("shape"))
-    f.write(packer.pack({str(i): d for i, d in enumerate(arr.shape)}))
-    f.write(packer.pack("chunks"))
-    f.write(packer.pack_map_header(len(starts)))
+    out.write(packer.pack_map_header(3))
+    out.write(packer.pack("__msgpack_chunked_array__"))
+    out.write(packer.pack(True))
+    out.write(packer.pack("shape"))
+    out.write(packer.pack({str(i): d for i, d in enumerate(arr.shape)}))
+    out.write(packer.pack("chunks"))
+    out.write(packer.pack_map_header(len(starts)))
     for i, start in enumerate(starts):
-        f.write(packer.pack(str(i)))
-        f.write(_pack_ndarray(packer, flat[start : start + chunksize]))
+        out.write(packer.pack(str(i)))
+        _write_ndarray(out, packer, flat[start : start + chunksize])
 
 
-def _write_tree(f: BinaryIO, packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> None:
+def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> None:
     # `items` is sorted by path, so the children of each node are contiguous runs.
     groups: list[tuple[str, list[tuple[tuple[str, ...], np.ndarray]]]] = []
     for path, arr in items:
@@ -83,31 +123,42 @@ def _write_tree(f: BinaryIO, packer: msgpack.Packer, items: list[tuple[tuple[str
             groups[-1][1].append((path, arr))
         else:
             groups.append((path[depth], [(path, arr)]))
-    f.write(packer.pack_map_header(len(groups)))
+    out.write(packer.pack_map_header(len(groups)))
     for key, members in groups:
-        f.write(packer.pack(key))
+        out.write(packer.pack(key))
         if len(members) == 1 and len(members[0][0]) == depth + 1:
-            _write_leaf(f, packer, members[0][1])
+            # Leaves may be lazy (read from their checkpoint here); nothing keeps the loaded copy.
+            _write_leaf(out, packer, members[0][1])
         else:
-            _write_tree(f, packer, members, depth + 1)
+            _write_tree(out, packer, members, depth + 1)
 
 
-def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> None:
-    """Write one msgpack weights file holding ``items`` (sorted by path) and fsync it."""
+def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
+    """Write one msgpack weights file holding ``items`` (sorted by path), fsync it; return its sha256."""
     packer = msgpack.Packer(use_bin_type=True)
-    with open(path, "wb") as f:
-        _write_tree(f, packer, items, 0)
+    with open(path, "wb", buffering=8 << 20) as f:
+        out = _HashingWriter(f)
+        _write_tree(out, packer, items, 0)
         f.flush()
         os.fsync(f.fileno())
+    return out.sha256.hexdigest()
 
 
-def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int) -> list[Path]:
-    """Write ``params`` as ``flax_model.msgpack`` or as shards plus an index; return the files written."""
+def _nbytes(arr) -> int:
+    return int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
+
+
+def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int) -> dict[Path, str]:
+    """Write ``params`` as ``flax_model.msgpack`` or as shards plus an index.
+
+    Returns ``{path: sha256}`` of every file written (shards first, then the index); the
+    weights are hashed while written, so the manifest needs no second read of them.
+    """
     items = sorted(params.items())
     shards: list[list[tuple[tuple[str, ...], np.ndarray]]] = [[]]
     shard_bytes = 0
     for path, arr in items:
-        size = int(np.asarray(arr).nbytes)
+        size = _nbytes(arr)
         if shards[-1] and shard_bytes + size > max_shard_size:
             shards.append([])
             shard_bytes = 0
@@ -115,18 +166,16 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
         shard_bytes += size
     if len(shards) == 1:
         target = directory / FLAX_WEIGHTS
-        write_msgpack_file(target, shards[0])
-        return [target]
+        return {target: write_msgpack_file(target, shards[0])}
 
-    written: list[Path] = []
+    written: dict[Path, str] = {}
     weight_map: dict[str, str] = {}
     for index, shard in enumerate(shards, 1):
         name = FLAX_WEIGHTS.replace(".msgpack", f"-{index:05d}-of-{len(shards):05d}.msgpack")
-        write_msgpack_file(directory / name, shard)
-        written.append(directory / name)
+        written[directory / name] = write_msgpack_file(directory / name, shard)
         weight_map.update({"/".join(path): name for path, _ in shard})
-    total = sum(int(np.asarray(a).nbytes) for _, a in items)
-    index_path = directory / FLAX_INDEX
-    index_path.write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n")
-    written.append(index_path)
+    total = sum(_nbytes(a) for _, a in items)
+    text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
+    (directory / FLAX_INDEX).write_text(text)
+    written[directory / FLAX_INDEX] = hashlib.sha256(text.encode()).hexdigest()
     return written

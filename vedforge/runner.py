@@ -198,7 +198,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     with staged:
         with timer.step("write", f"Writing the artifact to {staged.final}"):
             out = staged.path
-            write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+            weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
             config.save_pretrained(out)
             generation.save_pretrained(out)
             processor.save_pretrained(out)
@@ -226,7 +226,9 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             "needs_keyword_decode": needs_keyword_decode,
         }
         (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
-        manifest["files"] = file_table(out, exclude=(MANIFEST,))
+        manifest["files"] = file_table(
+            out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
+        )
         manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
         write_manifest(out / MANIFEST, manifest)
         final = staged.publish()

@@ -1,0 +1,214 @@
+"""Forge benchmark: vedforge against the classic script, the PyTorch-by-hand flow and the I/O floor.
+
+Builds two realistic-size random checkpoints once (ViT-base/16 + GPT-2 small by default; ViT-large
++ GPT-2 large with --scale large) as local Flax checkpoints, then runs each flow in a separate
+process, alternating, --runs times, and prints median wall time, median peak RSS, bytes written,
+and the ratios vedforge/classic, vedforge/PyTorch and vedforge/floor.
+
+    python benchmarks/forge_bench.py                 # base pair, 3 runs each
+    python benchmarks/forge_bench.py --scale large   # ~1.1B parameters, sharded output
+    python benchmarks/forge_bench.py --sweep         # also a 2x2 sweep of base-size checkpoints
+
+Wall time includes interpreter start-up and imports: it is what a user waits for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SCALES = {
+    "base": dict(
+        encoder=dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                     image_size=224, patch_size=16),
+        decoder=dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024),
+    ),
+    "large": dict(
+        encoder=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                     image_size=224, patch_size=16),
+        decoder=dict(n_embd=1280, n_layer=36, n_head=20, vocab_size=50257, n_positions=1024),
+    ),
+}
+
+BUILD = r'''
+import sys, json, shutil
+from pathlib import Path
+from transformers import ViTConfig, GPT2Config, FlaxViTModel, FlaxGPT2LMHeadModel, ViTImageProcessor, AutoTokenizer
+spec, out, seed, assets = json.loads(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+enc = FlaxViTModel(ViTConfig(**spec["encoder"]), seed=seed)
+enc.save_pretrained(out / "encoder")
+ViTImageProcessor(size={"height": spec["encoder"]["image_size"], "width": spec["encoder"]["image_size"]}).save_pretrained(out / "encoder")
+del enc
+dec = FlaxGPT2LMHeadModel(GPT2Config(**spec["decoder"], bos_token_id=50256, eos_token_id=50256), seed=seed)
+dec.save_pretrained(out / "decoder")
+AutoTokenizer.from_pretrained(assets / "gpt2_tiny").save_pretrained(out / "decoder")
+'''
+
+CLASSIC = r'''
+import sys
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, FlaxVisionEncoderDecoderModel
+enc, dec, out = sys.argv[1:4]
+encoder_config = AutoConfig.from_pretrained(enc)
+decoder_config = AutoConfig.from_pretrained(dec)
+decoder_config.is_decoder = True
+decoder_config.add_cross_attention = True
+model = FlaxVisionEncoderDecoderModel.from_encoder_decoder_pretrained(
+    encoder_pretrained_model_name_or_path=enc, decoder_pretrained_model_name_or_path=dec,
+    encoder_config=encoder_config, decoder_config=decoder_config)
+decoder_start_token_id = decoder_config.decoder_start_token_id
+pad_token_id = decoder_config.pad_token_id
+if decoder_start_token_id is None:
+    decoder_start_token_id = decoder_config.bos_token_id
+if pad_token_id is None:
+    pad_token_id = decoder_config.eos_token_id
+model.config.eos_token_id = decoder_config.eos_token_id
+model.config.decoder_start_token_id = decoder_start_token_id
+model.config.pad_token_id = pad_token_id
+image_processor = AutoImageProcessor.from_pretrained(enc)
+tokenizer = AutoTokenizer.from_pretrained(dec)
+tokenizer.pad_token = tokenizer.convert_ids_to_tokens(model.config.pad_token_id)
+model.save_pretrained(out)
+image_processor.save_pretrained(out)
+tokenizer.save_pretrained(out)
+'''
+
+PYTORCH = r'''
+import sys
+from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+enc, dec, out = sys.argv[1:4]
+model = VisionEncoderDecoderModel.from_encoder_decoder_pretrained(enc, dec)
+model.config.decoder_start_token_id = model.config.decoder.bos_token_id
+model.config.pad_token_id = model.config.decoder.eos_token_id
+model.config.eos_token_id = model.config.decoder.eos_token_id
+model.save_pretrained(out)
+AutoImageProcessor.from_pretrained(enc).save_pretrained(out)
+AutoTokenizer.from_pretrained(dec).save_pretrained(out)
+'''
+
+CONVERT_TO_PT = r'''
+import sys
+from transformers import ViTModel, GPT2LMHeadModel
+src, dst = sys.argv[1:3]
+for name, cls in (("encoder", ViTModel), ("decoder", GPT2LMHeadModel)):
+    cls.from_pretrained(f"{src}/{name}", from_flax=True).save_pretrained(f"{dst}/{name}", safe_serialization=True)
+'''
+
+FLOOR = r'''
+import os, sys
+inputs, out, nbytes = sys.argv[1:-2], sys.argv[-2], int(sys.argv[-1])
+for path in inputs:
+    with open(path, "rb") as f:
+        while f.read(64 << 20):
+            pass
+block = b"\0" * (64 << 20)
+with open(out, "wb") as f:
+    left = nbytes
+    while left > 0:
+        f.write(block[: min(left, len(block))])
+        left -= len(block)
+    f.flush()
+    os.fsync(f.fileno())
+'''
+
+
+def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} ... failed:\n{stderr[-3000:]}")
+    return wall, usage.ru_maxrss * 1024
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def weight_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.name.startswith(("flax_model", "model")) and not p.name.endswith(".json"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="base")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vedforge-bench")
+    parser.add_argument("--flows", default="classic,vedforge,floor,pytorch")
+    parser.add_argument("--max-shard-size", default="10GB")
+    parser.add_argument("--sweep", action="store_true", help="also time a 2x2 sweep of base-size checkpoints")
+    args = parser.parse_args()
+    py = sys.executable
+    env = {"JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    inputs = args.cache / args.scale
+    if not (inputs / "decoder" / "tokenizer.json").is_file():
+        print(f"building {args.scale} checkpoints in {inputs} (once)...", flush=True)
+        shutil.rmtree(inputs, ignore_errors=True)
+        run([py, "-c", BUILD, json.dumps(SCALES[args.scale]), str(inputs), "0", str(REPO / "vedforge" / "assets")], env)
+    enc, dec = inputs / "encoder", inputs / "decoder"
+    input_bytes = sum(f.stat().st_size for f in weight_files(enc) + weight_files(dec))
+    flows = [f.strip() for f in args.flows.split(",")]
+    try:
+        import importlib.util
+
+        has_torch = importlib.util.find_spec("torch") is not None
+    except ImportError:
+        has_torch = False
+    if "pytorch" in flows and not has_torch:
+        flows.remove("pytorch")
+    if "pytorch" in flows and not (inputs / "pt" / "decoder" / "model.safetensors").is_file():
+        run([py, "-c", CONVERT_TO_PT, str(inputs), str(inputs / "pt")], env)
+
+    results: dict[str, list[tuple[float, int, int]]] = {f: [] for f in flows}
+    scratch = Path(tempfile.mkdtemp(prefix="vedforge-bench-out-"))
+    out_bytes_ref = None
+    for i in range(args.runs):
+        for flow in flows:
+            out = scratch / f"{flow}-{i}"
+            if flow == "classic":
+                wall, rss = run([py, "-c", CLASSIC, str(enc), str(dec), str(out)], {**env, "USE_TORCH": "0"})
+            elif flow == "vedforge":
+                wall, rss = run([py, "-m", "vedforge", f"encoder.name_or_path={enc}", "encoder.weights=pretrained",
+                                 f"decoder.name_or_path={dec}", "decoder.weights=pretrained", f"output.dir={out}",
+                                 f"output.max_shard_size={args.max_shard_size}", "hydra.output_subdir=null",
+                                 "hydra/job_logging=none", "hydra/hydra_logging=none"], {**env, "USE_TORCH": "0"})
+                out_bytes_ref = dir_bytes(out)
+            elif flow == "pytorch":
+                wall, rss = run([py, "-c", PYTORCH, str(inputs / "pt" / "encoder"), str(inputs / "pt" / "decoder"), str(out)], env)
+            else:
+                out.mkdir(parents=True)
+                nbytes = out_bytes_ref or input_bytes
+                wall, rss = run([py, "-c", FLOOR, *map(str, weight_files(enc) + weight_files(dec)), str(out / "w"), str(nbytes)], env)
+            results[flow].append((wall, rss, dir_bytes(out)))
+            shutil.rmtree(out, ignore_errors=True)
+            print(f"  run {i + 1} {flow:9s} {wall:7.2f} s  {rss / 2**30:5.2f} GiB", flush=True)
+
+    print(f"\n{args.scale} pair: inputs {input_bytes / 1e6:.0f} MB, {args.runs} runs each, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print(f"{'flow':10s} {'median wall s':>14s} {'median peak RSS GiB':>20s} {'bytes written':>15s}")
+    med = {}
+    for flow, rows in results.items():
+        med[flow] = (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows), rows[-1][2])
+        print(f"{flow:10s} {med[flow][0]:14.2f} {med[flow][1] / 2**30:20.2f} {med[flow][2]:15,d}")
+    if "vedforge" in med:
+        for other in ("classic", "pytorch", "floor"):
+            if other in med:
+                print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}, "
+                      f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
