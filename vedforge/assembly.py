@@ -4,7 +4,7 @@ The combined model's parameter tree is computed with ``jax.eval_shape``: shapes 
 random values. Each target tensor then comes, by reference and bit for bit, from the
 encoder or decoder checkpoint; only tensors no checkpoint has (the decoder's new
 cross-attention, the encoder-to-decoder projection, rows added to a resized vocabulary)
-are initialised. Each new tensor has its own PRNG key derived from the recipe seed and its
+are initialised. Each new tensor has its own random stream, seeded by the recipe seed and its
 path, so values do not depend on the order tensors are visited in.
 """
 
@@ -86,16 +86,16 @@ def _align(state: FlatState, target_keys: set[Path_]) -> FlatState:
 
 
 def _new_tensor(path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std: float) -> np.ndarray:
-    import jax
-
     leaf = path[-1]
     if leaf in ("bias",):
         return np.zeros(shape, dtype)
     if leaf == "scale":
         return np.ones(shape, dtype)
     if leaf in ("kernel", "embedding"):
-        key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32("/".join(path).encode()))
-        return np.asarray(jax.random.normal(key, shape, dtype) * std, dtype=dtype)
+        # numpy's PCG64, not jax.random: same distribution as transformers' normal(std)
+        # initialisers, stable across platforms, and no per-shape compilation.
+        rng = np.random.Generator(np.random.PCG64([seed, zlib.crc32("/".join(path).encode())]))
+        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(dtype)
     raise RuntimeError(f"no initialiser known for new parameter {'/'.join(path)}")
 
 

@@ -17,8 +17,9 @@ from decimal import Decimal
 import os
 import re
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import msgpack
 import numpy as np
@@ -115,7 +116,26 @@ def _write_leaf(out: _HashingWriter, packer: msgpack.Packer, arr) -> None:
         _write_ndarray(out, packer, flat[start : start + chunksize])
 
 
-def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> None:
+def _read_ahead(items: list[tuple[tuple[str, ...], np.ndarray]]) -> Iterator[np.ndarray]:
+    """The items' arrays in order, each next one read in a second thread while this one is written.
+
+    File reads and hashlib release the GIL, so on two cores reading overlaps writing and
+    hashing; at most two tensors are in memory at once.
+    """
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vedforge-read") as pool:
+        pending = pool.submit(np.asarray, items[0][1])
+        for _, arr in items[1:]:
+            current = pending.result()
+            pending = pool.submit(np.asarray, arr)
+            yield current
+            del current
+        yield pending.result()
+
+
+def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int,
+                arrays: Iterator[np.ndarray]) -> None:
     # `items` is sorted by path, so the children of each node are contiguous runs.
     groups: list[tuple[str, list[tuple[tuple[str, ...], np.ndarray]]]] = []
     for path, arr in items:
@@ -127,10 +147,11 @@ def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[t
     for key, members in groups:
         out.write(packer.pack(key))
         if len(members) == 1 and len(members[0][0]) == depth + 1:
-            # Leaves may be lazy (read from their checkpoint here); nothing keeps the loaded copy.
-            _write_leaf(out, packer, members[0][1])
+            # A depth-first walk over sorted keys meets the leaves in `items` order, which is
+            # the order `arrays` reads them in.
+            _write_leaf(out, packer, next(arrays))
         else:
-            _write_tree(out, packer, members, depth + 1)
+            _write_tree(out, packer, members, depth + 1, arrays)
 
 
 def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
@@ -138,7 +159,7 @@ def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray
     packer = msgpack.Packer(use_bin_type=True)
     with open(path, "wb", buffering=8 << 20) as f:
         out = _HashingWriter(f)
-        _write_tree(out, packer, items, 0)
+        _write_tree(out, packer, items, 0, _read_ahead(items))
         f.flush()
         os.fsync(f.fileno())
     return out.sha256.hexdigest()
