@@ -72,15 +72,28 @@ def _bin_header(length: int) -> bytes:
 
 
 class _HashingWriter:
-    """A file writer that hashes what it writes, so the manifest needs no second read."""
+    """A file writer that hashes what it writes, so the manifest needs no second read.
 
-    def __init__(self, f: BinaryIO):
+    Hashing runs in its own thread, one buffer behind the writes (hashlib and file writes
+    release the GIL), so on two cores it costs little wall time. One worker keeps the order.
+    """
+
+    def __init__(self, f: BinaryIO, pool: ThreadPoolExecutor):
         self.f = f
         self.sha256 = hashlib.sha256()
+        self._pool = pool
+        self._pending = None
 
     def write(self, data) -> None:
-        self.sha256.update(data)
+        if self._pending is not None:
+            self._pending.result()
+        self._pending = self._pool.submit(self.sha256.update, data)
         self.f.write(data)
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        return self.sha256.hexdigest()
 
 
 def _write_ndarray(out: _HashingWriter, packer: msgpack.Packer, arr: np.ndarray) -> None:
@@ -157,12 +170,13 @@ def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[t
 def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
     """Write one msgpack weights file holding ``items`` (sorted by path), fsync it; return its sha256."""
     packer = msgpack.Packer(use_bin_type=True)
-    with open(path, "wb", buffering=8 << 20) as f:
-        out = _HashingWriter(f)
+    with open(path, "wb", buffering=8 << 20) as f, ThreadPoolExecutor(1, thread_name_prefix="vedforge-hash") as pool:
+        out = _HashingWriter(f, pool)
         _write_tree(out, packer, items, 0, _read_ahead(items))
+        digest = out.hexdigest()
         f.flush()
         os.fsync(f.fileno())
-    return out.sha256.hexdigest()
+    return digest
 
 
 def _nbytes(arr) -> int:

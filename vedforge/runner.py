@@ -196,9 +196,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
     recipe_text = recipe_yaml(cfg)
     with staged:
-        with timer.step("write", f"Writing the artifact to {staged.final}"):
-            out = staged.path
+        out = staged.path
+        with timer.step("write_weights", f"Writing the weights to {staged.final}"):
             weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+        with timer.step("write", "Writing configs, processor, tokenizer and model card"):
             config.save_pretrained(out)
             generation.save_pretrained(out)
             processor.save_pretrained(out)
