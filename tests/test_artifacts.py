@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import local_recipe
-from vedforge.errors import OutputError
+from vedforge.errors import OutputError, VedforgeError
 from vedforge.runner import forge
 
 
@@ -83,3 +83,24 @@ def test_image_size_override_interpolates_pretrained_positions(tiny_checkpoints,
     assert old_pos.shape == (1, 17, 32) and new_pos.shape == (1, 37, 32)  # 4x4 -> 6x6 patches + class token
     assert (new_pos[:, 0] == old_pos[:, 0]).all()
     assert result.manifest["resized_tensors"] == {"encoder": ["encoder/embeddings/position_embeddings"]}
+
+
+def test_safetensors_output_loads_in_stock_flax_with_the_same_weights(tiny_checkpoints, tmp_path):
+    import numpy as np
+    import transformers
+    from flax.traverse_util import flatten_dict
+
+    packed = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "msgpack"))
+    safe = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "safe", "output.format=safetensors"))
+    assert (safe.output_dir / "model.safetensors").is_file() and not (safe.output_dir / "flax_model.msgpack").exists()
+    a = flatten_dict(transformers.FlaxVisionEncoderDecoderModel.from_pretrained(packed.output_dir).params)
+    b = flatten_dict(transformers.FlaxVisionEncoderDecoderModel.from_pretrained(safe.output_dir).params)
+    assert a.keys() == b.keys()
+    assert all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+
+
+def test_safetensors_larger_than_a_shard_is_refused_before_loading(tiny_checkpoints, tmp_path):
+    with pytest.raises(VedforgeError, match="output.format=msgpack"):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "output.format=safetensors",
+                           "output.max_shard_size=10KB"))
+    assert list(tmp_path.iterdir()) == []

@@ -357,3 +357,24 @@ def test_chunked_array_inside_a_nested_sharded_state(tmp_path, monkeypatch):
     write_flax_checkpoint(tmp_path, state, max_shard_size=3000)
     assert (tmp_path / FLAX_INDEX).is_file()
     _assert_same_state(read_state(tmp_path, _no_pt), state)
+
+
+def test_safetensors_output_matches_the_safetensors_library_and_loads_in_stock_flax(tmp_path, gpt2_checkpoint):
+    import transformers
+    from safetensors.numpy import load_file
+
+    from vedforge.checkpoint_writer import write_safetensors_checkpoint
+
+    state = read_state(gpt2_checkpoint, _no_pt)
+    out = tmp_path / "st"
+    _copy_metadata(gpt2_checkpoint, out)
+    written = write_safetensors_checkpoint(out, state)
+    (path, digest), = written.items()
+    assert path.name == "model.safetensors" and hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    loaded = load_file(str(path))
+    assert set(loaded) == {".".join(k) for k in state}
+    for key, value in state.items():
+        assert np.array_equal(loaded[".".join(key)], np.asarray(value))
+    model = transformers.FlaxGPT2LMHeadModel.from_pretrained(out)
+    for key, value in flatten_dict(model.params).items():
+        assert np.array_equal(np.asarray(value), np.asarray(state[key])), key

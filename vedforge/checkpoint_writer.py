@@ -214,3 +214,40 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
     (directory / FLAX_INDEX).write_text(text)
     written[directory / FLAX_INDEX] = hashlib.sha256(text.encode()).hexdigest()
     return written
+
+
+_SAFETENSORS_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32",
+                      "uint64": "U64", "bool": "BOOL"}
+
+
+def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Path, str]:
+    """Write ``params`` as one Flax-layout ``model.safetensors`` (names joined by ".", metadata
+    format "flax"), as ``FlaxPreTrainedModel.save_pretrained(safe_serialization=True)`` does.
+
+    The header is computed from shapes alone, so tensors stream one at a time like msgpack.
+    Returns ``{path: sha256}``.
+    """
+    from vedforge.checkpoint import SAFE_WEIGHTS
+
+    items = sorted(params.items())
+    header: dict[str, object] = {"__metadata__": {"format": "flax"}}
+    offset = 0
+    for path, arr in items:
+        dtype = np.dtype(arr.dtype)
+        header[".".join(path)] = {"dtype": _SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
+                                  "data_offsets": [offset, offset + _nbytes(arr)]}
+        offset += _nbytes(arr)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
+    target = directory / SAFE_WEIGHTS
+    with open(target, "wb", buffering=8 << 20) as f, ThreadPoolExecutor(1, thread_name_prefix="vedforge-hash") as pool:
+        out = _HashingWriter(f, pool)
+        out.write(struct.pack("<Q", len(text)) + text)
+        for arr in _read_ahead(items):
+            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+            out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+        digest = out.hexdigest()
+        f.flush()
+        os.fsync(f.fileno())
+    return {target: digest}

@@ -113,10 +113,11 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     Raises:
         VedforgeError: any problem the user can fix; nothing is written under the output name.
     """
+    import numpy as np
     import transformers
 
     from vedforge.assembly import assemble, target_shapes
-    from vedforge.checkpoint_writer import parse_size, write_flax_checkpoint
+    from vedforge.checkpoint_writer import parse_size, write_flax_checkpoint, write_safetensors_checkpoint
     from vedforge.families import decoder_family
     from vedforge.loading import load_decoder_config, load_encoder_config, load_part_state
     from vedforge.manifest import describe_input, package_versions, write_manifest
@@ -165,6 +166,13 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         generation = generation_config_for(config, ids)
         target = target_shapes(config)
 
+    total_bytes = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize for spec in target.values())
+    if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors" and total_bytes > parse_size(cfg.output.max_shard_size):
+        raise VedforgeError(
+            f"output.format=safetensors writes one file, but the model ({total_bytes / 1e9:.2f} GB) exceeds "
+            f"output.max_shard_size={cfg.output.max_shard_size}, and transformers' Flax classes cannot load sharded "
+            "safetensors. Raise output.max_shard_size, or use output.format=msgpack for a sharded checkpoint."
+        )
     staged = StagedArtifact(output_dir, overwrite=cfg.output.overwrite)
     staged.check()
     cache = cache or PartCache()
@@ -198,7 +206,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     with staged:
         out = staged.path
         with timer.step("write_weights", f"Writing the weights to {staged.final}"):
-            weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+            if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors":
+                weight_hashes = write_safetensors_checkpoint(out, assembly.params)
+            else:
+                weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
         with timer.step("write", "Writing configs, processor, tokenizer and model card"):
             config.save_pretrained(out)
             generation.save_pretrained(out)

@@ -39,7 +39,8 @@ class CrossAttentionInit(Enum):
 class WeightFormat(Enum):
     """The on-disk format of the forged weights."""
 
-    msgpack = "msgpack"
+    msgpack = "msgpack"  # flax_model.msgpack (sharded with an index past max_shard_size)
+    safetensors = "safetensors"  # model.safetensors in Flax layout (never sharded: stock Flax cannot load that)
 
 
 @dataclass
