@@ -183,7 +183,7 @@ def main() -> None:
                 wall, rss = run([py, "-m", "vedforge", f"encoder.name_or_path={enc}", "encoder.weights=pretrained",
                                  f"decoder.name_or_path={dec}", "decoder.weights=pretrained", f"output.dir={out}",
                                  f"output.max_shard_size={args.max_shard_size}", "hydra.output_subdir=null",
-                                 "hydra/job_logging=none", "hydra/hydra_logging=none"], {**env, "USE_TORCH": "0"})
+                                 "hydra/job_logging=none", "hydra/hydra_logging=none"], env)
                 out_bytes_ref = dir_bytes(out)
             elif flow == "pytorch":
                 wall, rss = run([py, "-c", PYTORCH, str(inputs / "pt" / "encoder"), str(inputs / "pt" / "decoder"), str(out)], env)
@@ -207,7 +207,41 @@ def main() -> None:
             if other in med:
                 print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}, "
                       f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}")
+    if args.sweep:
+        sweep_benchmark(py, env, inputs, args, med)
     shutil.rmtree(scratch, ignore_errors=True)
+
+
+def sweep_benchmark(py: str, env: dict, inputs: Path, args, med: dict) -> None:
+    """A 2x2 sweep over two encoders and two decoders of this scale, in one process."""
+    second = args.cache / f"{args.scale}-seed1"
+    if not (second / "decoder" / "tokenizer.json").is_file():
+        print(f"building a second {args.scale} pair in {second} (once)...", flush=True)
+        shutil.rmtree(second, ignore_errors=True)
+        run([py, "-c", BUILD, json.dumps(SCALES[args.scale]), str(second), "1", str(REPO / "vedforge" / "assets")], env)
+    walls, rsss = [], []
+    for i in range(args.runs):
+        sweep_dir = Path(tempfile.mkdtemp(prefix="vedforge-bench-sweep-"))
+        wall, rss = run([py, "-m", "vedforge", "-m",
+                         f"encoder.name_or_path={inputs / 'encoder'},{second / 'encoder'}", "encoder.weights=pretrained",
+                         f"decoder.name_or_path={inputs / 'decoder'},{second / 'decoder'}", "decoder.weights=pretrained",
+                         f"hydra.sweep.dir={sweep_dir}", "hydra/job_logging=none", "hydra/hydra_logging=none"], env)
+        summary = json.loads((sweep_dir / "summary.json").read_text())
+        assert summary["forged"] == 4, summary
+        loads = summary["checkpoint_loads"]
+        walls.append(wall)
+        rsss.append(rss)
+        shutil.rmtree(sweep_dir, ignore_errors=True)
+        print(f"  sweep run {i + 1}: {wall:.2f} s, {rss / 2**30:.2f} GiB, checkpoint reads {loads}", flush=True)
+    sweep = statistics.median(walls)
+    print(f"\n2x2 sweep ({args.scale}): median {sweep:.2f} s, peak RSS {statistics.median(rsss) / 2**30:.2f} GiB, "
+          f"{loads['encoder'] + loads['decoder']} checkpoint reads for 4 writes")
+    if "vedforge" in med:
+        print(f"  vs 4 separate vedforge forges: {4 * med['vedforge'][0]:.2f} s (ratio {sweep / (4 * med['vedforge'][0]):.2f})")
+    if "classic" in med:
+        print(f"  vs 4 classic runs: {4 * med['classic'][0]:.2f} s (ratio {sweep / (4 * med['classic'][0]):.2f})")
+    if "floor" in med:
+        print(f"  vs 4 x the I/O floor: {4 * med['floor'][0]:.2f} s (ratio {sweep / (4 * med['floor'][0]):.2f})")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,26 @@ def _new_tensor(path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std:
     raise RuntimeError(f"no initialiser known for new parameter {'/'.join(path)}")
 
 
+class FreshTensor:
+    """A new tensor, generated when the writer asks for it: its values depend only on the recipe
+    seed and its path, so holding it in memory until then (up to a GB of cross-attention for a
+    large decoder) buys nothing."""
+
+    __slots__ = ("path", "shape", "dtype", "seed", "std", "zero")
+
+    def __init__(self, path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std: float):
+        self.path, self.shape, self.dtype, self.seed, self.std = path, tuple(shape), np.dtype(dtype), seed, std
+        self.zero = False
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = np.zeros(self.shape, self.dtype) if self.zero else _new_tensor(self.path, self.shape, self.dtype, self.seed, self.std)
+        return data if dtype is None else data.astype(dtype)
+
+
 def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, seed: int, std: float,
           growth: Optional[tuple[int, int]]) -> Optional[np.ndarray]:
     """``source`` extended along its vocabulary axis to ``shape``, or None if that is not what differs."""
@@ -168,7 +188,7 @@ def assemble(
             if source_path is None and part == "decoder":
                 source_path = next((src for dst, src in aliases if dst == path and src in state), None)
             if source_path is None:
-                params[(part,) + path] = _new_tensor((part,) + path, shape, dtype, seed, init_std)
+                params[(part,) + path] = FreshTensor((part,) + path, shape, dtype, seed, init_std)
                 report.new += int(np.prod(shape, dtype=np.int64))
                 report.new_tensors.append("/".join((part,) + path))
                 continue
@@ -198,7 +218,7 @@ def assemble(
         report.unused_tensors = sorted("/".join(k) for k in set(state) - used)
     for path, spec in sorted(target.items()):
         if path[0] not in PARTS:
-            params[path] = _new_tensor(path, tuple(spec.shape), spec.dtype, seed, init_std)
+            params[path] = FreshTensor(path, tuple(spec.shape), spec.dtype, seed, init_std)
             reports["projection"].new += int(np.prod(spec.shape, dtype=np.int64))
             reports["projection"].new_tensors.append("/".join(path))
     return Assembly(params, reports)

@@ -119,6 +119,9 @@ def _run_verify(argv: list[str]) -> int:
 
 def main() -> None:
     """Entry point of ``vedforge`` and ``python -m vedforge``."""
+    # A Flax forge never needs torch, but transformers imports it whenever it is installed
+    # (about 4 s). Respect an explicit USE_TORCH from the user.
+    os.environ.setdefault("USE_TORCH", "0")
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
     import hydra

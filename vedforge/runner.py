@@ -268,8 +268,6 @@ def _check_zero_init(family: Any, model_type: str) -> None:
 
 def _zero_cross_attention_output(assembly: Any, family: Any, model_type: str) -> None:
     """Zero the new cross-attention output projections (cross_attention.init=zero)."""
-    import numpy as np
-
     _check_zero_init(family, model_type)
     module, layer = family.cross_attention_output
     new = set(assembly.reports["decoder"].new_tensors)
@@ -278,7 +276,7 @@ def _zero_cross_attention_output(assembly: Any, family: Any, model_type: str) ->
     if not zeroed:
         raise VedforgeError(f"cross_attention.init=zero found no new {module}/{layer} tensors in the '{model_type}' decoder.")
     for path in zeroed:
-        assembly.params[path] = np.zeros_like(assembly.params[path])
+        assembly.params[path].zero = True
 
 
 def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Path], final: Path) -> None:
