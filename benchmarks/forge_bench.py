@@ -95,11 +95,19 @@ AutoTokenizer.from_pretrained(dec).save_pretrained(out)
 '''
 
 CONVERT_TO_PT = r'''
-import sys
-from transformers import ViTModel, GPT2LMHeadModel
-src, dst = sys.argv[1:3]
+# from_pretrained(from_flax=True) leaves parameters on the meta device in transformers 4.51-4.57:
+# build the PyTorch models from their configs and load the Flax weights explicitly.
+import shutil, sys
+from pathlib import Path
+from transformers import AutoConfig, GPT2LMHeadModel, ViTModel
+from transformers.modeling_flax_pytorch_utils import load_flax_checkpoint_in_pytorch_model
+src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 for name, cls in (("encoder", ViTModel), ("decoder", GPT2LMHeadModel)):
-    cls.from_pretrained(f"{src}/{name}", from_flax=True).save_pretrained(f"{dst}/{name}", safe_serialization=True)
+    model = load_flax_checkpoint_in_pytorch_model(cls(AutoConfig.from_pretrained(src / name)), str(src / name / "flax_model.msgpack"))
+    model.save_pretrained(dst / name, safe_serialization=True)
+    for item in (src / name).iterdir():
+        if item.suffix in (".json", ".txt") and not (dst / name / item.name).exists():
+            shutil.copy(item, dst / name / item.name)
 '''
 
 FLOOR = r'''

@@ -189,3 +189,22 @@ def test_zero_cross_attention_is_refused_where_it_cannot_be_exact(tiny_checkpoin
     with pytest.raises(VedforgeError, match="cross_attention.init=zero cannot keep a 'bert'"):
         forge(local_recipe(tiny_checkpoints, "vit", "bert", tmp_path / "out", "cross_attention.init=zero"))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("encoder,decoder", [(e, d) for e in ENCODERS for d in DECODERS])
+def test_layer_replicated_shapes_equal_the_full_trace(encoder, decoder):
+    from transformers import AutoConfig, VisionEncoderDecoderConfig
+
+    from vedforge.assembly import target_shapes, traced_shapes
+    from vedforge.resources import assets_dir
+
+    enc = AutoConfig.from_pretrained(assets_dir() / f"{encoder}_tiny")
+    enc = enc.vision_config if encoder == "clip" else enc
+    dec = AutoConfig.from_pretrained(assets_dir() / f"{decoder}_tiny", is_decoder=True, add_cross_attention=True)
+    # Deeper than the tiny defaults, and unequal, so a wrong layer count per part would show.
+    enc.num_hidden_layers = 3
+    setattr(dec, "decoder_layers" if decoder == "bart" else "num_hidden_layers", 4)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    fast, full = target_shapes(config), traced_shapes(config)
+    assert fast.keys() == full.keys()
+    assert all(fast[k].shape == full[k].shape and fast[k].dtype == full[k].dtype for k in full)

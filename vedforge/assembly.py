@@ -49,8 +49,55 @@ class Assembly:
         return counts
 
 
+# Config attributes holding each part's layer count (BART's num_hidden_layers means its encoder).
+_LAYER_ATTRS = {"bart": "decoder_layers"}
+
+
+def _layers_attr(part_config: Any) -> str:
+    return _LAYER_ATTRS.get(part_config.model_type, "num_hidden_layers")
+
+
 def target_shapes(config: Any) -> dict[Path_, Any]:
-    """Every parameter of the combined model with its shape and dtype, computed without initialising."""
+    """Every parameter of the combined model with its shape and dtype, without initialising.
+
+    Tracing the whole model costs time in proportion to its depth, and every layer of a part
+    has the same parameters. So the model is traced with one and with two layers per part;
+    the paths the second layer adds show where each part keeps its layers (``.../h/1/...``),
+    and layer 0's parameters are repeated for the real depth.
+    """
+    import copy
+
+    one, two = copy.deepcopy(config), copy.deepcopy(config)
+    depth = {}
+    for part in ("encoder", "decoder"):
+        attr = _layers_attr(getattr(config, part))
+        depth[part] = int(getattr(getattr(config, part), attr))
+        setattr(getattr(one, part), attr, 1)
+        setattr(getattr(two, part), attr, 2)
+    if min(depth.values()) < 2:
+        return traced_shapes(config)
+    shallow, deeper = traced_shapes(one), traced_shapes(two)
+    layer_paths: dict[Path_, int] = {}  # path of a layer-0 parameter -> index of its layer number
+    for path in deeper.keys() - shallow.keys():
+        at = [i for i, key in enumerate(path) if key == "1" and path[:i] + ("0",) + path[i + 1:] in shallow]
+        if len(at) != 1:
+            raise RuntimeError(f"cannot tell the layer index in parameter {'/'.join(path)}")
+        layer_paths[path[: at[0]] + ("0",) + path[at[0] + 1:]] = at[0]
+    if len(layer_paths) != len(deeper) - len(shallow):
+        raise RuntimeError("the one- and two-layer parameter trees do not differ by one layer per part")
+    full: dict[Path_, Any] = {}
+    for path, spec in shallow.items():
+        if path not in layer_paths:
+            full[path] = spec
+            continue
+        at = layer_paths[path]
+        for layer in range(depth[path[0]] if path[0] in depth else 1):
+            full[path[:at] + (str(layer),) + path[at + 1:]] = spec
+    return full
+
+
+def traced_shapes(config: Any) -> dict[Path_, Any]:
+    """Every parameter of the combined model, by tracing its initialisation with ``jax.eval_shape``."""
     import jax
     import jax.numpy as jnp
     from flax.traverse_util import flatten_dict
