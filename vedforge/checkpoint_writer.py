@@ -96,16 +96,21 @@ class _HashingWriter:
         return self.sha256.hexdigest()
 
 
+def _raw_bytes(arr: np.ndarray) -> memoryview:
+    """The array's C-order bytes, without a copy when it is already contiguous."""
+    # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
+    arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
+    # A uint8 view, because memoryview cannot export ml_dtypes such as bfloat16.
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
 def _write_ndarray(out: _HashingWriter, packer: msgpack.Packer, arr: np.ndarray) -> None:
     # flax encodes an ndarray as ExtType(1, packb((shape, dtype name, raw bytes))). The raw bytes
     # go straight from the array's buffer: no tobytes() copy, no packed copy.
-    # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
-    arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
     prefix = packer.pack_array_header(3) + packer.pack(tuple(arr.shape)) + packer.pack(arr.dtype.name)
     prefix += _bin_header(arr.nbytes)
     out.write(_ext_header(len(prefix) + arr.nbytes) + prefix)
-    # A uint8 view, because memoryview cannot export ml_dtypes such as bfloat16.
-    out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+    out.write(_raw_bytes(arr))
 
 
 def _write_leaf(out: _HashingWriter, packer: msgpack.Packer, arr) -> None:
@@ -245,8 +250,7 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Pat
         out = _HashingWriter(f, pool)
         out.write(struct.pack("<Q", len(text)) + text)
         for arr in _read_ahead(items):
-            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
-            out.write(memoryview(arr.reshape(-1).view(np.uint8)))
+            out.write(_raw_bytes(arr))
         digest = out.hexdigest()
         f.flush()
         os.fsync(f.fileno())
