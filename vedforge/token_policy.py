@@ -123,11 +123,11 @@ def resolve_token_ids(policy: Any, tokenizer: Any, decoder_config: Any, family: 
 
 
 def apply_token_ids(config: Any, ids: TokenIds) -> None:
-    """Write the ids into the combined model's config (and the decoder's, for a grown vocabulary)."""
+    """Write the ids into the combined model's config, where the classic script puts them, and
+    the decoder's vocabulary size (which only add_pad changes)."""
     config.decoder_start_token_id = ids.decoder_start
     config.pad_token_id = ids.pad
     config.eos_token_id = ids.eos
-    config.decoder.pad_token_id = ids.pad
     config.decoder.vocab_size = ids.vocab_size
 
 
