@@ -17,17 +17,17 @@ _STALLING_FORGE = textwrap.dedent(
     """
     import sys, time
     import vedforge.checkpoint_writer as writer
-    real = writer._write_leaf
+    real = writer._leaf_chunks
     count = 0
-    def stalling(out, packer, arr):
+    def stalling(packer, leaf):
         global count
         count += 1
-        real(out, packer, arr)
+        yield from real(packer, leaf)
         if count == 20:
-            out.f.flush()
+            time.sleep(1)  # let the writing thread put what it has on disk
             print("MID-WRITE", flush=True)
             time.sleep(600)
-    writer._write_leaf = stalling
+    writer._leaf_chunks = stalling
     sys.argv = ["vedforge", *sys.argv[1:]]
     from vedforge.cli import main
     main()

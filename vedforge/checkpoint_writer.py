@@ -15,11 +15,12 @@ import hashlib
 import json
 from decimal import Decimal
 import os
+import queue
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 import msgpack
 import numpy as np
@@ -71,29 +72,9 @@ def _bin_header(length: int) -> bytes:
     return struct.pack(">BI", 0xC6, length)
 
 
-class _HashingWriter:
-    """A file writer that hashes what it writes, so the manifest needs no second read.
-
-    Hashing runs in its own thread, one buffer behind the writes (hashlib and file writes
-    release the GIL), so on two cores it costs little wall time. One worker keeps the order.
-    """
-
-    def __init__(self, f: BinaryIO, pool: ThreadPoolExecutor):
-        self.f = f
-        self.sha256 = hashlib.sha256()
-        self._pool = pool
-        self._pending = None
-
-    def write(self, data) -> None:
-        if self._pending is not None:
-            self._pending.result()
-        self._pending = self._pool.submit(self.sha256.update, data)
-        self.f.write(data)
-
-    def hexdigest(self) -> str:
-        if self._pending is not None:
-            self._pending.result()
-        return self.sha256.hexdigest()
+# Chunks at least this large are tensor data; at most _IN_FLIGHT of them wait to be written.
+_BIG = 1 << 20
+_IN_FLIGHT = 2
 
 
 def _raw_bytes(arr: np.ndarray) -> memoryview:
@@ -104,56 +85,81 @@ def _raw_bytes(arr: np.ndarray) -> memoryview:
     return memoryview(arr.reshape(-1).view(np.uint8))
 
 
-def _write_ndarray(out: _HashingWriter, packer: msgpack.Packer, arr: np.ndarray) -> None:
+def _write_stream(path: Path, chunks: Iterator[bytes | memoryview]) -> str:
+    """Write ``chunks`` to ``path`` and fsync it; return the file's sha256.
+
+    Two stages: a producer thread pulls the chunks (reading each tensor from its checkpoint)
+    and hashes them in file order; this thread only writes. File reads, hashing and writes
+    release the GIL, so on two cores the stages overlap; a semaphore keeps at most
+    ``_IN_FLIGHT`` tensors waiting, so memory stays at a few tensors.
+    """
+    sha256 = hashlib.sha256()
+    slots = threading.Semaphore(_IN_FLIGHT)
+    ready: queue.Queue = queue.Queue()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                if len(chunk) >= _BIG:
+                    slots.acquire()
+                sha256.update(chunk)
+                ready.put(chunk)
+        except BaseException as exc:  # handed to the writing thread, which re-raises it
+            failure.append(exc)
+        finally:
+            ready.put(None)
+
+    producer = threading.Thread(target=produce, name="vedforge-read", daemon=True)
+    producer.start()
+    try:
+        with open(path, "wb", buffering=8 << 20) as f:
+            while (chunk := ready.get()) is not None:
+                f.write(chunk)
+                if len(chunk) >= _BIG:
+                    slots.release()
+            if failure:
+                raise failure[0]
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting for a slot, then let it end
+            slots.release()
+            producer.join(timeout=0.1)
+    return sha256.hexdigest()
+
+
+def _ndarray_chunks(packer: msgpack.Packer, arr: np.ndarray) -> Iterator[bytes | memoryview]:
     # flax encodes an ndarray as ExtType(1, packb((shape, dtype name, raw bytes))). The raw bytes
     # go straight from the array's buffer: no tobytes() copy, no packed copy.
     prefix = packer.pack_array_header(3) + packer.pack(tuple(arr.shape)) + packer.pack(arr.dtype.name)
     prefix += _bin_header(arr.nbytes)
-    out.write(_ext_header(len(prefix) + arr.nbytes) + prefix)
-    out.write(_raw_bytes(arr))
+    yield _ext_header(len(prefix) + arr.nbytes) + prefix
+    yield _raw_bytes(arr)
 
 
-def _write_leaf(out: _HashingWriter, packer: msgpack.Packer, arr) -> None:
-    arr = np.asarray(arr)
+def _leaf_chunks(packer: msgpack.Packer, leaf) -> Iterator[bytes | memoryview]:
+    arr = np.asarray(leaf)  # lazy leaves are read here, in the producer thread
     if arr.size * arr.dtype.itemsize <= MAX_CHUNK_SIZE:
-        _write_ndarray(out, packer, arr)
+        yield from _ndarray_chunks(packer, arr)
         return
     # Same layout as flax.serialization._chunk, written chunk by chunk.
     chunksize = max(1, int(MAX_CHUNK_SIZE / arr.dtype.itemsize))
     flat = arr.reshape(-1)
     starts = range(0, flat.size, chunksize)
-    out.write(packer.pack_map_header(3))
-    out.write(packer.pack("__msgpack_chunked_array__"))
-    out.write(packer.pack(True))
-    out.write(packer.pack("shape"))
-    out.write(packer.pack({str(i): d for i, d in enumerate(arr.shape)}))
-    out.write(packer.pack("chunks"))
-    out.write(packer.pack_map_header(len(starts)))
+    yield packer.pack_map_header(3) + packer.pack("__msgpack_chunked_array__") + packer.pack(True)
+    yield packer.pack("shape") + packer.pack({str(i): d for i, d in enumerate(arr.shape)})
+    yield packer.pack("chunks") + packer.pack_map_header(len(starts))
     for i, start in enumerate(starts):
-        out.write(packer.pack(str(i)))
-        _write_ndarray(out, packer, flat[start : start + chunksize])
+        yield packer.pack(str(i))
+        yield from _ndarray_chunks(packer, flat[start : start + chunksize])
 
 
-def _read_ahead(items: list[tuple[tuple[str, ...], np.ndarray]]) -> Iterator[np.ndarray]:
-    """The items' arrays in order, each next one read in a second thread while this one is written.
-
-    File reads and hashlib release the GIL, so on two cores reading overlaps writing and
-    hashing; at most two tensors are in memory at once.
-    """
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vedforge-read") as pool:
-        pending = pool.submit(np.asarray, items[0][1])
-        for _, arr in items[1:]:
-            current = pending.result()
-            pending = pool.submit(np.asarray, arr)
-            yield current
-            del current
-        yield pending.result()
-
-
-def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int,
-                arrays: Iterator[np.ndarray]) -> None:
+def _tree_chunks(packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> Iterator[bytes | memoryview]:
     # `items` is sorted by path, so the children of each node are contiguous runs.
     groups: list[tuple[str, list[tuple[tuple[str, ...], np.ndarray]]]] = []
     for path, arr in items:
@@ -161,27 +167,18 @@ def _write_tree(out: _HashingWriter, packer: msgpack.Packer, items: list[tuple[t
             groups[-1][1].append((path, arr))
         else:
             groups.append((path[depth], [(path, arr)]))
-    out.write(packer.pack_map_header(len(groups)))
+    yield packer.pack_map_header(len(groups))
     for key, members in groups:
-        out.write(packer.pack(key))
+        yield packer.pack(key)
         if len(members) == 1 and len(members[0][0]) == depth + 1:
-            # A depth-first walk over sorted keys meets the leaves in `items` order, which is
-            # the order `arrays` reads them in.
-            _write_leaf(out, packer, next(arrays))
+            yield from _leaf_chunks(packer, members[0][1])
         else:
-            _write_tree(out, packer, members, depth + 1, arrays)
+            yield from _tree_chunks(packer, members, depth + 1)
 
 
 def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
     """Write one msgpack weights file holding ``items`` (sorted by path), fsync it; return its sha256."""
-    packer = msgpack.Packer(use_bin_type=True)
-    with open(path, "wb", buffering=8 << 20) as f, ThreadPoolExecutor(1, thread_name_prefix="vedforge-hash") as pool:
-        out = _HashingWriter(f, pool)
-        _write_tree(out, packer, items, 0, _read_ahead(items))
-        digest = out.hexdigest()
-        f.flush()
-        os.fsync(f.fileno())
-    return digest
+    return _write_stream(path, _tree_chunks(msgpack.Packer(use_bin_type=True), items, 0))
 
 
 def _nbytes(arr) -> int:
@@ -246,12 +243,10 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Pat
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
     target = directory / SAFE_WEIGHTS
-    with open(target, "wb", buffering=8 << 20) as f, ThreadPoolExecutor(1, thread_name_prefix="vedforge-hash") as pool:
-        out = _HashingWriter(f, pool)
-        out.write(struct.pack("<Q", len(text)) + text)
-        for arr in _read_ahead(items):
-            out.write(_raw_bytes(arr))
-        digest = out.hexdigest()
-        f.flush()
-        os.fsync(f.fileno())
-    return {target: digest}
+
+    def chunks() -> Iterator[bytes | memoryview]:
+        yield struct.pack("<Q", len(text)) + text
+        for _, arr in items:
+            yield _raw_bytes(np.asarray(arr))
+
+    return {target: _write_stream(target, chunks())}

@@ -9,6 +9,7 @@ reading their headers only.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -41,11 +42,19 @@ class LazyTensor:
         return len(self.shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        with open(self.path, "rb") as f:
-            data = np.fromfile(f, dtype=self.dtype, count=self.size, offset=self.offset)
-        if data.size != self.size:
-            raise CorruptCheckpointError(f"The weights file '{self.path}' ends inside a tensor: it is truncated.")
-        data = data.reshape(self.shape)
+        data = np.empty(self.shape, self.dtype)
+        view = memoryview(data.reshape(-1).view(np.uint8))
+        # os.preadv releases the GIL, so a read overlaps the writer's work in other threads.
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            done = 0
+            while done < len(view):
+                got = os.preadv(fd, [view[done:]], self.offset + done)
+                if got == 0:
+                    raise CorruptCheckpointError(f"The weights file '{self.path}' ends inside a tensor: it is truncated.")
+                done += got
+        finally:
+            os.close(fd)
         return data if dtype is None else data.astype(dtype)
 
     def __repr__(self) -> str:
