@@ -9,7 +9,8 @@ and the ratios vedforge/classic, vedforge/PyTorch and vedforge/floor.
     python benchmarks/forge_bench.py --scale large   # ~1.1B parameters, sharded output
     python benchmarks/forge_bench.py --sweep         # also a 2x2 sweep of base-size checkpoints
 
-Wall time includes interpreter start-up and imports: it is what a user waits for.
+Wall time includes interpreter start-up and imports: it is what a user waits for. Every run
+starts after an (untimed) os.sync(), so no flow pays for the previous one's disk writeback.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ with open(out, "wb") as f:
 
 def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child."""
+    # Untimed: flush the previous run's dirty pages so no flow pays for another's writeback.
+    os.sync()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
