@@ -23,7 +23,7 @@ def _fail_while_writing_weights(monkeypatch):
 
 def test_failure_mid_write_leaves_no_artifact(tiny_checkpoints, tmp_path, monkeypatch):
     _fail_while_writing_weights(monkeypatch)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="No space left on device .ENOSPC.. Nothing was published"):
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
 
@@ -40,7 +40,7 @@ def test_failed_overwrite_keeps_the_previous_artifact(tiny_checkpoints, tmp_path
     first = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=1"))
     files = {p.name: p.read_bytes() for p in first.output_dir.iterdir() if p.is_file()}
     _fail_while_writing_weights(monkeypatch)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="already there is untouched"):
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "seed=2", "output.overwrite=true"))
     assert {p.name: p.read_bytes() for p in first.output_dir.iterdir() if p.is_file()} == files
     assert [p.name for p in tmp_path.iterdir()] == ["out"]

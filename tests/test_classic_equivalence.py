@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 from flax.serialization import msgpack_restore
 from flax.traverse_util import flatten_dict
 
 from conftest import local_recipe
-from vedforge.resources import config_dir
 from vedforge.runner import forge
 
 # The classic flow exactly as the benchmark runs it.
-_CLASSIC = re.search(r"CLASSIC = r'''(.*?)'''", (config_dir().parent / "benchmarks" / "forge_bench.py").read_text(), re.S)
+_BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "forge_bench.py"
+_CLASSIC = re.search(r"CLASSIC = r'''(.*?)'''", _BENCH.read_text(), re.S)
 
 
 def _classic(encoder, decoder, out, monkeypatch):

@@ -40,13 +40,23 @@ def run_task(cfg) -> None:
 
     from vedforge.runner import forge
 
+    from vedforge.secrets import redact
+
     hydra_cfg = HydraConfig.get()
-    records = Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    records = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    # Hydra wrote the command line, token included, before this job started.
+    redact([run_dir, sweep_dir], cfg.hub.token)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        run_sweep_job(cfg, hydra_cfg, records)
+        try:
+            run_sweep_job(cfg, hydra_cfg, records)
+        finally:
+            redact([run_dir, sweep_dir], cfg.hub.token)
         return
     try:
-        forge(cfg, hydra_records=records)
+        result = forge(cfg, hydra_records=records)
+        redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
             raise
