@@ -21,6 +21,15 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
     )
 
 
+def _copy_asset(dest: Path, name: str) -> Path:
+    import shutil
+
+    from vedforge.resources import assets_dir
+
+    shutil.copytree(assets_dir() / name, dest)
+    return dest
+
+
 def _config_only_checkpoint(path: Path, model_type: str, **fields) -> Path:
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"model_type": model_type, **fields}))
@@ -62,6 +71,15 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     (empty / "notes.txt").write_text("not a checkpoint")
     a_file = tmp / "a_file"
     a_file.write_text("x")
+    garbage_weights = _copy_asset(tmp / "garbage_weights", "gpt2_tiny")
+    (garbage_weights / "flax_model.msgpack").write_bytes(b"\xc1 definitely not msgpack" * 40)
+    bad_config = tmp / "bad_config"
+    bad_config.mkdir()
+    (bad_config / "config.json").write_text("{ not json")
+    bad_tokenizer = _copy_asset(tmp / "bad_tokenizer", "gpt2_tiny")
+    (bad_tokenizer / "tokenizer.json").write_text("{ this is not a tokenizer")
+    for name in ("vocab.json", "merges.txt"):
+        (bad_tokenizer / name).unlink()
     return {
         "unknown group option": (["encoder=vit_huge"], ["vit_huge"]),
         "misspelt key": (["encoder.revison=main"], ["revison"]),
@@ -80,6 +98,19 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "image size not divisible by patch": (["+encoder.config_overrides.image_size=36"], ["36", "patch_size 8"]),
         "unparsable shard size": (["output.max_shard_size=lots"], ["max_shard_size", "lots"]),
         "output path is a file": ([f"output.dir={a_file}"], [str(a_file), "is a file"]),
+        "token string not in vocabulary": (["decoder=bert_tiny", "token_policy.pad_token=notatoken"],
+                                           ["notatoken", "not in the decoder tokenizer's vocabulary", "[PAD]"]),
+        "token id out of range": (["token_policy.eos_token=99999"], ["99999", "out of range", "0 to 511"]),
+        "corrupt weights file": ([f"decoder.name_or_path={garbage_weights}", "decoder.weights=pretrained"],
+                                 [str(garbage_weights / "flax_model.msgpack"), "cannot be parsed"]),
+        "invalid config.json": ([f"decoder.name_or_path={bad_config}"], ["config.json", str(bad_config)]),
+        "tokenizer that does not parse": ([f"decoder.name_or_path={bad_tokenizer}"],
+                                          ["tokenizer", str(bad_tokenizer), "cannot be loaded"]),
+        "revision not in the cache offline": (
+            ["decoder=gpt2", "decoder.revision=v9.9", f"hub.cache_dir={tmp / 'cache'}", "hub.offline=true"],
+            ["openai-community/gpt2", "v9.9", "offline"],
+        ),
+        "empty name_or_path": (["encoder.name_or_path=''"], ["encoder.name_or_path is empty"]),
     }
 
 
@@ -88,6 +119,8 @@ BAD_INPUT_CASES = [
     "hub name not cached offline", "encoder not a vision model", "decoder without cross-attention",
     "encoder without flax port", "explicit policy missing id", "override key the config lacks",
     "image size not divisible by patch", "unparsable shard size", "output path is a file",
+    "token string not in vocabulary", "token id out of range", "corrupt weights file", "invalid config.json",
+    "tokenizer that does not parse", "revision not in the cache offline", "empty name_or_path",
 ]
 
 

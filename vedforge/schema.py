@@ -131,7 +131,5 @@ def register_schema() -> None:
     cs = ConfigStore.instance()
     for recipe in sorted(recipes_dir().glob("*.yaml")):
         cs.store(group="recipe", name=recipe.stem, node=OmegaConf.load(recipe), package="_global_")
+    # The top-level schema types every group's node, so the groups list only real options.
     cs.store(name="vedforge_schema", node=ForgeConfig)
-    cs.store(group="encoder", name="vedforge_source_schema", node=SourceConfig)
-    cs.store(group="decoder", name="vedforge_source_schema", node=SourceConfig)
-    cs.store(group="token_policy", name="vedforge_token_policy_schema", node=TokenPolicyConfig)
