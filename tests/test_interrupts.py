@@ -15,15 +15,21 @@ import pytest
 # weights, so the test can kill it at a known moment.
 _STALLING_FORGE = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import vedforge.checkpoint_writer as writer
-    real = writer._leaf_chunks
-    count = 0
+    import vedforge.runner as runner
+    real, real_forge = writer._leaf_chunks, runner.forge
+    count = forges = 0
+    def counting_forge(*args, **kwargs):
+        global forges, count
+        forges, count = forges + 1, 0
+        return real_forge(*args, **kwargs)
+    runner.forge = counting_forge
     def stalling(packer, leaf):
         global count
         count += 1
         yield from real(packer, leaf)
-        if count == 20:
+        if count == 20 and forges == int(os.environ.get("STALL_FORGE", "1")):
             time.sleep(1)  # let the writing thread put what it has on disk
             print("MID-WRITE", flush=True)
             time.sleep(600)
@@ -35,21 +41,22 @@ _STALLING_FORGE = textwrap.dedent(
 )
 
 
-def _kill_mid_write(tmp_path: Path, *overrides: str) -> None:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}
+def _stalled(tmp_path: Path, *overrides: str, stall_forge: int = 1) -> subprocess.Popen:
+    """A real forge process, stopped half-way through writing the weights of its N-th forge."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "STALL_FORGE": str(stall_forge)}
     proc = subprocess.Popen([sys.executable, "-c", _STALLING_FORGE, *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in proc.stdout:
-            if "MID-WRITE" in line:
-                break
-        else:
-            pytest.fail("the forge ended before reaching the weights: " + proc.stderr.read())
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    for line in proc.stdout:
+        if "MID-WRITE" in line:
+            return proc
+    proc.kill()
+    pytest.fail("the forge ended before reaching the weights: " + proc.stderr.read())
+
+
+def _kill_mid_write(tmp_path: Path, *overrides: str) -> None:
+    proc = _stalled(tmp_path, *overrides)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def test_sigkill_mid_write_leaves_no_artifact(tmp_path):
@@ -79,3 +86,50 @@ def test_help_and_cfg_job_import_neither_jax_nor_transformers(tmp_path):
                  "print('LOADED', sorted(m for m in ('jax', 'transformers', 'flax', 'torch') if m in sys.modules))") % (args,)
         result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
         assert "LOADED []" in result.stdout, (args, result.stdout[-500:], result.stderr[-2000:])
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "vedforge", *args], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+def test_concurrent_forges_into_one_directory_and_a_stale_lock(tmp_path):
+    out = tmp_path / "model"
+    holder = _stalled(tmp_path, f"output.dir={out}")
+    try:
+        second = _cli(tmp_path, f"output.dir={out}")
+        message = " ".join(second.stderr.split())
+        assert second.returncode == 2 and f"Another forge (pid {holder.pid} on" in message, second.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    lock = tmp_path / ".model.lock"
+    stale = _cli(tmp_path, f"output.dir={out}")
+    message = " ".join(stale.stderr.split())
+    assert stale.returncode == 2 and f"stale lock from pid {holder.pid}" in message and f"rm '{lock}'" in message
+    lock.unlink()
+    assert _cli(tmp_path, f"output.dir={out}").returncode == 0
+    assert not lock.exists()
+
+
+def test_ctrl_c_during_a_sweep_keeps_finished_pairs_and_resumes(tmp_path):
+    import json
+
+    sweep = tmp_path / "sweep"
+    args = ["-m", "encoder=vit_tiny,beit_tiny", f"hydra.sweep.dir={sweep}"]
+    proc = _stalled(tmp_path, *args, stall_forge=2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130, proc.stderr.read()
+    summary = json.loads((sweep / "summary.json").read_text())
+    status = {row["pair"]: row["status"] for row in summary["rows"]}
+    assert status == {"vit_tiny__gpt2_tiny": "forged", "beit_tiny__gpt2_tiny": "interrupted"}
+    assert (sweep / "vit_tiny__gpt2_tiny" / "vedforge_manifest.json").is_file()
+    assert not (sweep / "beit_tiny__gpt2_tiny" / "flax_model.msgpack").exists()
+    assert not list(sweep.glob(".*partial*")) and not list(sweep.glob(".*.lock"))
+
+    again = _cli(tmp_path, *args)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert {row["pair"]: row["status"] for row in summary["rows"]} == {
+        "vit_tiny__gpt2_tiny": "skipped", "beit_tiny__gpt2_tiny": "forged"}

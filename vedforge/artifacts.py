@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
+import socket
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -42,6 +45,70 @@ def _writable_parent(final: Path) -> None:
             f"The output directory '{final}' cannot be created ({exc.strerror or exc}). "
             "Set output.dir to a location you can write to."
         ) from None
+
+
+class OutputLock:
+    """An exclusive claim on an output directory: a sibling ``.NAME.lock`` file naming its holder.
+
+    Two forges into one directory would each publish over the other; the second one stops
+    with the holder's pid and host instead. A lock left by a process that no longer runs is
+    reported as stale, with the command that clears it.
+    """
+
+    def __init__(self, final: Path):
+        self.final = final.absolute()
+        self.path = self.final.parent / f".{self.final.name}.lock"
+        self._held = False
+
+    def __enter__(self) -> "OutputLock":
+        _writable_parent(self.final)
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise self._refusal() from None
+        except OSError as exc:
+            raise OutputError(
+                f"Cannot write in '{self.final.parent}' ({exc.strerror or exc}). Set output.dir to a location you can write to."
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        self._held = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._held:
+            self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def _refusal(self) -> OutputError:
+        try:
+            holder = json.loads(self.path.read_text())
+            pid, host, since = int(holder["pid"]), str(holder["host"]), str(holder.get("since", "?"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return OutputError(
+                f"The output directory '{self.final}' is locked by '{self.path}', which cannot be read. If no other "
+                f"forge is writing there, remove it: rm '{self.path}'"
+            )
+        if host == socket.gethostname() and not _alive(pid):
+            return OutputError(
+                f"The output directory '{self.final}' has a stale lock from pid {pid} on {host} (since {since}), which "
+                f"is no longer running: that forge was killed. Remove the lock and run again: rm '{self.path}'"
+            )
+        return OutputError(
+            f"Another forge (pid {pid} on {host}, since {since}) is writing to '{self.final}'. Wait for it to finish, "
+            "or set output.dir to another directory."
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class StagedArtifact:

@@ -127,7 +127,9 @@ def _write_stream(path: Path, chunks: Iterator[bytes | memoryview]) -> str:
             os.fsync(f.fileno())
     finally:
         stop.set()
-        while producer.is_alive():  # unblock a producer waiting for a slot, then let it end
+        for _ in range(30):  # unblock a producer waiting for a slot; it ends after its current read
+            if not producer.is_alive():
+                break
             slots.release()
             producer.join(timeout=0.1)
     return sha256.hexdigest()

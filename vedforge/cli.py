@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from vedforge.errors import EXIT_INTERNAL_ERROR, EXIT_USER_ERROR, VedforgeError
+from vedforge.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
 from vedforge.sweep import SweepSummary, register_resolvers
 
 # At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
@@ -80,7 +80,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     import traceback
 
     from vedforge.runner import forge
-    from vedforge.sweep import record_for, write_job_record
+    from vedforge.sweep import record_for, write_job_record, write_summary
 
     pair = str(hydra_cfg.sweep.subdir)
     started = time.perf_counter()
@@ -91,6 +91,14 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     except VedforgeError as exc:
         row = record_for(cfg, pair, status="failed", output_dir=None, manifest=None,
                          wall_s=time.perf_counter() - started, error=str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
+        # call on_multirun_end), and let the interrupt end the run.
+        write_job_record(Path(hydra_cfg.sweep.dir), pair, record_for(
+            cfg, pair, status="interrupted", output_dir=None, manifest=None, wall_s=time.perf_counter() - started,
+            error="interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
+        write_summary(Path(hydra_cfg.sweep.dir))
+        raise
     except Exception as exc:
         if _debug():
             traceback.print_exc()
@@ -147,6 +155,10 @@ def main() -> None:
         if exc.code == _HYDRA_ERROR_EXIT:
             sys.exit(EXIT_USER_ERROR)
         raise
+    except KeyboardInterrupt:
+        report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
+               "command again to resume.")
+        sys.exit(EXIT_INTERRUPTED)
     if SweepSummary.failed:
         report(f"{len(SweepSummary.failed)} pair(s) of the sweep failed: {', '.join(SweepSummary.failed)}. "
                "The others are complete; see the sweep's summary.md for each error.")

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vedforge.artifacts import MANIFEST, StagedArtifact, file_table, is_artifact_dir
+from vedforge.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.errors import OutputError, VedforgeError
 from vedforge.validate import validate_recipe
 
@@ -175,92 +175,93 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             "safetensors. Raise output.max_shard_size, or use output.format=msgpack for a sharded checkpoint."
         )
     staged = StagedArtifact(output_dir, overwrite=cfg.output.overwrite)
-    staged.check()
-    cache = cache or PartCache()
-    states, loads = {}, {}
-    with timer.step("load", "Reading encoder and decoder weights"):
-        for role, part in (("encoder", enc), ("decoder", dec)):
-            random_weights = weights[role] == "random"
-            key = (role, str(sources[role].path), weights[role], cfg.seed if random_weights else None,
-                   json.dumps(OmegaConf.to_container(cfg[role].config_overrides), sort_keys=True))
-            states[role], loaded = cache.get(
-                key, lambda r=role, p=part, rw=random_weights: load_part_state(sources[r], p, random_weights=rw, seed=cfg.seed)
-            )
-            loads[role] = int(loaded)
-            if not loaded:
-                log.info("Reusing the %s checkpoint already read in this sweep", role)
-    with timer.step("assemble", "Adding cross-attention"):
-        try:
-            assembly = assemble(
-                target, states, seed=cfg.seed, init_std=float(getattr(dec.model, family.init_std_attr, 0.02)),
-                aliases=family.aliases,
-                decoder_vocab_growth=(old_vocab, ids.vocab_size) if ids.vocab_size != old_vocab else None,
-            )
-        except ValueError as exc:
-            raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None
-        del states
-        if zero_init:
-            _zero_cross_attention_output(assembly, family, dec.model.model_type)
+    with OutputLock(output_dir):
+        staged.check()
+        cache = cache or PartCache()
+        states, loads = {}, {}
+        with timer.step("load", "Reading encoder and decoder weights"):
+            for role, part in (("encoder", enc), ("decoder", dec)):
+                random_weights = weights[role] == "random"
+                key = (role, str(sources[role].path), weights[role], cfg.seed if random_weights else None,
+                       json.dumps(OmegaConf.to_container(cfg[role].config_overrides), sort_keys=True))
+                states[role], loaded = cache.get(
+                    key, lambda r=role, p=part, rw=random_weights: load_part_state(sources[r], p, random_weights=rw, seed=cfg.seed)
+                )
+                loads[role] = int(loaded)
+                if not loaded:
+                    log.info("Reusing the %s checkpoint already read in this sweep", role)
+        with timer.step("assemble", "Adding cross-attention"):
+            try:
+                assembly = assemble(
+                    target, states, seed=cfg.seed, init_std=float(getattr(dec.model, family.init_std_attr, 0.02)),
+                    aliases=family.aliases,
+                    decoder_vocab_growth=(old_vocab, ids.vocab_size) if ids.vocab_size != old_vocab else None,
+                )
+            except ValueError as exc:
+                raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None
+            del states
+            if zero_init:
+                _zero_cross_attention_output(assembly, family, dec.model.model_type)
 
-    needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
-    recipe_text = recipe_yaml(cfg)
-    try:
-        with staged:
-            out = staged.path
-            with timer.step("write_weights", f"Writing the weights to {staged.final}"):
-                if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors":
-                    weight_hashes = write_safetensors_checkpoint(out, assembly.params)
-                else:
-                    weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
-            with timer.step("write", "Writing configs, processor, tokenizer and model card"):
-                config.save_pretrained(out)
-                generation.save_pretrained(out)
-                processor.save_pretrained(out)
-                tokenizer.save_pretrained(out)
-                _write_recipe_records(out, cfg, hydra_records, staged.final)
-            manifest = {
-                "format_version": 1,
-                "recipe": recipe,
-                "versions": package_versions(),
-                "inputs": {
-                    "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
-                    "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
-                },
-                "seed": cfg.seed,
-                "token_ids": {
-                    "policy": getattr(cfg.token_policy.kind, "value", cfg.token_policy.kind),
-                    "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
-                    "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
-                },
-                "parameters": assembly.parameter_counts(),
-                "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
-                "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
-                "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
-                "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
-                "needs_keyword_decode": needs_keyword_decode,
-            }
-            (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
-            manifest["files"] = file_table(
-                out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
+        needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
+        recipe_text = recipe_yaml(cfg)
+        try:
+            with staged:
+                out = staged.path
+                with timer.step("write_weights", f"Writing the weights to {staged.final}"):
+                    if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors":
+                        weight_hashes = write_safetensors_checkpoint(out, assembly.params)
+                    else:
+                        weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+                with timer.step("write", "Writing configs, processor, tokenizer and model card"):
+                    config.save_pretrained(out)
+                    generation.save_pretrained(out)
+                    processor.save_pretrained(out)
+                    tokenizer.save_pretrained(out)
+                    _write_recipe_records(out, cfg, hydra_records, staged.final)
+                manifest = {
+                    "format_version": 1,
+                    "recipe": recipe,
+                    "versions": package_versions(),
+                    "inputs": {
+                        "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
+                        "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
+                    },
+                    "seed": cfg.seed,
+                    "token_ids": {
+                        "policy": getattr(cfg.token_policy.kind, "value", cfg.token_policy.kind),
+                        "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
+                        "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
+                    },
+                    "parameters": assembly.parameter_counts(),
+                    "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
+                    "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
+                    "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
+                    "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
+                    "needs_keyword_decode": needs_keyword_decode,
+                }
+                (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
+                manifest["files"] = file_table(
+                    out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
+                )
+                manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
+                write_manifest(out / MANIFEST, manifest)
+                final = staged.publish()
+            counts = manifest["parameters"]
+            log.info(
+                "Forged %s + %s: %s parameters (%s new) in %.1f s -> %s",
+                enc.checkpoint.model_type, dec.checkpoint.model_type, f"{counts['total']:,}", f"{counts['new']:,}",
+                manifest["timings_s"]["total"], final,
             )
-            manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
-            write_manifest(out / MANIFEST, manifest)
-            final = staged.publish()
-        counts = manifest["parameters"]
-        log.info(
-            "Forged %s + %s: %s parameters (%s new) in %.1f s -> %s",
-            enc.checkpoint.model_type, dec.checkpoint.model_type, f"{counts['total']:,}", f"{counts['new']:,}",
-            manifest["timings_s"]["total"], final,
-        )
-        return ForgeResult(final, manifest, loads=loads)
-    except OSError as exc:
-        # A full disk, a quota, a file system turned read-only: nothing was published.
-        kept = " The artifact already there is untouched." if is_artifact_dir(staged.final) else ""
-        raise OutputError(
-            f"Writing the artifact to '{staged.final}' failed: {exc.strerror or exc} "
-            f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
-            "output.dir to another location."
-        ) from None
+            return ForgeResult(final, manifest, loads=loads)
+        except OSError as exc:
+            # A full disk, a quota, a file system turned read-only: nothing was published.
+            kept = " The artifact already there is untouched." if is_artifact_dir(staged.final) else ""
+            raise OutputError(
+                f"Writing the artifact to '{staged.final}' failed: {exc.strerror or exc} "
+                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
+                "output.dir to another location."
+            ) from None
 
 
 def _check_zero_init(family: Any, model_type: str) -> None:

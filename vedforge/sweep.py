@@ -88,33 +88,39 @@ class SweepSummary(Callback):
             stale.unlink()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = read_job_records(sweep_dir)
-        summary = {
-            "sweep_dir": str(sweep_dir.absolute()),
-            "pairs": len(rows),
-            "forged": sum(r["status"] == "forged" for r in rows),
-            "skipped": sum(r["status"] == "skipped" for r in rows),
-            "failed": [r["pair"] for r in rows if r["status"] not in ("forged", "skipped")],
-            "checkpoint_loads": {
-                role: sum(r.get("loads", {}).get(role, 0) for r in rows) for role in ("encoder", "decoder")
-            },
-            "rows": rows,
-        }
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        (sweep_dir / SUMMARY_MD).write_text(_markdown(rows))
-        loads = summary["checkpoint_loads"]
-        log.info(
-            "Sweep: %d pairs, %d forged, %d skipped (already complete), %d failed; checkpoints read: %d encoder, "
-            "%d decoder. Summary: %s",
-            len(rows), summary["forged"], summary["skipped"], len(summary["failed"]), loads["encoder"],
-            loads["decoder"], sweep_dir / SUMMARY_MD,
-        )
-        for row in rows:
-            if row["status"] not in ("forged", "skipped"):
-                log.error("FAILED %s: %s", row["pair"], row.get("error"))
-        SweepSummary.failed = summary["failed"]
+        SweepSummary.failed = write_summary(Path(config.hydra.sweep.dir))["failed"]
+
+
+def write_summary(sweep_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json`` and ``summary.md`` from the job records, log them, and return the summary."""
+    rows = read_job_records(sweep_dir)
+    done = ("forged", "skipped")
+    summary = {
+        "sweep_dir": str(sweep_dir.absolute()),
+        "pairs": len(rows),
+        "forged": sum(r["status"] == "forged" for r in rows),
+        "skipped": sum(r["status"] == "skipped" for r in rows),
+        "interrupted": [r["pair"] for r in rows if r["status"] == "interrupted"],
+        "failed": [r["pair"] for r in rows if r["status"] not in done],
+        "checkpoint_loads": {
+            role: sum(r.get("loads", {}).get(role, 0) for r in rows) for role in ("encoder", "decoder")
+        },
+        "rows": rows,
+    }
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (sweep_dir / SUMMARY_MD).write_text(_markdown(rows))
+    loads = summary["checkpoint_loads"]
+    log.info(
+        "Sweep: %d pairs, %d forged, %d skipped (already complete), %d failed; checkpoints read: %d encoder, "
+        "%d decoder. Summary: %s",
+        len(rows), summary["forged"], summary["skipped"], len(summary["failed"]), loads["encoder"],
+        loads["decoder"], sweep_dir / SUMMARY_MD,
+    )
+    for row in rows:
+        if row["status"] not in done:
+            log.error("%s %s: %s", row["status"].upper(), row["pair"], row.get("error"))
+    return summary
 
 
 def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
