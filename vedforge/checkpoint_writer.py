@@ -183,7 +183,8 @@ def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray
     return _write_stream(path, _tree_chunks(msgpack.Packer(use_bin_type=True), items, 0))
 
 
-def _nbytes(arr) -> int:
+def nbytes(arr) -> int:
+    """Bytes of an array or lazy tensor, from its shape and dtype (nothing is read)."""
     return int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
 
 
@@ -197,7 +198,7 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
     shards: list[list[tuple[tuple[str, ...], np.ndarray]]] = [[]]
     shard_bytes = 0
     for path, arr in items:
-        size = _nbytes(arr)
+        size = nbytes(arr)
         if shards[-1] and shard_bytes + size > max_shard_size:
             shards.append([])
             shard_bytes = 0
@@ -213,7 +214,7 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
         name = FLAX_WEIGHTS.replace(".msgpack", f"-{index:05d}-of-{len(shards):05d}.msgpack")
         written[directory / name] = write_msgpack_file(directory / name, shard)
         weight_map.update({"/".join(path): name for path, _ in shard})
-    total = sum(_nbytes(a) for _, a in items)
+    total = sum(nbytes(a) for _, a in items)
     text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
     (directory / FLAX_INDEX).write_text(text)
     written[directory / FLAX_INDEX] = hashlib.sha256(text.encode()).hexdigest()
@@ -240,8 +241,8 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Pat
     for path, arr in items:
         dtype = np.dtype(arr.dtype)
         header[".".join(path)] = {"dtype": _SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
-                                  "data_offsets": [offset, offset + _nbytes(arr)]}
-        offset += _nbytes(arr)
+                                  "data_offsets": [offset, offset + nbytes(arr)]}
+        offset += nbytes(arr)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
     target = directory / SAFE_WEIGHTS

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vedforge.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.errors import OutputError, VedforgeError
+from vedforge.schema import option_value
 from vedforge.validate import validate_recipe
 
 log = logging.getLogger("vedforge")
@@ -79,11 +80,6 @@ def recipe_dict(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.create(data), resolve=True)
 
 
-def recipe_yaml(cfg: DictConfig) -> str:
-    """:func:`recipe_dict` as YAML."""
-    return OmegaConf.to_yaml(OmegaConf.create(recipe_dict(cfg)))
-
-
 def complete_artifact(directory: Path, recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The manifest of ``directory`` if it is a complete, unaltered artifact of ``recipe``; else None."""
     from vedforge.artifacts import sha256_file
@@ -114,11 +110,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     Raises:
         VedforgeError: any problem the user can fix; nothing is written under the output name.
     """
-    import numpy as np
     import transformers
 
     from vedforge.assembly import assemble, target_shapes
-    from vedforge.checkpoint_writer import parse_size, write_flax_checkpoint, write_safetensors_checkpoint
+    from vedforge.checkpoint_writer import nbytes, parse_size, write_flax_checkpoint, write_safetensors_checkpoint
     from vedforge.families import decoder_family
     from vedforge.loading import load_decoder_config, load_encoder_config, load_part_state
     from vedforge.manifest import describe_input, package_versions, write_manifest
@@ -138,7 +133,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     timer = _Timer()
     started = time.perf_counter()
     hub = cfg.hub
-    weights = {role: getattr(cfg[role].weights, "value", cfg[role].weights) for role in ("encoder", "decoder")}
+    weights = {role: option_value(cfg[role].weights) for role in ("encoder", "decoder")}
+    output_format = option_value(cfg.output.format)
 
     with timer.step("resolve", "Locating checkpoints"):
         sources = {
@@ -153,7 +149,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code)
         dec = load_decoder_config(sources["decoder"], cfg.decoder.config_overrides, hub.trust_remote_code)
         family = decoder_family(dec.model.model_type, sources["decoder"].describe())
-        zero_init = getattr(cfg.cross_attention.init, "value", cfg.cross_attention.init) == "zero"
+        zero_init = option_value(cfg.cross_attention.init) == "zero"
         if zero_init:
             _check_zero_init(family, dec.model.model_type)
         processor = _load_processor(sources["encoder"], hub.trust_remote_code)
@@ -167,8 +163,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         generation = generation_config_for(config, ids)
         target = target_shapes(config)
 
-    total_bytes = sum(int(np.prod(spec.shape, dtype=np.int64)) * np.dtype(spec.dtype).itemsize for spec in target.values())
-    if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors" and total_bytes > parse_size(cfg.output.max_shard_size):
+    total_bytes = sum(nbytes(spec) for spec in target.values())
+    if output_format == "safetensors" and total_bytes > parse_size(cfg.output.max_shard_size):
         raise VedforgeError(
             f"output.format=safetensors writes one file, but the model ({total_bytes / 1e9:.2f} GB) exceeds "
             f"output.max_shard_size={cfg.output.max_shard_size}, and transformers' Flax classes cannot load sharded "
@@ -204,12 +200,12 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 _zero_cross_attention_output(assembly, family, dec.model.model_type)
 
         needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
-        recipe_text = recipe_yaml(cfg)
+        recipe_text = OmegaConf.to_yaml(OmegaConf.create(recipe))
         try:
             with staged:
                 out = staged.path
                 with timer.step("write_weights", f"Writing the weights to {staged.final}"):
-                    if getattr(cfg.output.format, "value", cfg.output.format) == "safetensors":
+                    if output_format == "safetensors":
                         weight_hashes = write_safetensors_checkpoint(out, assembly.params)
                     else:
                         weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
@@ -218,7 +214,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     generation.save_pretrained(out)
                     processor.save_pretrained(out)
                     tokenizer.save_pretrained(out)
-                    _write_recipe_records(out, cfg, hydra_records, staged.final)
+                    _write_recipe_records(out, recipe_text, hydra_records, staged.final)
                 manifest = {
                     "format_version": 1,
                     "recipe": recipe,
@@ -229,7 +225,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     },
                     "seed": cfg.seed,
                     "token_ids": {
-                        "policy": getattr(cfg.token_policy.kind, "value", cfg.token_policy.kind),
+                        "policy": option_value(cfg.token_policy.kind),
                         "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
                         "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
                     },
@@ -278,8 +274,8 @@ def _check_zero_init(family: Any, model_type: str) -> None:
 
 
 def _zero_cross_attention_output(assembly: Any, family: Any, model_type: str) -> None:
-    """Zero the new cross-attention output projections (cross_attention.init=zero)."""
-    _check_zero_init(family, model_type)
+    """Zero the new cross-attention output projections (cross_attention.init=zero); the caller
+    has already refused families where that is not exact (:func:`_check_zero_init`)."""
     module, layer = family.cross_attention_output
     new = set(assembly.reports["decoder"].new_tensors)
     zeroed = [p for p in assembly.params if "/".join(p) in new and any(
@@ -290,7 +286,7 @@ def _zero_cross_attention_output(assembly: Any, family: Any, model_type: str) ->
         assembly.params[path].zero = True
 
 
-def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Path], final: Path) -> None:
+def _write_recipe_records(out: Path, recipe_text: str, hydra_records: Optional[Path], final: Path) -> None:
     import shutil
 
     if hydra_records is not None and hydra_records.is_dir():
@@ -298,7 +294,7 @@ def _write_recipe_records(out: Path, cfg: DictConfig, hydra_records: Optional[Pa
             shutil.copytree(hydra_records, out / ".hydra")
         return
     (out / ".hydra").mkdir()
-    (out / ".hydra" / "config.yaml").write_text(recipe_yaml(cfg))
+    (out / ".hydra" / "config.yaml").write_text(recipe_text)
 
 
 def _fit_processor_to_image_size(processor: Any, image_size: int) -> None:

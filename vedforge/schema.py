@@ -116,6 +116,11 @@ class ForgeConfig:
     hub: HubConfig = field(default_factory=HubConfig)
 
 
+def option_value(node: Any) -> Any:
+    """The plain value of an enum-typed recipe field (a composed config holds the Enum member)."""
+    return getattr(node, "value", node)
+
+
 def register_schema() -> None:
     """Register the schema, and the checked-in recipes as the ``recipe`` group, with Hydra's ConfigStore.
 

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from vedforge.errors import TokenPolicyError
 from vedforge.families import DecoderFamily
+from vedforge.schema import option_value
 
 DEFAULT_PAD = "<pad>"
 
@@ -74,7 +75,7 @@ def resolve_token_ids(policy: Any, tokenizer: Any, decoder_config: Any, family: 
     Raises:
         TokenPolicyError: an id cannot be resolved, or a recipe token is not in the vocabulary.
     """
-    kind = getattr(policy.kind, "value", policy.kind)
+    kind = option_value(policy.kind)
     vocab_size = int(decoder_config.vocab_size)
     given = {
         name: None if getattr(policy, name) is None else _lookup(getattr(policy, name), name, tokenizer, vocab_size)

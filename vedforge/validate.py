@@ -8,6 +8,7 @@ from omegaconf import ListConfig
 
 from vedforge.checkpoint_writer import parse_size
 from vedforge.errors import RecipeError
+from vedforge.schema import option_value
 
 _TOKENS = ("decoder_start_token", "pad_token", "eos_token")
 
@@ -23,7 +24,7 @@ def recipe_problems(cfg: Any) -> list[str]:
             if key in ("is_decoder", "add_cross_attention"):
                 problems.append(f"{role}.config_overrides.{key} is set by vedforge itself and cannot be overridden")
     policy = cfg.token_policy
-    kind = getattr(policy.kind, "value", policy.kind)
+    kind = option_value(policy.kind)
     for name in _TOKENS:
         value = policy[name]
         if isinstance(value, ListConfig) and len(value) == 1 and isinstance(value[0], str):
