@@ -46,6 +46,9 @@ class Assembly:
         counts = {part: r.from_checkpoint + r.new + r.grown for part, r in self.reports.items()}
         counts["new"] = sum(r.new + r.grown for r in self.reports.values())
         counts["total"] = sum(int(np.prod(a.shape, dtype=np.int64)) for a in self.params.values())
+        # A part built outside this tree (a PyTorch-only encoder) is counted from its report.
+        present = {path[0] for path in self.params}
+        counts["total"] += sum(counts[part] for part in PARTS if part not in present)
         return counts
 
 

@@ -226,30 +226,73 @@ _SAFETENSORS_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfl
                       "uint64": "U64", "bool": "BOOL"}
 
 
-def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Path, str]:
-    """Write ``params`` as one Flax-layout ``model.safetensors`` (names joined by ".", metadata
-    format "flax"), as ``FlaxPreTrainedModel.save_pretrained(safe_serialization=True)`` does.
+def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dict[str, str]) -> str:
+    """Write ``items`` (name, array or lazy tensor) as one safetensors file; return its sha256.
 
     The header is computed from shapes alone, so tensors stream one at a time like msgpack.
-    Returns ``{path: sha256}``.
     """
-    from vedforge.checkpoint import SAFE_WEIGHTS
-
-    items = sorted(params.items())
-    header: dict[str, object] = {"__metadata__": {"format": "flax"}}
+    header: dict[str, object] = {"__metadata__": metadata}
     offset = 0
-    for path, arr in items:
+    for name, arr in items:
         dtype = np.dtype(arr.dtype)
-        header[".".join(path)] = {"dtype": _SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
-                                  "data_offsets": [offset, offset + nbytes(arr)]}
+        header[name] = {"dtype": _SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + nbytes(arr)]}
         offset += nbytes(arr)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
-    target = directory / SAFE_WEIGHTS
 
     def chunks() -> Iterator[bytes | memoryview]:
         yield struct.pack("<Q", len(text)) + text
         for _, arr in items:
             yield _raw_bytes(np.asarray(arr))
 
-    return {target: _write_stream(target, chunks())}
+    return _write_stream(path, chunks())
+
+
+def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Path, str]:
+    """Write ``params`` as one Flax-layout ``model.safetensors`` (names joined by ".", metadata
+    format "flax"), as ``FlaxPreTrainedModel.save_pretrained(safe_serialization=True)`` does.
+
+    Returns ``{path: sha256}``.
+    """
+    from vedforge.checkpoint import SAFE_WEIGHTS
+
+    items = [(".".join(path), arr) for path, arr in sorted(params.items())]
+    target = directory / SAFE_WEIGHTS
+    return {target: _safetensors_file(target, items, {"format": "flax"})}
+
+
+def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_shard_size: int) -> dict[Path, str]:
+    """Write PyTorch-named ``tensors`` as ``model.safetensors``, or as shards plus
+    ``model.safetensors.index.json`` past ``max_shard_size``, the layout that
+    ``PreTrainedModel.save_pretrained`` writes and ``from_pretrained`` reads.
+
+    Returns ``{path: sha256}`` of every file written.
+    """
+    from vedforge.checkpoint import SAFE_INDEX, SAFE_WEIGHTS
+
+    items = sorted(tensors.items())
+    shards: list[list[tuple[str, object]]] = [[]]
+    shard_bytes = 0
+    for name, arr in items:
+        size = nbytes(arr)
+        if shards[-1] and shard_bytes + size > max_shard_size:
+            shards.append([])
+            shard_bytes = 0
+        shards[-1].append((name, arr))
+        shard_bytes += size
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        target = directory / SAFE_WEIGHTS
+        return {target: _safetensors_file(target, shards[0], metadata)}
+    written: dict[Path, str] = {}
+    weight_map: dict[str, str] = {}
+    for index, shard in enumerate(shards, 1):
+        name = SAFE_WEIGHTS.replace(".safetensors", f"-{index:05d}-of-{len(shards):05d}.safetensors")
+        written[directory / name] = _safetensors_file(directory / name, shard, metadata)
+        weight_map.update({tensor: name for tensor, _ in shard})
+    total = sum(nbytes(a) for _, a in items)
+    text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
+    (directory / SAFE_INDEX).write_text(text)
+    written[directory / SAFE_INDEX] = hashlib.sha256(text.encode()).hexdigest()
+    return written

@@ -38,11 +38,14 @@ def run_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from vedforge.backends import configure_torch_import, needs_torch
     from vedforge.runner import forge
-
     from vedforge.secrets import redact
 
     hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        # A sweep decided this for all of its jobs when it started (SweepSummary).
+        configure_torch_import(needs_torch(cfg))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     records = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
@@ -137,9 +140,6 @@ def _run_verify(argv: list[str]) -> int:
 
 def main() -> None:
     """Entry point of ``vedforge`` and ``python -m vedforge``."""
-    # A Flax forge never needs torch, but transformers imports it whenever it is installed
-    # (about 4 s). Respect an explicit USE_TORCH from the user.
-    os.environ.setdefault("USE_TORCH", "0")
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
     import hydra

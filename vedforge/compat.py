@@ -8,6 +8,10 @@ Two gaps in transformers' Flax vision-encoder-decoder support:
   "cannot reshape array". :class:`FlaxVisionEncoderDecoderModule` calls it by keyword.
 * CLIP's vision tower (``CLIPVisionConfig``) is not registered with ``FlaxAutoModel``,
   so a model whose encoder is a CLIP vision tower cannot be built or reloaded.
+* RoBERTa-family decoders number their positions from ``pad_token_id + 1`` (PyTorch's
+  ``create_position_ids_from_input_ids``, and how they were pretrained), but the Flax
+  wrapper numbers them from 0, so the stock Flax model computes something other than the
+  same weights in PyTorch. :class:`FlaxVisionEncoderDecoderModule` shifts them.
 
 Use :class:`FlaxVisionEncoderDecoderModel` from this module in place of transformers'
 class, or call :func:`install` once to fix transformers' own class in this process.
@@ -23,17 +27,31 @@ from transformers.models.vision_encoder_decoder.modeling_flax_vision_encoder_dec
 )
 
 
+# Decoders whose position embeddings start after the padding index.
+_PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "roberta-prelayernorm")
+
+
 class FlaxVisionEncoderDecoderModule(_StockModule):
-    """The stock module, with the decoder always called by keyword."""
+    """The stock module, with the decoder always called by keyword and RoBERTa-family positions
+    numbered as in PyTorch."""
+
+    def _position_offset(self) -> int:
+        decoder = self.config.decoder
+        return int(decoder.pad_token_id) + 1 if decoder.model_type in _PADDING_OFFSET_TYPES else 0
+
+    def __call__(self, pixel_values, decoder_input_ids, decoder_attention_mask, decoder_position_ids, *args, **kwargs):
+        return super().__call__(pixel_values, decoder_input_ids, decoder_attention_mask,
+                                decoder_position_ids + self._position_offset(), *args, **kwargs)
 
     def _get_decoder_module(self):
         decoder = self.decoder
+        offset = self._position_offset()
 
         def call_by_keyword(input_ids, attention_mask=None, position_ids=None, encoder_hidden_states=None, **kwargs):
             return decoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                position_ids=position_ids,
+                position_ids=position_ids + offset if position_ids is not None else None,
                 encoder_hidden_states=encoder_hidden_states,
                 **kwargs,
             )
@@ -58,6 +76,6 @@ def register_clip_vision() -> None:
 
 
 def install() -> None:
-    """Apply both fixes to transformers' own classes for the rest of this process."""
+    """Apply these fixes to transformers' own classes for the rest of this process."""
     register_clip_vision()
     _StockModel.module_class = FlaxVisionEncoderDecoderModule

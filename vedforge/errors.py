@@ -56,3 +56,7 @@ class TokenPolicyError(VedforgeError):
 
 class OutputError(VedforgeError):
     """The output location cannot be written, or holds an artifact that must not be replaced."""
+
+
+class BackendError(VedforgeError):
+    """The chosen backend cannot run here (PyTorch missing or hidden) or cannot forge this pairing."""

@@ -39,6 +39,15 @@ ENCODER_TYPES: dict[str, str] = {
     "clip": "CLIP (vision tower taken)",
 }
 
+# Vision models with no Flax port in transformers 4.x: forged with backend=pt, where
+# transformers' PyTorch classes build them (see vedforge.torch_encoder).
+PYTORCH_ONLY_ENCODER_TYPES: dict[str, str] = {
+    "swin": "Swin",
+    "deit": "DeiT",
+    "convnext": "ConvNeXt",
+    "detr": "DETR (its object-query states are the decoder's memory)",
+}
+
 _BERT_LIKE = DecoderFamily(conventional_start="[CLS]", conventional_end="[SEP]")
 _ROBERTA_LIKE = DecoderFamily(conventional_start="<s>", conventional_end="</s>")
 
@@ -58,7 +67,7 @@ DECODER_FAMILIES: dict[str, DecoderFamily] = {
 _NO_FLAX = "has no Flax implementation in transformers 4.x"
 _NO_CROSS_ATTENTION = "is a decoder-only language model without cross-attention layers, so it cannot attend to image features"
 REFUSED: dict[str, str] = {
-    **{t: _NO_FLAX for t in ("swin", "swinv2", "deit", "convnext", "convnextv2", "detr", "donut-swin", "mobilevit")},
+    **{t: _NO_FLAX + " and is not among the encoders vedforge builds with PyTorch" for t in ("swinv2", "convnextv2", "donut-swin", "mobilevit")},
     **{t: "has no Flax vision model that exposes the patch features a decoder can attend to" for t in ("resnet", "regnet")},
     **{
         t: _NO_CROSS_ATTENTION
@@ -73,17 +82,26 @@ def _describe(kinds: dict[str, object]) -> str:
     return ", ".join(sorted(kinds))
 
 
-def check_encoder_type(model_type: str, where: str) -> None:
-    """Raise :class:`UnsupportedModelError` unless ``model_type`` can be a Flax vision encoder."""
+def check_encoder_type(model_type: str, where: str, backend: str = "flax") -> None:
+    """Raise :class:`UnsupportedModelError` unless ``model_type`` can be a vision encoder for ``backend``."""
     if model_type in ENCODER_TYPES:
         return
+    if model_type in PYTORCH_ONLY_ENCODER_TYPES:
+        if backend == "pt":
+            return
+        raise UnsupportedModelError(
+            f"The encoder {where} has model type '{model_type}', which {_NO_FLAX}, so backend=flax cannot forge it. "
+            f"Forge it for PyTorch with backend=pt (needs the torch extra: pip install \"vedforge[torch]\"). "
+            f"Encoder model types backend=flax supports: {_describe(ENCODER_TYPES)}."
+        )
     if model_type in DECODER_FAMILIES or model_type in REFUSED and "decoder" in REFUSED[model_type]:
         reason = "is a text model, not a vision model"
     else:
         reason = REFUSED.get(model_type, "is not a vision model vedforge can use as an encoder")
     raise UnsupportedModelError(
         f"The encoder {where} has model type '{model_type}', which {reason}. "
-        f"Supported encoder model types: {_describe(ENCODER_TYPES)}."
+        f"Supported encoder model types: {_describe(ENCODER_TYPES)}; with backend=pt also "
+        f"{_describe(PYTORCH_ONLY_ENCODER_TYPES)}."
     )
 
 

@@ -66,10 +66,11 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> Non
         setattr(config, key, value)
 
 
-def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
+def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
+                        backend: str = "flax") -> PartConfig:
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
     checkpoint = _read_config(source, trust_remote_code)
-    check_encoder_type(checkpoint.model_type, f"{source.describe()}")
+    check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
     apply_overrides(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint, overrides, "encoder")
     model = copy.deepcopy(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint)

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vedforge.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
+from vedforge.backends import require_torch
 from vedforge.errors import OutputError, VedforgeError
 from vedforge.schema import option_value
 from vedforge.validate import validate_recipe
@@ -113,8 +114,14 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     import transformers
 
     from vedforge.assembly import assemble, target_shapes
-    from vedforge.checkpoint_writer import nbytes, parse_size, write_flax_checkpoint, write_safetensors_checkpoint
-    from vedforge.families import decoder_family
+    from vedforge.checkpoint_writer import (
+        nbytes,
+        parse_size,
+        write_flax_checkpoint,
+        write_pytorch_checkpoint,
+        write_safetensors_checkpoint,
+    )
+    from vedforge.families import PYTORCH_ONLY_ENCODER_TYPES, decoder_family
     from vedforge.loading import load_decoder_config, load_encoder_config, load_part_state
     from vedforge.manifest import describe_input, package_versions, write_manifest
     from vedforge.model_card import render_model_card
@@ -135,25 +142,40 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     hub = cfg.hub
     weights = {role: option_value(cfg[role].weights) for role in ("encoder", "decoder")}
     output_format = option_value(cfg.output.format)
+    backend = option_value(cfg.backend.name)
+    # Fail at once, not after minutes of loading, when PyTorch is needed but missing.
+    if backend == "pt":
+        require_torch("backend=pt")
+    elif cfg.output.pytorch:
+        require_torch("output.pytorch=true")
+
+    def locate(role: str, *, need_weights: bool, torch_weights: bool = False):
+        return resolve_source(
+            role, cfg[role].name_or_path, revision=cfg[role].revision, subfolder=cfg[role].subfolder,
+            cache_dir=hub.cache_dir, offline=hub.offline, token=hub.token, need_weights=need_weights,
+            torch_weights=torch_weights,
+        )
 
     with timer.step("resolve", "Locating checkpoints"):
-        sources = {
-            role: resolve_source(
-                role, cfg[role].name_or_path, revision=cfg[role].revision, subfolder=cfg[role].subfolder,
-                cache_dir=hub.cache_dir, offline=hub.offline, token=hub.token,
-                need_weights=weights[role] == "pretrained",
-            )
-            for role in ("encoder", "decoder")
-        }
+        # Configs first: a pairing that cannot be forged is refused before any weights are fetched.
+        sources = {role: locate(role, need_weights=False) for role in ("encoder", "decoder")}
     with timer.step("configs", "Reading configs, tokenizer and image processor"):
-        enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code)
+        enc = load_encoder_config(sources["encoder"], cfg.encoder.config_overrides, hub.trust_remote_code, backend)
+        torch_encoder = enc.model.model_type in PYTORCH_ONLY_ENCODER_TYPES
+        needs_torch_compat = False
+        if torch_encoder:
+            from vedforge.torch_compat import needs_compat, prepare_encoder_config
+
+            prepare_encoder_config(enc.model)
+            needs_torch_compat = needs_compat(enc.model.model_type)
         dec = load_decoder_config(sources["decoder"], cfg.decoder.config_overrides, hub.trust_remote_code)
         family = decoder_family(dec.model.model_type, sources["decoder"].describe())
         zero_init = option_value(cfg.cross_attention.init) == "zero"
         if zero_init:
             _check_zero_init(family, dec.model.model_type)
         processor = _load_processor(sources["encoder"], hub.trust_remote_code)
-        _fit_processor_to_image_size(processor, enc.model.image_size)
+        if isinstance(getattr(enc.model, "image_size", None), int):
+            _fit_processor_to_image_size(processor, enc.model.image_size)
         tokenizer = _load_tokenizer(sources["decoder"], hub.trust_remote_code)
         ids = resolve_token_ids(cfg.token_policy, tokenizer, dec.model, family, sources["decoder"].describe())
         config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc.model, dec.model)
@@ -161,10 +183,21 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         apply_token_ids(config, ids)
         config.architectures = ["VisionEncoderDecoderModel"]
         generation = generation_config_for(config, ids)
-        target = target_shapes(config)
+        if torch_encoder:
+            from vedforge.torch_encoder import standin_trace_config
+
+            target = {k: v for k, v in target_shapes(standin_trace_config(config)).items() if k[0] != "encoder"}
+        else:
+            target = target_shapes(config)
+    with timer.step("fetch", "Fetching weights"):
+        sources = {
+            role: locate(role, need_weights=weights[role] == "pretrained", torch_weights=role == "encoder" and torch_encoder)
+            if sources[role].kind == "hub" else sources[role]
+            for role in ("encoder", "decoder")
+        }
 
     total_bytes = sum(nbytes(spec) for spec in target.values())
-    if output_format == "safetensors" and total_bytes > parse_size(cfg.output.max_shard_size):
+    if backend == "flax" and output_format == "safetensors" and total_bytes > parse_size(cfg.output.max_shard_size):
         raise VedforgeError(
             f"output.format=safetensors writes one file, but the model ({total_bytes / 1e9:.2f} GB) exceeds "
             f"output.max_shard_size={cfg.output.max_shard_size}, and transformers' Flax classes cannot load sharded "
@@ -175,14 +208,25 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         staged.check()
         cache = cache or PartCache()
         states, loads = {}, {}
+        native: dict[str, Any] = {}
         with timer.step("load", "Reading encoder and decoder weights"):
             for role, part in (("encoder", enc), ("decoder", dec)):
                 random_weights = weights[role] == "random"
+                pytorch_part = role == "encoder" and torch_encoder
                 key = (role, str(sources[role].path), weights[role], cfg.seed if random_weights else None,
-                       json.dumps(OmegaConf.to_container(cfg[role].config_overrides), sort_keys=True))
-                states[role], loaded = cache.get(
-                    key, lambda r=role, p=part, rw=random_weights: load_part_state(sources[r], p, random_weights=rw, seed=cfg.seed)
-                )
+                       json.dumps(OmegaConf.to_container(cfg[role].config_overrides), sort_keys=True), pytorch_part)
+                if pytorch_part:
+                    from vedforge.torch_encoder import load_torch_encoder_state
+
+                    def load(r=role, p=part, rw=random_weights):
+                        return load_torch_encoder_state(sources[r], p.model, random_weights=rw, seed=cfg.seed)
+                else:
+                    def load(r=role, p=part, rw=random_weights):
+                        return load_part_state(sources[r], p, random_weights=rw, seed=cfg.seed)
+                states[role], loaded = cache.get(key, load)
+                if pytorch_part:
+                    native, torch_missing, torch_buffers = states[role]
+                    states[role] = {}
                 loads[role] = int(loaded)
                 if not loaded:
                     log.info("Reusing the %s checkpoint already read in this sweep", role)
@@ -196,8 +240,15 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             except ValueError as exc:
                 raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None
             del states
+            if torch_encoder:
+                _report_torch_encoder(assembly.reports["encoder"], native, torch_missing, torch_buffers)
             if zero_init:
                 _zero_cross_attention_output(assembly, family, dec.model.model_type)
+            pytorch_tensors = None
+            if backend == "pt" or cfg.output.pytorch:
+                from vedforge.pytorch_layout import to_pytorch_layout
+
+                pytorch_tensors = to_pytorch_layout(config, assembly.params, native)
 
         needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
         recipe_text = OmegaConf.to_yaml(OmegaConf.create(recipe))
@@ -205,10 +256,14 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             with staged:
                 out = staged.path
                 with timer.step("write_weights", f"Writing the weights to {staged.final}"):
-                    if output_format == "safetensors":
+                    shard_size = parse_size(cfg.output.max_shard_size)
+                    weight_hashes = {}
+                    if backend == "flax" and output_format == "safetensors":
                         weight_hashes = write_safetensors_checkpoint(out, assembly.params)
-                    else:
-                        weight_hashes = write_flax_checkpoint(out, assembly.params, parse_size(cfg.output.max_shard_size))
+                    elif backend == "flax":
+                        weight_hashes = write_flax_checkpoint(out, assembly.params, shard_size)
+                    if pytorch_tensors is not None:
+                        weight_hashes.update(write_pytorch_checkpoint(out, pytorch_tensors, shard_size))
                 with timer.step("write", "Writing configs, processor, tokenizer and model card"):
                     config.save_pretrained(out)
                     generation.save_pretrained(out)
@@ -224,6 +279,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                         "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
                     },
                     "seed": cfg.seed,
+                    "backend": backend,
+                    "weight_layouts": (["flax"] if backend == "flax" else []) + (["pytorch"] if pytorch_tensors is not None else []),
                     "token_ids": {
                         "policy": option_value(cfg.token_policy.kind),
                         "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
@@ -235,6 +292,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
                     "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
                     "needs_keyword_decode": needs_keyword_decode,
+                    "needs_torch_compat": needs_torch_compat,
                 }
                 (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
                 manifest["files"] = file_table(
@@ -258,6 +316,23 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
                 "output.dir to another location."
             ) from None
+
+
+def _report_torch_encoder(report: Any, state: dict[str, Any], missing: list[str], buffers: set[str]) -> None:
+    """Fill the encoder's part report for an encoder built with PyTorch (buffers such as
+    batch-norm statistics are not parameters and are not counted)."""
+    import numpy as np
+
+    missing_set = set(missing)
+    for name, arr in sorted(state.items()):
+        if name in buffers:
+            continue
+        size = int(np.prod(arr.shape, dtype=np.int64))
+        if name in missing_set:
+            report.new += size
+            report.new_tensors.append(name)
+        else:
+            report.from_checkpoint += size
 
 
 def _check_zero_init(family: Any, model_type: str) -> None:

@@ -36,8 +36,15 @@ class CrossAttentionInit(Enum):
     zero = "zero"  # output projection zero: at step 0 the decoder computes exactly its language model
 
 
+class BackendName(Enum):
+    """The framework whose model classes the forged weights are laid out for."""
+
+    flax = "flax"  # FlaxVisionEncoderDecoderModel (flax_model.msgpack)
+    pt = "pt"  # PyTorch VisionEncoderDecoderModel (model.safetensors); needs the torch extra
+
+
 class WeightFormat(Enum):
-    """The on-disk format of the forged weights."""
+    """The on-disk format of a Flax forge's weights."""
 
     msgpack = "msgpack"  # flax_model.msgpack (sharded with an index past max_shard_size)
     safetensors = "safetensors"  # model.safetensors in Flax layout (never sharded: stock Flax cannot load that)
@@ -82,6 +89,9 @@ class OutputConfig:
     overwrite: bool = False
     # Skip the forge when `dir` already holds a complete, unaltered artifact of this recipe.
     resume: bool = True
+    # A Flax forge also writes PyTorch weights (model.safetensors, PyTorch names) beside the
+    # Flax ones, so VisionEncoderDecoderModel.from_pretrained(dir) loads it too (transformers 5 included).
+    pytorch: bool = False
 
 
 @dataclass
@@ -94,6 +104,13 @@ class HubConfig:
     # A token for gated or private repos. Prefer the HF_TOKEN environment variable.
     token: Optional[str] = None
     trust_remote_code: bool = False
+
+
+@dataclass
+class BackendConfig:
+    """Which framework the forged model is for."""
+
+    name: BackendName = BackendName.flax
 
 
 @dataclass
@@ -110,6 +127,7 @@ class ForgeConfig:
     encoder: SourceConfig = MISSING
     decoder: SourceConfig = MISSING
     token_policy: TokenPolicyConfig = MISSING
+    backend: BackendConfig = MISSING
     seed: int = 0
     cross_attention: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -22,6 +22,9 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 # (preferred) or safetensors weights. The PyTorch .bin files most repos also carry are skipped.
 _METADATA_PATTERNS = ["*.json", "*.txt", "*.model", "*.tiktoken"]
 _WEIGHT_PATTERN_SETS = (["flax_model*.msgpack"], ["model*.safetensors"])
+# Encoders built with PyTorch (backend=pt, no Flax port) read what transformers' PyTorch
+# classes read; older repos have only .bin files.
+_TORCH_WEIGHT_PATTERN_SETS = (["model*.safetensors"], ["pytorch_model*.bin"])
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,13 @@ def resolve_source(
     offline: bool,
     token: Optional[str],
     need_weights: bool,
+    torch_weights: bool = False,
 ) -> ResolvedSource:
     """Locate a checkpoint and return its directory.
+
+    Without ``need_weights`` only configs, tokenizer and processor files are fetched, so a
+    pairing can be checked before gigabytes of weights are; ``torch_weights`` fetches the
+    files transformers' PyTorch classes read instead of the Flax-readable ones.
 
     Raises:
         SourceNotFoundError: the name is neither an existing path, a builtin, nor a hub repo
@@ -97,7 +105,7 @@ def resolve_source(
         )
     path, commit = _fetch_from_hub(
         role, name_or_path, revision=revision, subfolder=subfolder, cache_dir=cache_dir,
-        offline=offline, token=token, need_weights=need_weights,
+        offline=offline, token=token, need_weights=need_weights, torch_weights=torch_weights,
     )
     _require_checkpoint_dir(path, where)
     return ResolvedSource(role, name_or_path, "hub", path, revision=revision or "main", commit=commit)
@@ -117,7 +125,7 @@ def _require_checkpoint_dir(path: Path, where: str) -> None:
 
 def _fetch_from_hub(
     role: str, repo_id: str, *, revision: Optional[str], subfolder: str, cache_dir: Optional[str],
-    offline: bool, token: Optional[str], need_weights: bool,
+    offline: bool, token: Optional[str], need_weights: bool, torch_weights: bool = False,
 ) -> tuple[Path, str]:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
@@ -130,7 +138,8 @@ def _fetch_from_hub(
 
     offline = hub_offline(offline)
     prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-    pattern_sets = [_METADATA_PATTERNS] + ([list(s) for s in _WEIGHT_PATTERN_SETS] if need_weights else [])
+    weight_sets = _TORCH_WEIGHT_PATTERN_SETS if torch_weights else _WEIGHT_PATTERN_SETS
+    pattern_sets = [_METADATA_PATTERNS] + ([list(s) for s in weight_sets] if need_weights else [])
     where = f"{role}.name_or_path='{repo_id}', revision={revision or 'main'}"
     snapshot: Optional[Path] = None
     try:
@@ -183,4 +192,4 @@ def _fetch_from_hub(
 
 
 def _has_weights(path: Path) -> bool:
-    return any(path.glob("flax_model*.msgpack")) or any(path.glob("model*.safetensors"))
+    return any(path.glob("flax_model*.msgpack")) or any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin"))

@@ -17,12 +17,14 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from vedforge.schema import option_value
+
 log = logging.getLogger("vedforge")
 
 JOBS_DIR = ".vedforge_jobs"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
-_COLUMNS = ("pair", "encoder", "decoder", "token_policy", "status", "output_dir", "parameters", "new_parameters",
+_COLUMNS = ("pair", "encoder", "decoder", "backend", "token_policy", "status", "output_dir", "parameters", "new_parameters",
             "artifact_bytes", "wall_s", "error")
 
 
@@ -80,7 +82,13 @@ class SweepSummary(Callback):
     failed: list[str] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from vedforge.backends import configure_torch_import, sweep_needs_torch
+
         SweepSummary.failed = []
+        # Before any job imports transformers: one decision for every job of this process and
+        # the launcher's workers, which inherit the environment.
+        sweeper_params = config.hydra.sweeper.get("params") or {}
+        configure_torch_import(sweep_needs_torch(config, list(config.hydra.overrides.task), dict(sweeper_params)))
         # Every job of this run writes its record again; records of an earlier run into
         # the same sweep directory (other pairs, other overrides) must not enter its summary.
         jobs = Path(config.hydra.sweep.dir) / JOBS_DIR
@@ -133,6 +141,7 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
         "pair": pair,
         "encoder": choices.get("encoder") or cfg.encoder.name_or_path,
         "decoder": choices.get("decoder") or cfg.decoder.name_or_path,
+        "backend": option_value(cfg.backend.name),
         "token_policy": choices.get("token_policy"),
         "status": status,
         "output_dir": str(output_dir) if output_dir else None,

@@ -48,6 +48,13 @@ def recipe_problems(cfg: Any) -> list[str]:
         problems.append(
             f"output.max_shard_size={cfg.output.max_shard_size!r} is not a size; write it like 10GB, 500MB, 2GiB or a byte count"
         )
+    if (option_value(cfg.backend.name) == "flax" and cfg.output.pytorch
+            and option_value(cfg.output.format) == "safetensors"):
+        problems.append(
+            "output.pytorch=true writes PyTorch weights to model.safetensors, the file output.format=safetensors "
+            "writes the Flax weights to; use output.format=msgpack with output.pytorch=true, or backend=pt for "
+            "PyTorch weights only"
+        )
     if cfg.seed < 0:
         problems.append(f"seed={cfg.seed} must be zero or positive")
     return problems

@@ -39,6 +39,7 @@ def recorded_recipe(directory: Path):
     recipe = manifest.get("recipe")
     if not isinstance(recipe, dict):
         raise VedforgeError(f"The manifest in '{directory}' records no recipe (written by an older vedforge?).")
+    recipe.setdefault("backend", {"name": "flax"})  # artifacts from before the backend choice
     if recipe.get("hub", {}).get("token") == "<redacted>":
         recipe["hub"]["token"] = None  # the token comes from HF_TOKEN again, never from a file
     return manifest, OmegaConf.merge(OmegaConf.structured(ForgeConfig), recipe)
@@ -84,6 +85,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("directory", type=Path, help="an artifact directory written by vedforge")
     args = parser.parse_args(argv)
+    from vedforge.backends import configure_torch_import, needs_torch
+
+    if (args.directory / "vedforge_manifest.json").is_file():
+        configure_torch_import(needs_torch(recorded_recipe(args.directory.absolute())[1]))
     checks = verify(args.directory)
     table = Table(title=f"verify {args.directory}")
     for column in ("file", "status", "recorded sha256", "rebuilt sha256"):

@@ -1,0 +1,169 @@
+"""PyTorch output: backend=pt, output.pytorch=true, encoders without a Flax port, and the
+equivalence of the PyTorch form with the Flax one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import DECODERS, ENCODERS, compose_recipe, local_recipe  # noqa: E402
+from vedforge.errors import RecipeError, UnsupportedModelError  # noqa: E402
+from vedforge.runner import forge  # noqa: E402
+
+PYTORCH_ONLY = ("swin", "deit", "convnext", "detr")
+
+
+def _flax_model(directory, decoder: str):
+    from vedforge import compat
+
+    compat.register_clip_vision()
+    # The BERT family needs the keyword fix to generate in Flax.
+    return compat.FlaxVisionEncoderDecoderModel.from_pretrained(directory)
+
+
+def _pt_model(directory):
+    from vedforge.torch_compat import VisionEncoderDecoderModel
+
+    model, info = VisionEncoderDecoderModel.from_pretrained(directory, output_loading_info=True)
+    # Nothing may be left to transformers' initialisers: every tensor comes from the file.
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
+    return model.eval()
+
+
+def _inputs(config):
+    size = config.encoder.image_size
+    pixels = np.random.RandomState(0).rand(1, 3, size, size).astype(np.float32)
+    ids = np.array([[config.decoder_start_token_id, 5, 9, 3, 17]])
+    return pixels, ids
+
+
+def _pt_logits(model, pixels, ids):
+    with torch.no_grad():
+        return model(pixel_values=torch.from_numpy(pixels), decoder_input_ids=torch.from_numpy(ids)).logits.numpy()
+
+
+def _pt_greedy(model, pixels, steps=4):
+    with torch.no_grad():
+        return model.generate(torch.from_numpy(pixels), max_new_tokens=steps, do_sample=False).numpy()
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_pytorch_form_computes_what_the_flax_forge_computes(tiny_checkpoints, tmp_path, encoder, decoder):
+    out = forge(local_recipe(tiny_checkpoints, encoder, decoder, tmp_path / "out", "output.pytorch=true")).output_dir
+    assert (out / "flax_model.msgpack").is_file() and (out / "model.safetensors").is_file()
+    flax_model, pt_model = _flax_model(out, decoder), _pt_model(out)
+    pixels, ids = _inputs(pt_model.config)
+
+    flax_logits = np.asarray(flax_model(pixel_values=pixels, decoder_input_ids=ids).logits)
+    np.testing.assert_allclose(_pt_logits(pt_model, pixels, ids), flax_logits, rtol=0, atol=1e-4)
+
+    flax_tokens = np.asarray(flax_model.generate(pixels, max_length=5).sequences)
+    pt_tokens = _pt_greedy(pt_model, pixels)
+    # PyTorch stops at eos; Flax fills the rest of max_length with the pad id.
+    pt_tokens = np.pad(pt_tokens, ((0, 0), (0, 5 - pt_tokens.shape[1])), constant_values=pt_model.config.pad_token_id)
+    np.testing.assert_array_equal(pt_tokens, flax_tokens)
+
+
+def test_pt_forge_carries_the_flax_forges_tensors(tiny_checkpoints, tmp_path):
+    both = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "flax", "output.pytorch=true")).output_dir
+    pt_only = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "pt", "backend=pt")).output_dir
+    assert not (pt_only / "flax_model.msgpack").exists()
+    # Checkpoint tensors and the new cross-attention alike: the same bytes.
+    assert _sha(pt_only / "model.safetensors") == _sha(both / "model.safetensors")
+    manifest = json.loads((pt_only / "vedforge_manifest.json").read_text())
+    assert manifest["backend"] == "pt" and manifest["weight_layouts"] == ["pytorch"]
+    assert manifest["files"]["model.safetensors"]["sha256"] == _sha(pt_only / "model.safetensors")
+
+
+def test_embedded_default_recipe_gives_the_same_tensors_on_both_backends(tmp_path):
+    flax = forge(compose_recipe([f"output.dir={tmp_path / 'flax'}", "output.pytorch=true"])).output_dir
+    pt = forge(compose_recipe([f"output.dir={tmp_path / 'pt'}", "backend=pt"])).output_dir
+    assert _sha(pt / "model.safetensors") == _sha(flax / "model.safetensors")
+
+
+def test_sharded_pytorch_checkpoint_loads_like_a_single_file(tiny_checkpoints, tmp_path):
+    single = forge(local_recipe(tiny_checkpoints, "vit", "bart", tmp_path / "one", "backend=pt")).output_dir
+    sharded = forge(local_recipe(tiny_checkpoints, "vit", "bart", tmp_path / "many", "backend=pt",
+                                 "output.max_shard_size=40KB")).output_dir
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (sharded / "model.safetensors").exists()
+    a, b = _pt_model(single), _pt_model(sharded)
+    pixels, ids = _inputs(a.config)
+    np.testing.assert_array_equal(_pt_logits(a, pixels, ids), _pt_logits(b, pixels, ids))
+
+
+@pytest.mark.parametrize("decoder", ("gpt2", "bart", "bert"))
+@pytest.mark.parametrize("encoder", PYTORCH_ONLY)
+def test_encoders_without_flax_port_forge_with_backend_pt(tmp_path, encoder, decoder):
+    result = forge(compose_recipe([f"encoder={encoder}_tiny", f"decoder={decoder}_tiny", "backend=pt",
+                                   f"output.dir={tmp_path / 'out'}"]))
+    out = result.output_dir
+    model = _pt_model(out)
+    assert model.encoder.config.model_type == encoder
+    pixels = _processed_image(out)
+    tokens = _pt_greedy(model, pixels)
+    assert tokens.shape[0] == 1 and tokens[0, 0] == model.config.decoder_start_token_id
+    counts = result.manifest["parameters"]
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert result.manifest["needs_torch_compat"] == (encoder in ("convnext", "detr"))
+
+
+def _processed_image(out):
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(out)
+    image = (np.random.RandomState(2).rand(40, 48, 3) * 255).astype(np.uint8)
+    return processor(image, return_tensors="np")["pixel_values"]
+
+
+def test_pytorch_only_encoder_carries_the_decoder_a_flax_forge_would(tmp_path):
+    # swin_tiny and vit_tiny have the same hidden size, so the decoder (its checkpoint tensors
+    # and its new cross-attention) must come out identical.
+    swin = forge(compose_recipe(["encoder=swin_tiny", "backend=pt", f"output.dir={tmp_path / 'swin'}"])).output_dir
+    vit = forge(compose_recipe(["encoder=vit_tiny", "output.pytorch=true", f"output.dir={tmp_path / 'vit'}"])).output_dir
+    from safetensors.numpy import load_file
+
+    a, b = load_file(swin / "model.safetensors"), load_file(vit / "model.safetensors")
+    decoder = sorted(k for k in b if k.startswith("decoder."))
+    assert decoder and decoder == sorted(k for k in a if k.startswith("decoder."))
+    for name in decoder:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("encoder", PYTORCH_ONLY)
+def test_flax_backend_refuses_encoders_without_flax_port(tmp_path, encoder):
+    with pytest.raises(UnsupportedModelError, match="backend=pt"):
+        forge(compose_recipe([f"encoder={encoder}_tiny", f"output.dir={tmp_path / 'out'}"]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
+    with pytest.raises(RecipeError, match="output.format=msgpack"):
+        forge(compose_recipe(["output.pytorch=true", "output.format=safetensors", f"output.dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr"))
+def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, encoder):
+    from PIL import Image
+    from transformers import pipeline
+
+    from vedforge import torch_compat
+
+    extra = ["output.pytorch=true"] if encoder == "vit" else ["backend=pt"]
+    out = forge(compose_recipe([f"encoder={encoder}_tiny", f"output.dir={tmp_path / 'out'}", *extra])).output_dir
+    torch_compat.install()
+    captioner = pipeline("image-to-text", model=str(out), framework="pt")
+    image = Image.fromarray((np.random.RandomState(3).rand(48, 40, 3) * 255).astype(np.uint8))
+    result = captioner(image, generate_kwargs={"max_new_tokens": 5})
+    assert isinstance(result, list) and isinstance(result[0]["generated_text"], str)
