@@ -7,6 +7,10 @@ a few kilobytes and tests never need network access.
 Usage:
     python scripts/make_tiny_assets.py            # write and verify
     python scripts/make_tiny_assets.py --check    # verify existing assets only
+
+Writing needs no torch. Verifying the encoders that only have a PyTorch port in
+transformers (swin, deit, convnext, detr) builds them with torch; without it their
+processors are still checked but the model forward is skipped.
 """
 
 from __future__ import annotations
@@ -35,11 +39,19 @@ from transformers import (
     BitImageProcessor,
     CLIPConfig,
     CLIPImageProcessor,
+    ConvNextConfig,
+    ConvNextImageProcessor,
+    DeiTConfig,
+    DeiTImageProcessor,
+    DetrConfig,
+    DetrImageProcessor,
     Dinov2Config,
     GPT2Config,
     GPT2TokenizerFast,
+    ResNetConfig,
     RobertaConfig,
     RobertaTokenizerFast,
+    SwinConfig,
     ViTConfig,
     ViTImageProcessor,
 )
@@ -48,6 +60,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSETS = REPO_ROOT / "vedforge" / "assets"
 
 ENCODERS = ("vit_tiny", "beit_tiny", "dinov2_tiny", "clip_tiny")
+# No Flax port in transformers: verified with PyTorch models instead.
+PT_ENCODERS = ("swin_tiny", "deit_tiny", "convnext_tiny", "detr_tiny")
 DECODERS = ("gpt2_tiny", "bert_tiny", "roberta_tiny", "bart_tiny")
 
 IMAGE_SIZE = 32
@@ -351,6 +365,101 @@ def clip_assets():
     return config, processor
 
 
+def swin_assets():
+    # 8x8 patches in 4x4 windows, merged once into a 4x4 grid of 2 * embed_dim = 32
+    # channels: SwinConfig derives hidden_size from embed_dim and the stage count.
+    config = SwinConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=4,
+        embed_dim=HIDDEN // 2,
+        depths=[1, 1],
+        num_heads=[2, 2],
+        window_size=4,
+        encoder_stride=8,
+        # Stochastic depth would make training-mode features differ run to run.
+        drop_path_rate=0.0,
+        architectures=["SwinModel"],
+    )
+    # microsoft/swin-tiny-patch4-window7-224 ships a plain ViT processor with ImageNet statistics.
+    processor = ViTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=3,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )
+    return config, processor
+
+
+def deit_assets():
+    # model_type "deit" is the distilled variant: a distillation token follows the class token.
+    config = DeiTConfig(**VISION_DIMS, intermediate_size=FFN, encoder_stride=PATCH_SIZE, architectures=["DeiTModel"])
+    processor = DeiTImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )
+    return config, processor
+
+
+def convnext_assets():
+    # A 4x stem then one 2x downsampling stage: a 4x4 map of hidden_sizes[-1] channels.
+    config = ConvNextConfig(
+        image_size=IMAGE_SIZE,
+        num_stages=2,
+        hidden_sizes=[HIDDEN // 2, HIDDEN],
+        depths=[1, 1],
+        architectures=["ConvNextModel"],
+    )
+    # Below 384 pixels the processor resizes the short side to shortest_edge / crop_pct and
+    # centre-crops back to shortest_edge, as facebook/convnext-tiny-224 does at 224.
+    processor = ConvNextImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_pct=0.875,
+        resample=3,
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )
+    return config, processor
+
+
+def detr_assets():
+    # transformers' own ResNet as the backbone: timm is not needed, and nothing pretrained
+    # is fetched. Its last stage (stride 8) feeds the transformer, like stage4 of resnet-50.
+    backbone = ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        layer_type="basic",
+        out_features=["stage2"],
+    )
+    config = DetrConfig(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone=None,
+        backbone_config=backbone,
+        d_model=HIDDEN,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+        num_queries=10,
+        architectures=["DetrModel"],
+    )
+    # Aspect-preserving resize as in facebook/detr-resnet-50, but padded to a fixed square
+    # instead of to the largest image in the batch, so every image gives the same shape;
+    # pixel_mask marks the padding.
+    processor = DetrImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE, "longest_edge": IMAGE_SIZE},
+        pad_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=IMAGENET_MEAN,
+        image_std=IMAGENET_STD,
+    )
+    return config, processor
+
+
 def gpt2_config(tok: GPT2TokenizerFast) -> GPT2Config:
     return GPT2Config(
         vocab_size=len(tok),
@@ -456,6 +565,10 @@ def generate() -> None:
         ("beit_tiny", beit_assets),
         ("dinov2_tiny", dinov2_assets),
         ("clip_tiny", clip_assets),
+        ("swin_tiny", swin_assets),
+        ("deit_tiny", deit_assets),
+        ("convnext_tiny", convnext_assets),
+        ("detr_tiny", detr_assets),
     ):
         write_encoder(name, *factory())
 
@@ -484,6 +597,53 @@ def _check_files(path: Path) -> None:
         assert not f.name.endswith(FORBIDDEN_SUFFIXES), f"weight file {f}"
         assert f.name != "generation_config.json", f"unexpected {f}"
         assert f.stat().st_size < MAX_FILE_BYTES, f"{f} is {f.stat().st_size} bytes"
+
+
+# Encoder output of each PyTorch-only asset for one image: ConvNeXt gives a feature map
+# and DETR the states of its object queries.
+PT_ENCODER_OUTPUT = {
+    "swin_tiny": (1, (IMAGE_SIZE // 8) ** 2, HIDDEN),
+    "deit_tiny": (1, (IMAGE_SIZE // PATCH_SIZE) ** 2 + 2, HIDDEN),
+    "convnext_tiny": (1, HIDDEN, IMAGE_SIZE // 8, IMAGE_SIZE // 8),
+    "detr_tiny": (1, 10, HIDDEN),
+}
+
+
+def verify_pt_encoders(image) -> None:
+    from transformers import AutoConfig, AutoImageProcessor
+
+    try:
+        import torch
+        from transformers import AutoModel
+    except ImportError:
+        torch = None
+
+    for name in PT_ENCODERS:
+        path = ASSETS / name
+        _check_files(path)
+        assert sorted(p.name for p in path.iterdir()) == ["config.json", "preprocessor_config.json"], name
+        cfg = AutoConfig.from_pretrained(path)
+        proc = AutoImageProcessor.from_pretrained(path)
+        inputs = proc(images=image, return_tensors="np")
+        assert inputs["pixel_values"].shape == (1, 3, IMAGE_SIZE, IMAGE_SIZE), (name, inputs["pixel_values"].shape)
+        extra = sorted(set(inputs) - {"pixel_values"})
+        if name == "detr_tiny":
+            # The 48x40 image is resized to 32x27 and padded at the bottom.
+            assert extra == ["pixel_mask"], (name, extra)
+            assert inputs["pixel_mask"].shape == (1, IMAGE_SIZE, IMAGE_SIZE), (name, inputs["pixel_mask"].shape)
+            assert inputs["pixel_mask"].sum() == 27 * IMAGE_SIZE, (name, inputs["pixel_mask"].sum())
+        else:
+            assert extra == [], (name, extra)
+        if torch is None:
+            print(f"ok {name}: {type(proc).__name__}, {sorted(inputs)} (no torch: model not built)")
+            continue
+        torch.manual_seed(0)
+        model = AutoModel.from_config(cfg).eval()
+        with torch.no_grad():
+            hidden = model(**proc(images=image, return_tensors="pt")).last_hidden_state
+        assert tuple(hidden.shape) == PT_ENCODER_OUTPUT[name], (name, tuple(hidden.shape))
+        size = sum(p.numel() for p in model.parameters())
+        print(f"ok {name}: {type(proc).__name__}, {type(model).__name__} ({size} params), hidden {tuple(hidden.shape)}")
 
 
 def verify() -> None:
@@ -518,6 +678,8 @@ def verify() -> None:
         tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2 + 1
         assert hidden.shape == (1, tokens, HIDDEN), (name, hidden.shape)
         print(f"ok {name}: {type(proc).__name__}, {type(model).__name__}, hidden {hidden.shape}")
+
+    verify_pt_encoders(image)
 
     for name in DECODERS:
         path = ASSETS / name

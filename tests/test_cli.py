@@ -92,7 +92,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "encoder not a vision model": (["encoder.name_or_path=builtin:gpt2_tiny"], ["gpt2", "not a vision model", "vit"]),
         "decoder without cross-attention": ([f"decoder.name_or_path={llama}", "decoder.weights=pretrained"], ["llama", "cross-attention", "gpt2"]),
-        "encoder without flax port": ([f"encoder.name_or_path={swin}", "encoder.weights=pretrained"], ["swin", "Flax", "vit"]),
+        "encoder without flax port": ([f"encoder.name_or_path={swin}", "encoder.weights=pretrained"], ["swin", "Flax", "backend=pt"]),
+        "tiny encoder without flax port": (["encoder=convnext_tiny"], ["convnext", "backend=pt", "vedforge[torch]"]),
+        "pytorch output over flax safetensors": (["output.pytorch=true", "output.format=safetensors"],
+                                                 ["output.pytorch=true", "output.format=msgpack", "backend=pt"]),
+        "unknown backend": (["backend=torch"], ["backend/torch", "flax", "pt"]),
         "explicit policy missing id": (["token_policy=explicit", "token_policy.pad_token=0"], ["decoder_start_token", "eos_token"]),
         "override key the config lacks": (["+encoder.config_overrides.image_sise=64"], ["image_sise", "image_size"]),
         "image size not divisible by patch": (["+encoder.config_overrides.image_size=36"], ["36", "patch_size 8"]),
@@ -121,6 +125,7 @@ BAD_INPUT_CASES = [
     "image size not divisible by patch", "unparsable shard size", "output path is a file",
     "token string not in vocabulary", "token id out of range", "corrupt weights file", "invalid config.json",
     "tokenizer that does not parse", "revision not in the cache offline", "empty name_or_path",
+    "tiny encoder without flax port", "pytorch output over flax safetensors", "unknown backend",
 ]
 
 

@@ -167,3 +167,13 @@ def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, encoder):
     image = Image.fromarray((np.random.RandomState(3).rand(48, 40, 3) * 255).astype(np.uint8))
     result = captioner(image, generate_kwargs={"max_new_tokens": 5})
     assert isinstance(result, list) and isinstance(result[0]["generated_text"], str)
+
+
+def test_pytorch_only_forge_is_reproducible_verifiable_and_resumable(tmp_path):
+    from vedforge.verify import verify
+
+    recipe = compose_recipe(["encoder=detr_tiny", "backend=pt", f"output.dir={tmp_path / 'out'}"])
+    first = forge(recipe)
+    checks = verify(first.output_dir)
+    assert checks and all(c.status == "ok" for c in checks), [(c.name, c.status) for c in checks if c.status != "ok"]
+    assert forge(recipe).skipped

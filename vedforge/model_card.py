@@ -17,12 +17,51 @@ FlaxAutoModel.register(CLIPVisionConfig, FlaxCLIPVisionModel)
 _KEYWORD_NOTE = """
 The decoder is a {model_type} model. transformers 4.x's `FlaxVisionEncoderDecoderModel.generate()`
 passes the image features to it in the wrong position ("cannot reshape array"); load it with
-vedforge's drop-in class, which calls the decoder by keyword:
+vedforge's drop-in class, which calls the decoder by keyword (and numbers RoBERTa-family positions
+from `pad_token_id + 1`, as PyTorch and pretraining do):
 
 ```python
 from vedforge.compat import FlaxVisionEncoderDecoderModel
 ```
 """
+
+
+_TORCH_COMPAT_NOTE = """
+The encoder is {model_type}, which transformers' PyTorch `VisionEncoderDecoderModel` cannot run
+as is ({why}). `vedforge.torch_compat.install()` fixes transformers' class for the process (the
+module needs only torch and transformers); `vedforge.torch_compat.VisionEncoderDecoderModel` is
+the same fix as a drop-in class.
+"""
+
+_TORCH_COMPAT_WHY = {
+    "convnext": "its output is a feature map, not a sequence, and its config has no hidden_size",
+    "detr": "its output has no hidden_states field",
+}
+
+
+def _load_section(manifest: dict[str, Any]) -> str:
+    layouts = manifest.get("weight_layouts", ["flax"])
+    blocks = []
+    if "flax" in layouts:
+        loader = "vedforge.compat" if manifest["needs_compat"] else "transformers"
+        blocks.append(f"""```python
+from {loader} import FlaxVisionEncoderDecoderModel
+from transformers import AutoImageProcessor, AutoTokenizer
+
+model = FlaxVisionEncoderDecoderModel.from_pretrained("path/to/this/dir")
+processor = AutoImageProcessor.from_pretrained("path/to/this/dir")
+tokenizer = AutoTokenizer.from_pretrained("path/to/this/dir")
+```""")
+    if "pytorch" in layouts:
+        fix = "from vedforge import torch_compat\ntorch_compat.install()\n" if manifest.get("needs_torch_compat") else ""
+        intro = "PyTorch (`model.safetensors`, transformers 4 and 5):\n\n" if "flax" in layouts else ""
+        blocks.append(f"""{intro}```python
+{fix}from transformers import VisionEncoderDecoderModel, pipeline
+
+model = VisionEncoderDecoderModel.from_pretrained("path/to/this/dir")
+captioner = pipeline("image-to-text", model="path/to/this/dir")
+```""")
+    return "\n\n".join(blocks)
 
 
 def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
@@ -36,12 +75,13 @@ def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
     if base_models:
         front += ["base_model:"] + [f"- {m}" for m in base_models]
     front.append("---")
-    loader = "vedforge.compat" if manifest["needs_compat"] else "transformers"
     notes = ""
-    if enc["model_type"] in ("clip", "clip_vision_model"):
+    if enc["model_type"] in ("clip", "clip_vision_model") and "flax" in manifest.get("weight_layouts", ["flax"]):
         notes += _CLIP_NOTE
-    if manifest["needs_keyword_decode"]:
+    if manifest["needs_keyword_decode"] and "flax" in manifest.get("weight_layouts", ["flax"]):
         notes += _KEYWORD_NOTE.format(model_type=dec["model_type"])
+    if manifest.get("needs_torch_compat"):
+        notes += _TORCH_COMPAT_NOTE.format(model_type=enc["model_type"], why=_TORCH_COMPAT_WHY.get(enc["model_type"], ""))
     rows = "\n".join(f"| {k} | {v:,} |" for k, v in counts.items())
     return "\n".join(front) + f"""
 
@@ -54,14 +94,7 @@ layers are new and untrained (seed {manifest['seed']}): fine-tune before use.
 
 ## Load
 
-```python
-from {loader} import FlaxVisionEncoderDecoderModel
-from transformers import AutoImageProcessor, AutoTokenizer
-
-model = FlaxVisionEncoderDecoderModel.from_pretrained("path/to/this/dir")
-processor = AutoImageProcessor.from_pretrained("path/to/this/dir")
-tokenizer = AutoTokenizer.from_pretrained("path/to/this/dir")
-```
+{_load_section(manifest)}
 {notes}
 ## Parameters
 

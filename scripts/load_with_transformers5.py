@@ -1,0 +1,38 @@
+"""Load PyTorch forges with transformers 5 (which has no Flax classes) and generate from each.
+
+Run it in an environment with torch and transformers>=5 but without vedforge:
+
+    python scripts/load_with_transformers5.py DIR [DIR ...]
+
+Exits non-zero when a directory leaves any tensor missing, unexpected or mismatched, or
+when generate() fails.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import transformers
+from PIL import Image
+from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
+
+
+def check(directory: str) -> None:
+    model, info = VisionEncoderDecoderModel.from_pretrained(directory, output_loading_info=True)
+    problems = {kind: names for kind, names in info.items() if names}
+    if problems:
+        raise SystemExit(f"{directory}: {problems}")
+    processor, tokenizer = AutoImageProcessor.from_pretrained(directory), AutoTokenizer.from_pretrained(directory)
+    image = Image.fromarray((np.random.RandomState(0).rand(48, 40, 3) * 255).astype(np.uint8))
+    tokens = model.generate(processor(image, return_tensors="pt").pixel_values, max_new_tokens=5)
+    if tokens[0, 0].item() != model.config.decoder_start_token_id:
+        raise SystemExit(f"{directory}: generation did not start with decoder_start_token_id")
+    print(f"ok  transformers {transformers.__version__}  {directory}  {tokens[0].tolist()} {tokenizer.decode(tokens[0])!r}")
+
+
+if __name__ == "__main__":
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise SystemExit(f"this check is for transformers 5; found {transformers.__version__}")
+    for path in sys.argv[1:]:
+        check(path)
