@@ -104,3 +104,15 @@ def test_safetensors_larger_than_a_shard_is_refused_before_loading(tiny_checkpoi
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out", "output.format=safetensors",
                            "output.max_shard_size=10KB"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_staging_left_by_a_killed_forge_is_removed_by_the_next_forge_there(tiny_checkpoints, tmp_path):
+    # What SIGKILL mid-write leaves: a hidden staging directory with half a checkpoint.
+    leftover = tmp_path / ".out.partial-k1ll3d"
+    leftover.mkdir()
+    (leftover / "flax_model.msgpack").write_bytes(b"\x00" * 1024)
+    other = tmp_path / ".other.partial-k1ll3d"  # another output's: not this forge's to remove
+    other.mkdir()
+    forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+    assert not leftover.exists() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-k1ll3d", "out"]

@@ -18,6 +18,14 @@ from vedforge.runner import forge  # noqa: E402
 PYTORCH_ONLY = ("swin", "deit", "convnext", "detr")
 
 
+def _pairs(encoders, decoders):
+    """Every pair; the default run keeps one per encoder and per decoder, the rest are slow."""
+    return [
+        pytest.param(e, d, marks=() if i % len(decoders) == j else pytest.mark.slow)
+        for i, e in enumerate(encoders) for j, d in enumerate(decoders)
+    ]
+
+
 def _flax_model(directory, decoder: str):
     from vedforge import compat
 
@@ -56,8 +64,7 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("decoder", DECODERS)
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder, decoder", _pairs(ENCODERS, DECODERS))
 def test_pytorch_form_computes_what_the_flax_forge_computes(tiny_checkpoints, tmp_path, encoder, decoder):
     out = forge(local_recipe(tiny_checkpoints, encoder, decoder, tmp_path / "out", "output.pytorch=true")).output_dir
     assert (out / "flax_model.msgpack").is_file() and (out / "model.safetensors").is_file()
@@ -103,8 +110,7 @@ def test_sharded_pytorch_checkpoint_loads_like_a_single_file(tiny_checkpoints, t
     np.testing.assert_array_equal(_pt_logits(a, pixels, ids), _pt_logits(b, pixels, ids))
 
 
-@pytest.mark.parametrize("decoder", ("gpt2", "bart", "bert"))
-@pytest.mark.parametrize("encoder", PYTORCH_ONLY)
+@pytest.mark.parametrize("encoder, decoder", _pairs(PYTORCH_ONLY, ("gpt2", "bart", "bert", "roberta")))
 def test_encoders_without_flax_port_forge_with_backend_pt(tmp_path, encoder, decoder):
     result = forge(compose_recipe([f"encoder={encoder}_tiny", f"decoder={decoder}_tiny", "backend=pt",
                                    f"output.dir={tmp_path / 'out'}"]))
@@ -154,12 +160,16 @@ def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr"))
-def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, encoder):
+def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, monkeypatch, encoder):
+    import transformers
     from PIL import Image
     from transformers import pipeline
 
     from vedforge import torch_compat
 
+    # install() patches transformers' class for the process; restore it after this test.
+    for name in ("__init__", "forward"):
+        monkeypatch.setattr(transformers.VisionEncoderDecoderModel, name, getattr(transformers.VisionEncoderDecoderModel, name))
     extra = ["output.pytorch=true"] if encoder == "vit" else ["backend=pt"]
     out = forge(compose_recipe([f"encoder={encoder}_tiny", f"output.dir={tmp_path / 'out'}", *extra])).output_dir
     torch_compat.install()

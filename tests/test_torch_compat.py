@@ -79,8 +79,16 @@ def _saved(tmp_path, name: str):
 
 
 @pytest.fixture
+def stock(monkeypatch):
+    """transformers' class as shipped, even after another test module's install()."""
+    monkeypatch.setattr(STOCK, "__init__", torch_compat._STOCK_INIT)
+    monkeypatch.setattr(STOCK, "forward", torch_compat._STOCK_FORWARD)
+    return STOCK
+
+
+@pytest.fixture
 def installed(monkeypatch):
-    """install(), undone afterwards so the rest of the session sees the stock class."""
+    """install(), undone afterwards so later tests see the stock class."""
     monkeypatch.setattr(STOCK, "__init__", STOCK.__init__)
     monkeypatch.setattr(STOCK, "forward", STOCK.forward)
     torch_compat.install()
@@ -89,13 +97,13 @@ def installed(monkeypatch):
 # --- the gaps, shown on the stock class -----------------------------------------------------
 
 
-def test_stock_class_cannot_build_convnext_without_a_hidden_size():
+def test_stock_class_cannot_build_convnext_without_a_hidden_size(stock):
     with pytest.raises(AttributeError, match="hidden_size"):
-        _build(STOCK, "convnext", prepare=False)
+        _build(stock, "convnext", prepare=False)
 
 
-def test_stock_class_cannot_run_convnext_even_with_a_hidden_size():
-    model = _build(STOCK, "convnext")
+def test_stock_class_cannot_run_convnext_even_with_a_hidden_size(stock):
+    model = _build(stock, "convnext")
     # 4.x: ConvNextModel.forward rejects output_attentions. 5.x takes it, and the 4-D map
     # then reaches the decoder's cross-attention.
     with torch.no_grad(), pytest.raises((TypeError, RuntimeError)):
@@ -106,8 +114,8 @@ def test_stock_class_cannot_run_convnext_even_with_a_hidden_size():
     assert model.encoder(**_pixels("convnext")).last_hidden_state.shape == (2, HIDDEN, 4, 4)
 
 
-def test_stock_class_cannot_run_detr():
-    model = _build(STOCK, "detr")
+def test_stock_class_cannot_run_detr(stock):
+    model = _build(stock, "detr")
     with torch.no_grad(), pytest.raises(AttributeError, match="hidden_states"):
         model(**_pixels("detr"), decoder_input_ids=_decoder_ids())
     with pytest.raises(AttributeError, match="hidden_states"):
@@ -115,17 +123,17 @@ def test_stock_class_cannot_run_detr():
 
 
 @pytest.mark.parametrize("name", ["swin", "deit"])
-def test_stock_class_runs_swin_and_deit_and_the_shim_changes_nothing(name):
+def test_stock_class_runs_swin_and_deit_and_the_shim_changes_nothing(stock, name):
     assert not torch_compat.needs_compat(AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny").model_type)
-    stock, shim = _build(STOCK, name), _build(torch_compat.VisionEncoderDecoderModel, name)
+    reference, shim = _build(stock, name), _build(torch_compat.VisionEncoderDecoderModel, name)
     pixels = _pixels(name)
     with torch.no_grad():
-        expected = stock(**pixels, decoder_input_ids=_decoder_ids())
+        expected = reference(**pixels, decoder_input_ids=_decoder_ids())
         got = shim(**pixels, decoder_input_ids=_decoder_ids())
     assert expected.encoder_last_hidden_state.shape == (2, TOKENS[name], HIDDEN)
     assert torch.equal(got.logits, expected.logits)
     assert torch.equal(got.encoder_last_hidden_state, expected.encoder_last_hidden_state)
-    assert torch.equal(shim.generate(**pixels, max_new_tokens=3), stock.generate(**pixels, max_new_tokens=3))
+    assert torch.equal(shim.generate(**pixels, max_new_tokens=3), reference.generate(**pixels, max_new_tokens=3))
 
 
 # --- the pieces ------------------------------------------------------------------------------

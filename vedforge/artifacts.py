@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
+import logging
 import os
 import socket
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Optional
 
 from vedforge.errors import OutputError
+
+log = logging.getLogger("vedforge")
 
 MANIFEST = "vedforge_manifest.json"
 # What Hydra puts in its run directory before the job starts; not a previous artifact.
@@ -130,6 +133,7 @@ class StagedArtifact:
 
     def __enter__(self) -> "StagedArtifact":
         self.check()
+        self.remove_leftovers()
         try:
             self.path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
         except OSError as exc:
@@ -141,6 +145,20 @@ class StagedArtifact:
     def __exit__(self, exc_type, exc, tb) -> None:
         if self.path is not None and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove staging directories that killed forges left beside ``final``; return them.
+
+        Call only while holding the :class:`OutputLock` of ``final``: then no other forge can
+        be writing into one of them.
+        """
+        leftovers = sorted(self.final.parent.glob(f".{self.final.name}.partial-*"))
+        for leftover in leftovers:
+            shutil.rmtree(leftover, ignore_errors=True)
+        if leftovers:
+            log.info("Removed %d staging director%s left by an interrupted forge: %s", len(leftovers),
+                     "y" if len(leftovers) == 1 else "ies", ", ".join(p.name for p in leftovers))
+        return leftovers
 
     def publish(self) -> Path:
         """Move the staged directory into place; the old contents (if any) are removed afterwards."""

@@ -8,6 +8,7 @@ differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -138,10 +139,34 @@ def _run_verify(argv: list[str]) -> int:
         return EXIT_USER_ERROR
 
 
+_GROUPS = ("encoder", "decoder", "token_policy", "backend", "recipe")
+# What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
+# rejects it with a bare traceback, so it is caught before Hydra sees it.
+_NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false", re.IGNORECASE)
+
+
+def _bad_group_override(argv: list[str]) -> str | None:
+    """The message for a group override whose option Hydra would read as a number or boolean."""
+    from vedforge.resources import config_dir
+
+    for arg in argv:
+        group, _, value = arg.lstrip("+~").partition("=")
+        if group in _GROUPS and any(_NOT_A_NAME.fullmatch(v.strip()) for v in value.split(",")):
+            folder = config_dir() / group
+            options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+            listed = f"Options: {', '.join(options)}." if options else "See vedforge --help for the options."
+            return f"The override '{arg}' does not name a {group} option: an option is a name, not a number or a boolean. {listed}"
+    return None
+
+
 def main() -> None:
     """Entry point of ``vedforge`` and ``python -m vedforge``."""
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
+    bad = _bad_group_override(sys.argv[1:])
+    if bad:
+        report(bad)
+        sys.exit(EXIT_USER_ERROR)
     import hydra
 
     from vedforge.resources import config_dir

@@ -33,7 +33,13 @@ def recipe_problems(cfg: Any) -> list[str]:
                 f"token_policy.{name} was read as the list [{value[0]}]; quote a bracketed token on the command "
                 f"line: 'token_policy.{name}=\"[{value[0]}]\"'"
             )
-        elif value is not None and (isinstance(value, bool) or not isinstance(value, (int, str)) or value == ""):
+        elif isinstance(value, bool):
+            # Hydra's override grammar reads true/false/yes/no-like words as booleans.
+            problems.append(
+                f"token_policy.{name} was read as the boolean {value}; quote a token string that looks like one: "
+                f"'token_policy.{name}=\"{str(value).lower()}\"' (with the exact spelling you mean)"
+            )
+        elif value is not None and (not isinstance(value, (int, str)) or value == ""):
             problems.append(f"token_policy.{name}={value!r} must be a token id (an integer) or a token string")
     if kind == "explicit":
         missing = [name for name in _TOKENS if policy[name] is None]

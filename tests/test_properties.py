@@ -1,0 +1,182 @@
+"""Property tests over the recipe space: every valid combination of group options and values
+composes into a recipe with no problems, and every invalid value is refused, by name,
+before anything loads."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hydra.errors import ConfigCompositionException, HydraException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf.errors import OmegaConfBaseException
+
+from conftest import compose_recipe
+from vedforge.checkpoint_writer import parse_size
+from vedforge.errors import RecipeError
+from vedforge.resources import config_dir
+from vedforge.validate import recipe_problems, validate_recipe
+
+GROUPS = ("encoder", "decoder", "token_policy", "backend")
+OPTIONS = {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) for group in GROUPS}
+_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+_sizes = st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 10**6), st.sampled_from(["", "B", "KB", "MB", "GB", "KiB", "MiB", "GiB"]))
+_words = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=8)
+_tokens = st.one_of(st.none(), st.integers(0, 10**6), _words)
+
+
+def _valid_overrides(draw) -> list[str]:
+    overrides = [f"{group}={draw(st.sampled_from(OPTIONS[group]))}" for group in GROUPS]
+    if overrides[2] == "token_policy=explicit":
+        overrides += [f"token_policy.{name}={draw(st.integers(0, 100))}"
+                      for name in ("decoder_start_token", "pad_token", "eos_token")]
+    overrides += [
+        f"seed={draw(st.integers(0, 2**31 - 1))}",
+        f"output.max_shard_size={draw(_sizes)}",
+        f"cross_attention.init={draw(st.sampled_from(['random', 'zero']))}",
+        f"output.format={draw(st.sampled_from(['msgpack', 'safetensors']))}",
+    ]
+    return overrides
+
+
+@st.composite
+def valid_recipes(draw) -> list[str]:
+    return _valid_overrides(draw)
+
+
+def test_every_group_has_options():
+    assert all(OPTIONS[group] for group in GROUPS), OPTIONS
+    assert {"flax", "pt"} <= set(OPTIONS["backend"])
+
+
+@_SETTINGS
+@given(valid_recipes())
+def test_any_valid_combination_composes_without_problems(overrides):
+    cfg = compose_recipe(overrides)
+    assert recipe_problems(cfg) == []
+    for group in GROUPS:
+        assert f"{group}=" in " ".join(overrides)
+
+
+_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,11}", fullmatch=True)
+
+
+@_SETTINGS
+@given(st.sampled_from(GROUPS), _names)
+def test_an_unknown_group_option_is_refused_naming_it_and_the_valid_ones(group, option):
+    if option in OPTIONS[group] or option.lower() in ("true", "false", "null", "inf", "nan"):
+        return
+    with pytest.raises((ConfigCompositionException, HydraException)) as info:
+        compose_recipe([f"{group}={option}"])
+    message = str(info.value)
+    assert f"{group}/{option}" in message
+    assert all(valid in message for valid in OPTIONS[group])
+
+
+@_SETTINGS
+@given(st.sampled_from(["seed", "output.overwrite", "output.pytorch", "hub.offline", "output.format",
+                        "cross_attention.init", "encoder.weights", "backend.name"]),
+       st.text(st.characters(codec="ascii", categories=["L"]), min_size=3, max_size=10))
+def test_a_wrong_typed_value_is_refused_at_composition(key, value):
+    valid_words = {"true", "false", "yes", "no", "on", "off", "msgpack", "safetensors", "random", "zero", "pretrained",
+                   "flax", "pt"}
+    if value.lower() in valid_words:
+        return
+    with pytest.raises((ConfigCompositionException, OmegaConfBaseException, HydraException)) as info:
+        compose_recipe([f"{key}={value}"])
+    assert value in str(info.value) or value in str(info.value.__cause__)
+
+
+@_SETTINGS
+@given(st.text(min_size=1, max_size=12).filter(lambda t: "=" not in t and "," not in t and "$" not in t
+                                                  and not re.match(r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$", t, re.I)))
+def test_an_unparsable_shard_size_is_reported_by_value(text):
+    try:
+        cfg = compose_recipe([f"output.max_shard_size='{text}'"]) if "'" not in text and "\\" not in text else None
+    except (ConfigCompositionException, OmegaConfBaseException, HydraException):
+        return  # the override grammar refused it first: also before anything loads
+    if cfg is None:
+        return
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(cfg)
+    assert "output.max_shard_size" in str(info.value)
+
+
+@_SETTINGS
+@given(st.sampled_from(GROUPS), st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                                          st.sampled_from(["true", "False", "1e3", "nan", "inf"])))
+def test_a_number_or_boolean_as_group_option_is_refused_before_hydra(group, value):
+    from vedforge.cli import _bad_group_override
+
+    message = _bad_group_override([f"{group}={value}"])
+    assert message is not None and f"{group}={value}" in message
+    assert all(option in message for option in OPTIONS[group])
+
+
+@_SETTINGS
+@given(st.sampled_from(GROUPS), _names)
+def test_a_name_as_group_option_is_left_to_hydra(group, value):
+    from vedforge.cli import _bad_group_override
+
+    if value.lower() not in ("true", "false", "inf", "nan"):
+        assert _bad_group_override([f"{group}={value}"]) is None
+
+
+@_SETTINGS
+@given(st.integers(1, 10**9), st.sampled_from([("B", 1), ("KB", 10**3), ("MB", 10**6), ("GB", 10**9),
+                                               ("KiB", 2**10), ("MiB", 2**20), ("GiB", 2**30)]))
+def test_sizes_parse_to_their_byte_counts(number, unit):
+    suffix, factor = unit
+    assert parse_size(f"{number}{suffix}") == number * factor
+    assert parse_size(f"{number} {suffix.lower()}") == number * factor
+
+
+@_SETTINGS
+@given(st.lists(st.sampled_from(["seed=-1", "explicit", "pytorch_over_safetensors", "bad_token", "empty_encoder"]),
+                min_size=1, max_size=5, unique=True))
+def test_every_problem_is_reported_at_once(kinds):
+    overrides = []
+    expected = []
+    for kind in kinds:
+        if kind == "seed=-1":
+            overrides.append("seed=-1")
+            expected.append("seed=-1")
+        elif kind == "explicit":
+            overrides.append("token_policy=explicit")
+            expected.append("token_policy=explicit needs")
+        elif kind == "pytorch_over_safetensors":
+            overrides += ["output.pytorch=true", "output.format=safetensors"]
+            expected.append("output.pytorch=true writes")
+        elif kind == "bad_token":
+            overrides.append("token_policy.pad_token=''")
+            expected.append("token_policy.pad_token=''")
+        elif kind == "empty_encoder":
+            overrides.append("encoder.name_or_path=''")
+            expected.append("encoder.name_or_path is empty")
+    problems = recipe_problems(compose_recipe(overrides))
+    assert len(problems) == len(expected), problems
+    for fragment in expected:
+        assert any(fragment in p for p in problems), (fragment, problems)
+
+
+@_SETTINGS
+@given(_tokens, _tokens, _tokens)
+def test_token_values_of_either_kind_pass_validation(start, pad, eos):
+    # Token strings quoted, as the README says: unquoted, true or 1e3 are not strings.
+    def text(value):
+        return f"'{value}'" if isinstance(value, str) else str(value)
+
+    overrides = [f"token_policy.{name}={text(value)}" for name, value in
+                 (("decoder_start_token", start), ("pad_token", pad), ("eos_token", eos)) if value is not None]
+    assert recipe_problems(compose_recipe(overrides)) == []
+
+
+@pytest.mark.parametrize("word", ["true", "False", "yes", "off"])
+def test_an_unquoted_boolean_like_token_gets_a_quoting_hint(word):
+    problems = recipe_problems(compose_recipe([f"token_policy.eos_token={word}"]))
+    if word.lower() in ("yes", "off"):  # strings in Hydra's grammar: nothing to report
+        assert problems == []
+    else:
+        assert len(problems) == 1 and "quote" in problems[0] and "boolean" in problems[0]
