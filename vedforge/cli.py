@@ -155,7 +155,7 @@ def _bad_group_override(argv: list[str]) -> str | None:
             folder = config_dir() / group
             options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
             listed = f"Options: {', '.join(options)}." if options else "See vedforge --help for the options."
-            return f"The override '{arg}' does not name a {group} option: an option is a name, not a number or a boolean. {listed}"
+            return f"The override '{arg}' is not one of the {group} options: an option is a name, not a number or a boolean. {listed}"
     return None
 
 
