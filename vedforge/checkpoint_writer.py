@@ -188,37 +188,44 @@ def nbytes(arr) -> int:
     return int(np.prod(arr.shape, dtype=np.int64)) * np.dtype(arr.dtype).itemsize
 
 
+def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shard_size: int, *, single: str,
+                   index_name: str, write_file, key_name) -> dict[Path, str]:
+    """Write sorted ``items`` to ``single``, or past ``max_shard_size`` to numbered shards plus an
+    index, as transformers shards: shards fill in key order, an oversized tensor gets a shard of
+    its own, and the index maps ``key_name(key)`` to shard files. Returns ``{path: sha256}``."""
+    shards: list[list[tuple[object, object]]] = [[]]
+    shard_bytes = 0
+    for key, arr in items:
+        size = nbytes(arr)
+        if shards[-1] and shard_bytes + size > max_shard_size:
+            shards.append([])
+            shard_bytes = 0
+        shards[-1].append((key, arr))
+        shard_bytes += size
+    if len(shards) == 1:
+        return {directory / single: write_file(directory / single, shards[0])}
+    stem, suffix = single.rsplit(".", 1)
+    written: dict[Path, str] = {}
+    weight_map: dict[str, str] = {}
+    for index, shard in enumerate(shards, 1):
+        name = f"{stem}-{index:05d}-of-{len(shards):05d}.{suffix}"
+        written[directory / name] = write_file(directory / name, shard)
+        weight_map.update({key_name(key): name for key, _ in shard})
+    total = sum(nbytes(a) for _, a in items)
+    text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
+    (directory / index_name).write_text(text)
+    written[directory / index_name] = hashlib.sha256(text.encode()).hexdigest()
+    return written
+
+
 def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int) -> dict[Path, str]:
     """Write ``params`` as ``flax_model.msgpack`` or as shards plus an index.
 
     Returns ``{path: sha256}`` of every file written (shards first, then the index); the
     weights are hashed while written, so the manifest needs no second read of them.
     """
-    items = sorted(params.items())
-    shards: list[list[tuple[tuple[str, ...], np.ndarray]]] = [[]]
-    shard_bytes = 0
-    for path, arr in items:
-        size = nbytes(arr)
-        if shards[-1] and shard_bytes + size > max_shard_size:
-            shards.append([])
-            shard_bytes = 0
-        shards[-1].append((path, arr))
-        shard_bytes += size
-    if len(shards) == 1:
-        target = directory / FLAX_WEIGHTS
-        return {target: write_msgpack_file(target, shards[0])}
-
-    written: dict[Path, str] = {}
-    weight_map: dict[str, str] = {}
-    for index, shard in enumerate(shards, 1):
-        name = FLAX_WEIGHTS.replace(".msgpack", f"-{index:05d}-of-{len(shards):05d}.msgpack")
-        written[directory / name] = write_msgpack_file(directory / name, shard)
-        weight_map.update({"/".join(path): name for path, _ in shard})
-    total = sum(nbytes(a) for _, a in items)
-    text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
-    (directory / FLAX_INDEX).write_text(text)
-    written[directory / FLAX_INDEX] = hashlib.sha256(text.encode()).hexdigest()
-    return written
+    return _write_sharded(directory, sorted(params.items()), max_shard_size, single=FLAX_WEIGHTS, index_name=FLAX_INDEX,
+                          write_file=write_msgpack_file, key_name="/".join)
 
 
 _SAFETENSORS_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
@@ -271,28 +278,8 @@ def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_sh
     """
     from vedforge.checkpoint import SAFE_INDEX, SAFE_WEIGHTS
 
-    items = sorted(tensors.items())
-    shards: list[list[tuple[str, object]]] = [[]]
-    shard_bytes = 0
-    for name, arr in items:
-        size = nbytes(arr)
-        if shards[-1] and shard_bytes + size > max_shard_size:
-            shards.append([])
-            shard_bytes = 0
-        shards[-1].append((name, arr))
-        shard_bytes += size
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        target = directory / SAFE_WEIGHTS
-        return {target: _safetensors_file(target, shards[0], metadata)}
-    written: dict[Path, str] = {}
-    weight_map: dict[str, str] = {}
-    for index, shard in enumerate(shards, 1):
-        name = SAFE_WEIGHTS.replace(".safetensors", f"-{index:05d}-of-{len(shards):05d}.safetensors")
-        written[directory / name] = _safetensors_file(directory / name, shard, metadata)
-        weight_map.update({tensor: name for tensor, _ in shard})
-    total = sum(nbytes(a) for _, a in items)
-    text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
-    (directory / SAFE_INDEX).write_text(text)
-    written[directory / SAFE_INDEX] = hashlib.sha256(text.encode()).hexdigest()
-    return written
+    def write_file(path: Path, shard: list) -> str:
+        return _safetensors_file(path, shard, {"format": "pt"})
+
+    return _write_sharded(directory, sorted(tensors.items()), max_shard_size, single=SAFE_WEIGHTS,
+                          index_name=SAFE_INDEX, write_file=write_file, key_name=str)
