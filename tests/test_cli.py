@@ -98,6 +98,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
                                                  ["output.pytorch=true", "output.format=msgpack", "backend=pt"]),
         "unknown backend": (["backend=torch"], ["backend/torch", "flax", "pt"]),
         "number as group option": (["encoder=0"], ["encoder=0", "not a number", "vit_tiny"]),
+        "empty sweep": (["-m", "seed=range(0,0)", f"hydra.sweep.dir={tmp / 'sweep'}"], ["launched no jobs", "seed=range(0,0)"]),
         "explicit policy missing id": (["token_policy=explicit", "token_policy.pad_token=0"], ["decoder_start_token", "eos_token"]),
         "override key the config lacks": (["+encoder.config_overrides.image_sise=64"], ["image_sise", "image_size"]),
         "image size not divisible by patch": (["+encoder.config_overrides.image_size=36"], ["36", "patch_size 8"]),
@@ -127,7 +128,7 @@ BAD_INPUT_CASES = [
     "token string not in vocabulary", "token id out of range", "corrupt weights file", "invalid config.json",
     "tokenizer that does not parse", "revision not in the cache offline", "empty name_or_path",
     "tiny encoder without flax port", "pytorch output over flax safetensors", "unknown backend",
-    "number as group option",
+    "number as group option", "empty sweep",
 ]
 
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from hydra.errors import ConfigCompositionException, HydraException
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from omegaconf.errors import OmegaConfBaseException
 
@@ -180,3 +180,52 @@ def test_an_unquoted_boolean_like_token_gets_a_quoting_hint(word):
         assert problems == []
     else:
         assert len(problems) == 1 and "quote" in problems[0] and "boolean" in problems[0]
+
+
+# Values that are sometimes valid and sometimes not, for every part of a recipe.
+_EXTRAS = [
+    "seed=-1", "seed=7", "output.max_shard_size=lots", "output.max_shard_size=20KB", "token_policy.pad_token=99999",
+    "token_policy.eos_token=0", "+encoder.config_overrides.image_size=36", "+encoder.config_overrides.image_size=48",
+    "cross_attention.init=zero", "output.pytorch=true", "output.format=safetensors", "encoder.weights=pretrained",
+    "+decoder.config_overrides.n_layer=1", "token_policy.decoder_start_token=notatoken",
+]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(encoder=st.sampled_from([o for o in OPTIONS["encoder"] if o.endswith("_tiny")] + ["vit"]),
+       decoder=st.sampled_from([o for o in OPTIONS["decoder"] if o.endswith("_tiny")]),
+       policy=st.sampled_from(OPTIONS["token_policy"]), backend=st.sampled_from(OPTIONS["backend"]),
+       extras=st.lists(st.sampled_from(_EXTRAS), max_size=3, unique=True))
+def test_random_recipes_forge_and_reload_or_fail_cleanly(tmp_path_factory, encoder, decoder, policy, backend, extras):
+    """Any mix of valid and invalid settings ends in a forge that reloads, or in a VedforgeError:
+    never another exception (which the CLI would report as an internal error)."""
+    from vedforge.errors import VedforgeError
+    from vedforge.runner import forge
+
+    if backend == "pt":
+        pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("forge") / "out"
+    overrides = [f"encoder={encoder}", f"decoder={decoder}", f"token_policy={policy}", f"backend={backend}",
+                 f"output.dir={out}", *extras]
+    try:
+        cfg = compose_recipe(overrides)
+    except (ConfigCompositionException, OmegaConfBaseException, HydraException):
+        event("refused at composition")
+        return  # refused at composition, before anything loads
+    try:
+        result = forge(cfg)
+    except VedforgeError as exc:
+        event(f"refused: {type(exc).__name__}")
+        assert not out.exists()
+        return
+    event("forged")
+    if backend == "pt" or "output.pytorch=true" in extras:
+        from vedforge.torch_compat import VisionEncoderDecoderModel
+
+        model, info = VisionEncoderDecoderModel.from_pretrained(result.output_dir, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+    if backend == "flax":
+        from vedforge import compat
+
+        model = compat.FlaxVisionEncoderDecoderModel.from_pretrained(result.output_dir)
+    assert model.config.decoder_start_token_id == result.manifest["token_ids"]["decoder_start"]

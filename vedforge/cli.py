@@ -184,6 +184,11 @@ def main() -> None:
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    if SweepSummary.empty is not None:
+        swept = ", ".join(SweepSummary.empty) or "none"
+        report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "
+               "at least one value, e.g. seed=range(0,3) or encoder=vit_tiny,beit_tiny.")
+        sys.exit(EXIT_USER_ERROR)
     if SweepSummary.failed:
         report(f"{len(SweepSummary.failed)} pair(s) of the sweep failed: {', '.join(SweepSummary.failed)}. "
                "The others are complete; see the sweep's summary.md for each error.")

@@ -80,11 +80,13 @@ class SweepSummary(Callback):
     """Writes ``summary.json`` and ``summary.md`` into the sweep directory when a sweep ends."""
 
     failed: list[str] = []
+    # The sweep's own overrides when it launched no job at all (e.g. seed=range(0,0)).
+    empty: Optional[list[str]] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from vedforge.backends import configure_torch_import, sweep_needs_torch
 
-        SweepSummary.failed = []
+        SweepSummary.failed, SweepSummary.empty = [], None
         # Before any job imports transformers: one decision for every job of this process and
         # the launcher's workers, which inherit the environment.
         sweeper_params = config.hydra.sweeper.get("params") or {}
@@ -96,7 +98,16 @@ class SweepSummary(Callback):
             stale.unlink()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        SweepSummary.failed = write_summary(Path(config.hydra.sweep.dir))["failed"]
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not read_job_records(sweep_dir):
+            # Nothing ran: no summary of nothing. Hydra's multirun.yaml is all that was written.
+            SweepSummary.empty = list(config.hydra.overrides.task)
+            if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", JOBS_DIR}:
+                import shutil
+
+                shutil.rmtree(sweep_dir)
+            return
+        SweepSummary.failed = write_summary(sweep_dir)["failed"]
 
 
 def write_summary(sweep_dir: Path) -> dict[str, Any]:
