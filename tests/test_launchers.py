@@ -21,12 +21,15 @@ def _sweep(tmp_path, *launcher_args):
     return summary
 
 
+# Each starts a pool of fresh interpreters (about 20 s): run with -m slow, as CI does.
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
                     reason="pip install vedforge[joblib]")
 def test_joblib_sweep(tmp_path):
     _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
                     reason="pip install vedforge[submitit]")
 def test_submitit_local_sweep(tmp_path):
