@@ -7,15 +7,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
 from conftest import compose_recipe
-from vedforge.resources import config_dir
-from vedforge.schema import PolicyKind, Weights
+from vedforge.resources import group_options as _options
+from vedforge.schema import BackendName, PolicyKind, Weights
 
 
-def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (config_dir() / group).glob("*.yaml"))
-
-
-@pytest.mark.parametrize("group", ["encoder", "decoder", "token_policy"])
+@pytest.mark.parametrize("group", ["encoder", "decoder", "token_policy", "backend"])
 def test_every_option_composes(group):
     options = _options(group)
     assert options, f"no options in conf/{group}"
@@ -24,6 +20,8 @@ def test_every_option_composes(group):
         node = cfg[group]
         if group == "token_policy":
             assert node.kind == PolicyKind(option)
+        elif group == "backend":
+            assert node.name == BackendName(option)
         else:
             assert node.name_or_path
             assert isinstance(node.weights, Weights)

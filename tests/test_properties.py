@@ -15,11 +15,11 @@ from omegaconf.errors import OmegaConfBaseException
 from conftest import compose_recipe
 from vedforge.checkpoint_writer import parse_size
 from vedforge.errors import RecipeError
-from vedforge.resources import config_dir
+from vedforge.resources import group_options
 from vedforge.validate import recipe_problems, validate_recipe
 
 GROUPS = ("encoder", "decoder", "token_policy", "backend")
-OPTIONS = {group: sorted(p.stem for p in (config_dir() / group).glob("*.yaml")) for group in GROUPS}
+OPTIONS = {group: group_options(group) for group in GROUPS}
 _SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 _sizes = st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 10**6), st.sampled_from(["", "B", "KB", "MB", "GB", "KiB", "MiB", "GiB"]))

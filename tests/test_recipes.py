@@ -8,10 +8,10 @@ import pytest
 
 from conftest import compose_recipe
 from test_cli import run_cli
-from vedforge.resources import recipes_dir
+from vedforge.resources import group_options, recipes_dir
 from vedforge.runner import forge
 
-RECIPES = sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+RECIPES = group_options("recipe")
 OFFLINE = {"tiny_smoke", "tiny_sweep_smoke"}
 
 

@@ -147,13 +147,12 @@ _NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|
 
 def _bad_group_override(argv: list[str]) -> str | None:
     """The message for a group override whose option Hydra would read as a number or boolean."""
-    from vedforge.resources import config_dir
+    from vedforge.resources import group_options
 
     for arg in argv:
         group, _, value = arg.lstrip("+~").partition("=")
         if group in _GROUPS and any(_NOT_A_NAME.fullmatch(v.strip()) for v in value.split(",")):
-            folder = config_dir() / group
-            options = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+            options = group_options(group)
             listed = f"Options: {', '.join(options)}." if options else "See vedforge --help for the options."
             return f"The override '{arg}' is not one of the {group} options: an option is a name, not a number or a boolean. {listed}"
     return None

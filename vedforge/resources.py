@@ -30,6 +30,12 @@ def recipes_dir() -> Path:
     return _locate("recipes")
 
 
+def group_options(group: str) -> list[str]:
+    """The option names of a config group; the ``recipe`` group is the checked-in recipes."""
+    folder = recipes_dir() if group == "recipe" else config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
 def assets_dir() -> Path:
     """The directory holding the embedded tiny checkpoints (configs, tokenizers, processors)."""
     return _PACKAGE_DIR / "assets"
