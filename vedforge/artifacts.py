@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from vedforge.errors import OutputError
 
@@ -229,6 +229,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def altered_files(directory: Path, files: dict[str, dict[str, Any]]) -> Iterator[str]:
+    """Yield, lazily, each name of a manifest file table whose file under ``directory`` is missing
+    or differs from its entry in size or sha256 (the size first: it costs no read)."""
+    for name, entry in files.items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+            yield name
 
 
 def file_table(root: Path, exclude: tuple[str, ...] = (MANIFEST,), known: Optional[dict[str, str]] = None) -> dict[str, dict[str, object]]:

@@ -87,30 +87,33 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     from vedforge.sweep import record_for, write_job_record, write_summary
 
     pair = str(hydra_cfg.sweep.subdir)
+    sweep_dir = Path(hydra_cfg.sweep.dir)
     started = time.perf_counter()
+
+    def unpublished(status: str, error: str) -> dict:
+        return record_for(cfg, pair, status=status, output_dir=None, manifest=None,
+                          wall_s=time.perf_counter() - started, error=error)
+
     try:
         result = forge(cfg, hydra_records=records, cache=_shared_cache())
         row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
                          manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
     except VedforgeError as exc:
-        row = record_for(cfg, pair, status="failed", output_dir=None, manifest=None,
-                         wall_s=time.perf_counter() - started, error=str(exc))
+        row = unpublished("failed", str(exc))
     except KeyboardInterrupt:
         # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
         # call on_multirun_end), and let the interrupt end the run.
-        write_job_record(Path(hydra_cfg.sweep.dir), pair, record_for(
-            cfg, pair, status="interrupted", output_dir=None, manifest=None, wall_s=time.perf_counter() - started,
-            error="interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
-        write_summary(Path(hydra_cfg.sweep.dir))
+        write_job_record(sweep_dir, pair, unpublished(
+            "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
+        write_summary(sweep_dir)
         raise
     except Exception as exc:
         if _debug():
             traceback.print_exc()
-        row = record_for(cfg, pair, status="failed", output_dir=None, manifest=None, wall_s=time.perf_counter() - started,
-                         error=f"internal error: {type(exc).__name__}: {exc}")
+        row = unpublished("failed", f"internal error: {type(exc).__name__}: {exc}")
     if row["status"] == "failed":
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
-    write_job_record(Path(hydra_cfg.sweep.dir), pair, row)
+    write_job_record(sweep_dir, pair, row)
 
 
 _sweep_cache = None

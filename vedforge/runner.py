@@ -19,7 +19,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from vedforge.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
-from vedforge.backends import require_torch
+from vedforge.backends import needs_torch, require_torch
 from vedforge.errors import OutputError, VedforgeError
 from vedforge.schema import option_value
 from vedforge.validate import validate_recipe
@@ -83,7 +83,7 @@ def recipe_dict(cfg: DictConfig) -> dict[str, Any]:
 
 def complete_artifact(directory: Path, recipe: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The manifest of ``directory`` if it is a complete, unaltered artifact of ``recipe``; else None."""
-    from vedforge.artifacts import sha256_file
+    from vedforge.artifacts import altered_files
     from vedforge.manifest import read_manifest
 
     try:
@@ -92,10 +92,9 @@ def complete_artifact(directory: Path, recipe: dict[str, Any]) -> Optional[dict[
         return None
     if manifest.get("recipe") != recipe:
         return None
-    for name, entry in manifest.get("files", {}).items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            return None
+    # Stop hashing at the first altered file.
+    if next(altered_files(directory, manifest.get("files", {})), None) is not None:
+        return None
     return manifest
 
 
@@ -143,11 +142,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     weights = {role: option_value(cfg[role].weights) for role in ("encoder", "decoder")}
     output_format = option_value(cfg.output.format)
     backend = option_value(cfg.backend.name)
+    writes_pytorch = needs_torch(cfg)
     # Fail at once, not after minutes of loading, when PyTorch is needed but missing.
-    if backend == "pt":
-        require_torch("backend=pt")
-    elif cfg.output.pytorch:
-        require_torch("output.pytorch=true")
+    if writes_pytorch:
+        require_torch("backend=pt" if backend == "pt" else "output.pytorch=true")
 
     def locate(role: str, *, need_weights: bool, torch_weights: bool = False):
         return resolve_source(
@@ -245,7 +243,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             if zero_init:
                 _zero_cross_attention_output(assembly, family, dec.model.model_type)
             pytorch_tensors = None
-            if backend == "pt" or cfg.output.pytorch:
+            if writes_pytorch:
                 from vedforge.pytorch_layout import to_pytorch_layout
 
                 pytorch_tensors = to_pytorch_layout(config, assembly.params, native)
@@ -280,7 +278,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     },
                     "seed": cfg.seed,
                     "backend": backend,
-                    "weight_layouts": (["flax"] if backend == "flax" else []) + (["pytorch"] if pytorch_tensors is not None else []),
+                    "weight_layouts": (["flax"] if backend == "flax" else []) + (["pytorch"] if writes_pytorch else []),
                     "token_ids": {
                         "policy": option_value(cfg.token_policy.kind),
                         "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,

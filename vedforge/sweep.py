@@ -99,7 +99,8 @@ class SweepSummary(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        if not read_job_records(sweep_dir):
+        rows = read_job_records(sweep_dir)
+        if not rows:
             # Nothing ran: no summary of nothing. Hydra's multirun.yaml is all that was written.
             SweepSummary.empty = list(config.hydra.overrides.task)
             if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", JOBS_DIR}:
@@ -107,12 +108,13 @@ class SweepSummary(Callback):
 
                 shutil.rmtree(sweep_dir)
             return
-        SweepSummary.failed = write_summary(sweep_dir)["failed"]
+        SweepSummary.failed = write_summary(sweep_dir, rows)["failed"]
 
 
-def write_summary(sweep_dir: Path) -> dict[str, Any]:
-    """Write ``summary.json`` and ``summary.md`` from the job records, log them, and return the summary."""
-    rows = read_job_records(sweep_dir)
+def write_summary(sweep_dir: Path, rows: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
+    """Write ``summary.json`` and ``summary.md`` from the job records (``rows``, when already read),
+    log them, and return the summary."""
+    rows = read_job_records(sweep_dir) if rows is None else rows
     done = ("forged", "skipped")
     summary = {
         "sweep_dir": str(sweep_dir.absolute()),

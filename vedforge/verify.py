@@ -45,12 +45,16 @@ def recorded_recipe(directory: Path):
     return manifest, OmegaConf.merge(OmegaConf.structured(ForgeConfig), recipe)
 
 
-def verify(directory: Path) -> list[FileCheck]:
-    """Re-forge the recipe recorded in ``directory`` into a temporary directory and compare hashes."""
+def verify(directory: Path, recipe_record=None) -> list[FileCheck]:
+    """Re-forge the recipe recorded in ``directory`` into a temporary directory and compare hashes.
+
+    ``recipe_record`` is what :func:`recorded_recipe` returned for ``directory``, when
+    the caller has read it already.
+    """
     from vedforge.runner import forge
 
     directory = directory.absolute()
-    manifest, cfg = recorded_recipe(directory)
+    manifest, cfg = recipe_record or recorded_recipe(directory)
     with tempfile.TemporaryDirectory(prefix="vedforge-verify-") as scratch:
         cfg.output.dir = str(Path(scratch) / "rebuild")
         cfg.output.resume = False
@@ -62,11 +66,11 @@ def verify(directory: Path) -> list[FileCheck]:
         status = "missing" if new is None else "extra" if old is None else "ok" if old == new else "mismatch"
         checks.append(FileCheck(name, status, old, new))
     # The recorded hashes must also describe the files actually on disk.
-    from vedforge.artifacts import sha256_file
+    from vedforge.artifacts import altered_files
 
+    altered = set(altered_files(directory, {c.name: recorded[c.name] for c in checks if c.status == "ok"}))
     for check in checks:
-        path = directory / check.name
-        if check.status == "ok" and (not path.is_file() or sha256_file(path) != check.recorded):
+        if check.name in altered:
             check.status = "altered"
     return checks
 
@@ -87,9 +91,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from vedforge.backends import configure_torch_import, needs_torch
 
-    if (args.directory / "vedforge_manifest.json").is_file():
-        configure_torch_import(needs_torch(recorded_recipe(args.directory.absolute())[1]))
-    checks = verify(args.directory)
+    recorded = recorded_recipe(args.directory.absolute())
+    # Before the forge imports transformers: torch only if the recorded recipe writes PyTorch weights.
+    configure_torch_import(needs_torch(recorded[1]))
+    checks = verify(args.directory, recorded)
     table = Table(title=f"verify {args.directory}")
     for column in ("file", "status", "recorded sha256", "rebuilt sha256"):
         table.add_column(column)
