@@ -26,7 +26,7 @@ def _pairs(encoders, decoders):
     ]
 
 
-def _flax_model(directory, decoder: str):
+def _flax_model(directory):
     from vedforge import compat
 
     compat.register_clip_vision()
@@ -68,7 +68,7 @@ def _sha(path):
 def test_pytorch_form_computes_what_the_flax_forge_computes(tiny_checkpoints, tmp_path, encoder, decoder):
     out = forge(local_recipe(tiny_checkpoints, encoder, decoder, tmp_path / "out", "output.pytorch=true")).output_dir
     assert (out / "flax_model.msgpack").is_file() and (out / "model.safetensors").is_file()
-    flax_model, pt_model = _flax_model(out, decoder), _pt_model(out)
+    flax_model, pt_model = _flax_model(out), _pt_model(out)
     pixels, ids = _inputs(pt_model.config)
 
     flax_logits = np.asarray(flax_model(pixel_values=pixels, decoder_input_ids=ids).logits)

@@ -40,7 +40,7 @@ _TORCH_COMPAT_WHY = {
 
 
 def _load_section(manifest: dict[str, Any]) -> str:
-    layouts = manifest.get("weight_layouts", ["flax"])
+    layouts = manifest["weight_layouts"]
     blocks = []
     if "flax" in layouts:
         loader = "vedforge.compat" if manifest["needs_compat"] else "transformers"
@@ -76,9 +76,10 @@ def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
         front += ["base_model:"] + [f"- {m}" for m in base_models]
     front.append("---")
     notes = ""
-    if enc["model_type"] in ("clip", "clip_vision_model") and "flax" in manifest.get("weight_layouts", ["flax"]):
+    has_flax = "flax" in manifest["weight_layouts"]  # the Flax notes are about Flax loading only
+    if enc["model_type"] in ("clip", "clip_vision_model") and has_flax:
         notes += _CLIP_NOTE
-    if manifest["needs_keyword_decode"] and "flax" in manifest.get("weight_layouts", ["flax"]):
+    if manifest["needs_keyword_decode"] and has_flax:
         notes += _KEYWORD_NOTE.format(model_type=dec["model_type"])
     if manifest.get("needs_torch_compat"):
         notes += _TORCH_COMPAT_NOTE.format(model_type=enc["model_type"], why=_TORCH_COMPAT_WHY.get(enc["model_type"], ""))

@@ -76,18 +76,18 @@ def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | N
             ``from_pretrained`` initialise what the forge meant to copy.
     """
     expected, tied = meta_state_shapes(config)
-    out: dict[str, Any] = dict(native or {})
-    unexpected: list[str] = []
+    # (PyTorch name, tensor, where it came from), checked alike whichever layout it came in.
+    candidates = [(name, arr, name) for name, arr in (native or {}).items()]
     for path, arr in params.items():
         name, axes = pytorch_name(path, len(arr.shape), expected)
-        tensor = PermutedTensor(arr, axes) if axes else arr
-        if name not in expected or tuple(tensor.shape) != expected[name]:
-            unexpected.append(f"{'/'.join(path)} {tuple(arr.shape)}")
-            continue
-        out[name] = tensor
-    for name, arr in list(out.items()):
-        if name in expected and tuple(arr.shape) != expected[name]:
-            unexpected.append(f"{name} {tuple(arr.shape)}")
+        candidates.append((name, PermutedTensor(arr, axes) if axes else arr, "/".join(path)))
+    out: dict[str, Any] = {}
+    unexpected: list[str] = []
+    for name, tensor, source in candidates:
+        if name in expected and tuple(tensor.shape) == expected[name]:
+            out[name] = tensor
+        else:
+            unexpected.append(f"{source} {tuple(tensor.shape)}")
     missing = sorted(set(expected) - set(out) - tied)
     if unexpected or missing:
         raise BackendError(
