@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import local_recipe
@@ -24,6 +26,49 @@ def _fail_while_writing_weights(monkeypatch):
 def test_failure_mid_write_leaves_no_artifact(tiny_checkpoints, tmp_path, monkeypatch):
     _fail_while_writing_weights(monkeypatch)
     with pytest.raises(OutputError, match="No space left on device .ENOSPC.. Nothing was published"):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_every_file_and_directory_is_synced_before_the_artifact_is_published(tiny_checkpoints, tmp_path, monkeypatch):
+    import os
+
+    import vedforge.artifacts as artifacts
+
+    synced: list[Path] = []
+    for name in ("_fsync_file", "_fsync_dir"):
+        real = getattr(artifacts, name)
+        monkeypatch.setattr(artifacts, name, lambda path, real=real: (synced.append(Path(path)), real(path))[1])
+    seen_at_publish: dict[str, set[Path]] = {}
+    real_rename = os.rename
+
+    def rename(src, dst):
+        src = Path(src)
+        if src.name.startswith(".out.partial-"):
+            on_disk = {src} | set(src.rglob("*"))
+            seen_at_publish["missing"] = on_disk - set(synced)
+            seen_at_publish["all"] = on_disk
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    result = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+    assert seen_at_publish["missing"] == set()
+    assert any(p.name == "flax_model.msgpack" for p in seen_at_publish["all"])
+    assert result.output_dir.parent in synced  # the rename itself is made durable
+
+
+def test_a_failed_sync_publishes_nothing(tiny_checkpoints, tmp_path, monkeypatch):
+    import vedforge.artifacts as artifacts
+
+    real = artifacts._fsync_file
+
+    def fail_on_weights(path):
+        if Path(path).name == "flax_model.msgpack":
+            raise OSError(5, "Input/output error")
+        real(path)
+
+    monkeypatch.setattr(artifacts, "_fsync_file", fail_on_weights)
+    with pytest.raises(OutputError, match="Input/output error .EIO.. Nothing was published"):
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
     assert list(tmp_path.iterdir()) == []
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -357,6 +358,84 @@ def test_chunked_array_inside_a_nested_sharded_state(tmp_path, monkeypatch):
     write_flax_checkpoint(tmp_path, state, max_shard_size=3000)
     assert (tmp_path / FLAX_INDEX).is_file()
     _assert_same_state(read_state(tmp_path, _no_pt), state)
+
+
+# --- tensors copied file to file ---------------------------------------------------------
+
+
+def _copy_calls(monkeypatch, mode: str) -> list[int]:
+    """Count kernel copies; ``mode`` makes them work, fail as across file systems, or not exist."""
+    calls: list[int] = []
+    real = getattr(os, "copy_file_range", None)
+    if mode == "absent":
+        monkeypatch.delattr(os, "copy_file_range", raising=False)
+        return calls
+    if real is None:
+        pytest.skip("this platform has no copy_file_range")
+
+    def spy(src, dst, count, offset_src=None, offset_dst=None):
+        calls.append(count)
+        if mode == "cross-device":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst, count, offset_src, offset_dst)
+
+    monkeypatch.setattr(os, "copy_file_range", spy)
+    return calls
+
+
+@pytest.mark.parametrize("mode", ["kernel-copy", "cross-device", "absent"])
+def test_tensors_read_from_a_checkpoint_are_copied_byte_for_byte(mode, tmp_path, monkeypatch):
+    state = _mixed_state()
+    (tmp_path / "in").mkdir()
+    write_flax_checkpoint(tmp_path / "in", state, max_shard_size=BIG)
+    lazy = read_msgpack([tmp_path / "in" / FLAX_WEIGHTS])
+    # In-memory tensors interleave with file ones, as new cross-attention does in a forge.
+    lazy[("encoder", "layer", "0", "attention", "bias")] = state[("encoder", "layer", "0", "attention", "bias")]
+    calls = _copy_calls(monkeypatch, mode)
+    (tmp_path / "out").mkdir()
+    written = write_flax_checkpoint(tmp_path / "out", lazy, max_shard_size=BIG)
+
+    out = tmp_path / "out" / FLAX_WEIGHTS
+    assert out.read_bytes() == (tmp_path / "in" / FLAX_WEIGHTS).read_bytes()
+    assert written[out] == _sha256(out)
+    if mode == "kernel-copy":
+        # Every non-empty file tensor but the one replaced went through the kernel.
+        assert len(calls) >= sum(1 for v in state.values() if np.asarray(v).nbytes) - 1
+    elif mode == "cross-device":
+        assert len(calls) == 1  # tried once, then read and write for the rest
+
+
+@pytest.mark.parametrize("mode", ["kernel-copy", "absent"])
+@pytest.mark.parametrize(("arr", "chunked"), _chunk_cases())
+def test_file_tensors_over_the_chunk_limit_are_chunked_like_flax(arr, chunked, mode, tmp_path, monkeypatch):
+    # Input written unchunked, output chunked: the file ranges are split at flax's chunk edges.
+    (tmp_path / "in").mkdir()
+    write_flax_checkpoint(tmp_path / "in", {("a",): arr}, max_shard_size=BIG)
+    lazy = read_msgpack([tmp_path / "in" / FLAX_WEIGHTS])
+    _copy_calls(monkeypatch, mode)
+    monkeypatch.setattr(checkpoint_writer, "MAX_CHUNK_SIZE", CHUNK)
+    write_flax_checkpoint(tmp_path, lazy, max_shard_size=BIG)
+    monkeypatch.setattr(flax.serialization, "MAX_CHUNK_SIZE", CHUNK)
+    assert (tmp_path / FLAX_WEIGHTS).read_bytes() == flax.serialization.msgpack_serialize({"a": arr})
+
+    # And a chunked input (a list of pieces in the file) rewritten chunked gives the same bytes.
+    (tmp_path / "again").mkdir()
+    write_flax_checkpoint(tmp_path / "again", read_msgpack([tmp_path / FLAX_WEIGHTS]), max_shard_size=BIG)
+    assert (tmp_path / "again" / FLAX_WEIGHTS).read_bytes() == (tmp_path / FLAX_WEIGHTS).read_bytes()
+
+
+def test_a_checkpoint_truncated_after_indexing_is_reported(tmp_path):
+    from vedforge.errors import CorruptCheckpointError
+
+    (tmp_path / "in").mkdir()
+    write_flax_checkpoint(tmp_path / "in", _mixed_state(), max_shard_size=BIG)
+    source = tmp_path / "in" / FLAX_WEIGHTS
+    lazy = read_msgpack([source])
+    data = source.read_bytes()
+    source.write_bytes(data[: len(data) // 2])
+    (tmp_path / "out").mkdir()
+    with pytest.raises(CorruptCheckpointError, match="ends inside a tensor"):
+        write_flax_checkpoint(tmp_path / "out", lazy, max_shard_size=BIG)
 
 
 def test_safetensors_output_matches_the_safetensors_library_and_loads_in_stock_flax(tmp_path, gpt2_checkpoint):

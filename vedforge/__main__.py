@@ -1,3 +1,3 @@
-from vedforge.cli import main
+from vedforge.cli import entry
 
-main()
+entry()

@@ -3,7 +3,10 @@
 Everything is written into a hidden staging directory beside the destination and swapped
 into place in one step (``renameat2(RENAME_EXCHANGE)`` on Linux; two renames elsewhere).
 A forge that fails or is killed leaves at most a hidden ``.NAME.partial-*`` directory,
-never a weights file next to a config under the destination's name.
+never a weights file next to a config under the destination's name. Every staged file and
+directory is fsynced before the swap, so a power cut cannot publish a name over data still
+in the page cache; the weights' fsync starts as soon as they are written and runs while the
+small files are written.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import socket
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -121,6 +125,8 @@ class StagedArtifact:
         self.final = final.absolute()
         self.overwrite = overwrite
         self.path: Optional[Path] = None
+        self._syncs: list[tuple[threading.Thread, list[BaseException]]] = []
+        self._synced: set[Path] = set()
 
     def check(self) -> None:
         """Refuse early (before any weights are read) when the destination cannot take the artifact."""
@@ -143,6 +149,9 @@ class StagedArtifact:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        for thread, _ in self._syncs:  # never delete files under a running fsync
+            thread.join()
+        self._syncs.clear()
         if self.path is not None and self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
 
@@ -160,9 +169,47 @@ class StagedArtifact:
                      "y" if len(leftovers) == 1 else "ies", ", ".join(p.name for p in leftovers))
         return leftovers
 
-    def publish(self) -> Path:
-        """Move the staged directory into place; the old contents (if any) are removed afterwards."""
+    def sync_in_background(self, paths: Iterator[Path]) -> None:
+        """Start flushing the staged files ``paths`` to disk now, in a thread, so the wait
+        overlaps the rest of the forge; :meth:`publish` waits for it."""
+        paths = list(paths)
+        errors: list[BaseException] = []
+
+        def sync() -> None:
+            try:
+                for path in paths:
+                    _fsync_file(path)
+            except OSError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=sync, name="vedforge-fsync", daemon=True)
+        thread.start()
+        self._syncs.append((thread, errors))
+        self._synced.update(paths)
+
+    def _make_durable(self) -> None:
+        """fsync every staged file not already being synced, then the directories, then wait
+        for the background syncs; re-raise the first error."""
         assert self.path is not None
+        dirs = [self.path]
+        for root, subdirs, files in os.walk(self.path):
+            dirs.extend(Path(root) / d for d in subdirs)
+            for name in files:
+                if Path(root) / name not in self._synced:
+                    _fsync_file(Path(root) / name)
+        for directory in dirs:
+            _fsync_dir(directory)
+        for thread, errors in self._syncs:
+            thread.join()
+            if errors:
+                raise errors[0]
+        self._syncs.clear()
+
+    def publish(self) -> Path:
+        """Make the staged files durable, then move the staged directory into place; the old
+        contents (if any) are removed afterwards."""
+        assert self.path is not None
+        self._make_durable()
         staged = self.path
         if self.final.exists():
             self._carry_hydra_records(staged)
@@ -207,6 +254,14 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -100,7 +100,11 @@ def target_shapes(config: Any) -> dict[Path_, Any]:
 
 
 def traced_shapes(config: Any) -> dict[Path_, Any]:
-    """Every parameter of the combined model, by tracing its initialisation with ``jax.eval_shape``."""
+    """Every parameter of the combined model, by tracing its initialisation with ``jax.eval_shape``.
+
+    The key and inputs are abstract too, so JAX never creates an array: no device backend is
+    started and nothing is computed.
+    """
     import jax
     import jax.numpy as jnp
     from flax.traverse_util import flatten_dict
@@ -111,13 +115,14 @@ def traced_shapes(config: Any) -> dict[Path_, Any]:
     module = FlaxVisionEncoderDecoderModule(config=config)
     channels = getattr(config.encoder, "num_channels", 3)
     size = config.encoder.image_size
-    pixel_values = jnp.zeros((1, size, size, channels), jnp.float32)
-    ids = jnp.zeros((1, 1), jnp.int32)
+    pixel_values = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    key = jax.ShapeDtypeStruct((2,), jnp.uint32)  # a raw PRNG key, as jax.random.PRNGKey makes
 
-    def init(rng):
+    def init(rng, pixel_values, ids):
         return module.init({"params": rng, "dropout": rng}, pixel_values, ids, jnp.ones_like(ids), ids)["params"]
 
-    return flatten_dict(jax.eval_shape(init, jax.random.PRNGKey(0)))
+    return flatten_dict(jax.eval_shape(init, key, pixel_values, ids))
 
 
 def _align(state: FlatState, target_keys: set[Path_]) -> FlatState:

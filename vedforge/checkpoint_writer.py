@@ -11,21 +11,24 @@ oversized tensor gets a shard of its own, and the index maps ``a/b/c`` names to 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
-from decimal import Decimal
 import os
 import queue
 import re
 import struct
 import threading
+from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional, Union
 
 import msgpack
 import numpy as np
 
 from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, FlatState
+from vedforge.errors import CorruptCheckpointError
+from vedforge.lazy_tensor import LazyTensor
 
 # Flax's limits and codes (flax.serialization): arrays above MAX_CHUNK_SIZE bytes are split
 # into a chunked dict, and ndarrays travel as msgpack extension type 1.
@@ -75,6 +78,21 @@ def _bin_header(length: int) -> bytes:
 # Chunks at least this large are tensor data; at most _IN_FLIGHT of them wait to be written.
 _BIG = 1 << 20
 _IN_FLIGHT = 2
+_HASH_BLOCK = 8 << 20
+
+
+class FileRange:
+    """Bytes ``offset .. offset + length`` of the file at ``path``: a tensor copied unchanged
+    from an input checkpoint. The writer has the kernel copy them file to file
+    (``copy_file_range``), so they never pass through this process's memory on the way out."""
+
+    __slots__ = ("path", "offset", "length")
+
+    def __init__(self, path: Path, offset: int, length: int):
+        self.path, self.offset, self.length = path, offset, length
+
+
+Chunk = Union[bytes, memoryview, FileRange]
 
 
 def _raw_bytes(arr: np.ndarray) -> memoryview:
@@ -85,25 +103,137 @@ def _raw_bytes(arr: np.ndarray) -> memoryview:
     return memoryview(arr.reshape(-1).view(np.uint8))
 
 
-def _write_stream(path: Path, chunks: Iterator[bytes | memoryview]) -> str:
-    """Write ``chunks`` to ``path`` and fsync it; return the file's sha256.
+def _file_ranges(leaf: object) -> Optional[list[FileRange]]:
+    """Where ``leaf``'s bytes lie, in order, in its checkpoint file(s); None unless it is a
+    tensor read unchanged from a file (flax's chunked form is a list of pieces)."""
+    if type(leaf) is LazyTensor:
+        return [FileRange(leaf.path, leaf.offset, leaf.nbytes)]
+    if isinstance(leaf, LazyTensor) and getattr(leaf, "chunks", None):
+        pieces = [_file_ranges(c) for c in leaf.chunks]
+        if all(p is not None for p in pieces):
+            return [r for p in pieces for r in p]
+    return None
 
-    Two stages: a producer thread pulls the chunks (reading each tensor from its checkpoint)
-    and hashes them in file order; this thread only writes. File reads, hashing and writes
-    release the GIL, so on two cores the stages overlap; a semaphore keeps at most
-    ``_IN_FLIGHT`` tensors waiting, so memory stays at a few tensors.
+
+def _slice_ranges(ranges: list[FileRange], start: int, length: int) -> list[FileRange]:
+    """The ranges covering bytes ``start .. start + length`` of the concatenation of ``ranges``."""
+    out, at = [], 0
+    for r in ranges:
+        lo, hi = max(start, at), min(start + length, at + r.length)
+        if lo < hi:
+            out.append(FileRange(r.path, r.offset + lo - at, hi - lo))
+        at += r.length
+    return out
+
+
+class _Files:
+    """Read-only descriptors of the input files, opened once per stream."""
+
+    def __init__(self):
+        self._fds: dict[Path, int] = {}
+
+    def fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def _read_range(files: _Files, r: FileRange, buffer: memoryview) -> Iterator[memoryview]:
+    """``r``'s bytes, block by block, read into ``buffer`` (each block is valid until the next)."""
+    fd, done = files.fd(r.path), 0
+    while done < r.length:
+        want = min(len(buffer), r.length - done)
+        got = os.preadv(fd, [buffer[:want]], r.offset + done)
+        if got == 0:
+            raise CorruptCheckpointError(f"The weights file '{r.path}' ends inside a tensor: it is truncated.")
+        yield buffer[:got]
+        done += got
+
+
+class _Sink:
+    """An output file written through its descriptor: small chunks are gathered into one
+    write, array bytes are written directly, and file ranges are copied by the kernel."""
+
+    def __init__(self, fd: int, files: _Files):
+        self.fd, self.files = fd, files
+        self.pending = bytearray()
+        self.can_copy = hasattr(os, "copy_file_range")
+        self.buffer: Optional[memoryview] = None
+
+    def put(self, chunk: Chunk) -> None:
+        if isinstance(chunk, FileRange):
+            self.flush()
+            self._copy(chunk)
+        elif len(chunk) < _BIG:
+            self.pending += chunk
+        else:
+            self.flush()
+            self._write(memoryview(chunk))
+
+    def flush(self) -> None:
+        if self.pending:
+            self._write(memoryview(self.pending))
+            self.pending = bytearray()
+
+    def _write(self, view: memoryview) -> None:
+        while len(view):
+            view = view[os.write(self.fd, view):]
+
+    def _copy(self, r: FileRange) -> None:
+        done = 0
+        while self.can_copy and done < r.length:
+            try:
+                got = os.copy_file_range(self.files.fd(r.path), self.fd, r.length - done, r.offset + done)
+            except OSError as exc:
+                # Some file systems and kernels cannot copy between these two files; read and write instead.
+                if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF):
+                    raise
+                self.can_copy = False
+                break
+            if got == 0:
+                raise CorruptCheckpointError(f"The weights file '{r.path}' ends inside a tensor: it is truncated.")
+            done += got
+        if done < r.length:
+            if self.buffer is None:
+                self.buffer = memoryview(bytearray(_HASH_BLOCK))
+            for block in _read_range(self.files, FileRange(r.path, r.offset + done, r.length - done), self.buffer):
+                self._write(block)
+
+
+def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
+    """Write ``chunks`` to ``path``; return the file's sha256. The caller makes it durable
+    (the staged artifact fsyncs every file before it publishes them).
+
+    Two stages: a producer thread pulls the chunks (reading or generating each tensor) and
+    hashes them in file order; this thread only writes. File reads, hashing, writes and
+    kernel copies release the GIL, so on two cores the stages overlap; a semaphore keeps at
+    most ``_IN_FLIGHT`` in-memory tensors waiting, so memory stays at a few tensors.
+    Tensors copied unchanged from an input file are hashed from a reused buffer and copied
+    file to file, so they cost no allocation at all.
     """
     sha256 = hashlib.sha256()
     slots = threading.Semaphore(_IN_FLIGHT)
     ready: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
     stop = threading.Event()
+    hash_files, copy_files = _Files(), _Files()
 
     def produce() -> None:
+        buffer = memoryview(bytearray(_HASH_BLOCK))
         try:
             for chunk in chunks:
                 if stop.is_set():
                     return
+                if isinstance(chunk, FileRange):
+                    for block in _read_range(hash_files, chunk, buffer):
+                        sha256.update(block)
+                    ready.put(chunk)
+                    continue
                 if len(chunk) >= _BIG:
                     slots.acquire()
                 sha256.update(chunk)
@@ -111,20 +241,25 @@ def _write_stream(path: Path, chunks: Iterator[bytes | memoryview]) -> str:
         except BaseException as exc:  # handed to the writing thread, which re-raises it
             failure.append(exc)
         finally:
+            hash_files.close()
             ready.put(None)
 
     producer = threading.Thread(target=produce, name="vedforge-read", daemon=True)
     producer.start()
     try:
-        with open(path, "wb", buffering=8 << 20) as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            sink = _Sink(fd, copy_files)
             while (chunk := ready.get()) is not None:
-                f.write(chunk)
-                if len(chunk) >= _BIG:
+                sink.put(chunk)
+                if not isinstance(chunk, FileRange) and len(chunk) >= _BIG:
                     slots.release()
             if failure:
                 raise failure[0]
-            f.flush()
-            os.fsync(f.fileno())
+            sink.flush()
+        finally:
+            os.close(fd)
+            copy_files.close()
     finally:
         stop.set()
         for _ in range(30):  # unblock a producer waiting for a slot; it ends after its current read
@@ -135,33 +270,42 @@ def _write_stream(path: Path, chunks: Iterator[bytes | memoryview]) -> str:
     return sha256.hexdigest()
 
 
-def _ndarray_chunks(packer: msgpack.Packer, arr: np.ndarray) -> Iterator[bytes | memoryview]:
+def _ndarray_chunks(packer: msgpack.Packer, shape: tuple[int, ...], dtype: np.dtype, body: list[Chunk]) -> Iterator[Chunk]:
     # flax encodes an ndarray as ExtType(1, packb((shape, dtype name, raw bytes))). The raw bytes
-    # go straight from the array's buffer: no tobytes() copy, no packed copy.
-    prefix = packer.pack_array_header(3) + packer.pack(tuple(arr.shape)) + packer.pack(arr.dtype.name)
-    prefix += _bin_header(arr.nbytes)
-    yield _ext_header(len(prefix) + arr.nbytes) + prefix
-    yield _raw_bytes(arr)
+    # go straight from the array's buffer or the input file: no tobytes() copy, no packed copy.
+    size = sum(c.length if isinstance(c, FileRange) else len(c) for c in body)
+    prefix = packer.pack_array_header(3) + packer.pack(tuple(shape)) + packer.pack(dtype.name)
+    prefix += _bin_header(size)
+    yield _ext_header(len(prefix) + size) + prefix
+    yield from body
 
 
-def _leaf_chunks(packer: msgpack.Packer, leaf) -> Iterator[bytes | memoryview]:
-    arr = np.asarray(leaf)  # lazy leaves are read here, in the producer thread
-    if arr.size * arr.dtype.itemsize <= MAX_CHUNK_SIZE:
-        yield from _ndarray_chunks(packer, arr)
+def _leaf_chunks(packer: msgpack.Packer, leaf) -> Iterator[Chunk]:
+    ranges = _file_ranges(leaf)
+    arr = leaf if ranges is not None else np.asarray(leaf)  # lazy leaves are read here, in the producer thread
+    dtype = np.dtype(arr.dtype)
+    size = int(np.prod(arr.shape, dtype=np.int64))
+    if size * dtype.itemsize <= MAX_CHUNK_SIZE:
+        yield from _ndarray_chunks(packer, tuple(arr.shape), dtype, ranges if ranges is not None else [_raw_bytes(arr)])
         return
     # Same layout as flax.serialization._chunk, written chunk by chunk.
-    chunksize = max(1, int(MAX_CHUNK_SIZE / arr.dtype.itemsize))
-    flat = arr.reshape(-1)
-    starts = range(0, flat.size, chunksize)
+    chunksize = max(1, int(MAX_CHUNK_SIZE / dtype.itemsize))
+    starts = range(0, size, chunksize)
     yield packer.pack_map_header(3) + packer.pack("__msgpack_chunked_array__") + packer.pack(True)
     yield packer.pack("shape") + packer.pack({str(i): d for i, d in enumerate(arr.shape)})
     yield packer.pack("chunks") + packer.pack_map_header(len(starts))
+    flat = None if ranges is not None else arr.reshape(-1)
     for i, start in enumerate(starts):
+        count = min(chunksize, size - start)
         yield packer.pack(str(i))
-        yield from _ndarray_chunks(packer, flat[start : start + chunksize])
+        if ranges is not None:
+            body = _slice_ranges(ranges, start * dtype.itemsize, count * dtype.itemsize)
+        else:
+            body = [_raw_bytes(flat[start : start + count])]
+        yield from _ndarray_chunks(packer, (count,), dtype, body)
 
 
-def _tree_chunks(packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> Iterator[bytes | memoryview]:
+def _tree_chunks(packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.ndarray]], depth: int) -> Iterator[Chunk]:
     # `items` is sorted by path, so the children of each node are contiguous runs.
     groups: list[tuple[str, list[tuple[tuple[str, ...], np.ndarray]]]] = []
     for path, arr in items:
@@ -179,7 +323,7 @@ def _tree_chunks(packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.n
 
 
 def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
-    """Write one msgpack weights file holding ``items`` (sorted by path), fsync it; return its sha256."""
+    """Write one msgpack weights file holding ``items`` (sorted by path); return its sha256."""
     return _write_stream(path, _tree_chunks(msgpack.Packer(use_bin_type=True), items, 0))
 
 
@@ -248,10 +392,11 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
     text += b" " * (-len(text) % 8)  # the format aligns the data section to 8 bytes
 
-    def chunks() -> Iterator[bytes | memoryview]:
+    def chunks() -> Iterator[Chunk]:
         yield struct.pack("<Q", len(text)) + text
         for _, arr in items:
-            yield _raw_bytes(np.asarray(arr))
+            ranges = _file_ranges(arr)
+            yield from ranges if ranges is not None else [_raw_bytes(np.asarray(arr))]
 
     return _write_stream(path, chunks())
 

@@ -262,6 +262,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                         weight_hashes = write_flax_checkpoint(out, assembly.params, shard_size)
                     if pytorch_tensors is not None:
                         weight_hashes.update(write_pytorch_checkpoint(out, pytorch_tensors, shard_size))
+                    staged.sync_in_background(weight_hashes)
                 with timer.step("write", "Writing configs, processor, tokenizer and model card"):
                     config.save_pretrained(out)
                     generation.save_pretrained(out)
