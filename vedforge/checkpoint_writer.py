@@ -209,43 +209,54 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
     """Write ``chunks`` to ``path``; return the file's sha256. The caller makes it durable
     (the staged artifact fsyncs every file before it publishes them).
 
-    Two stages: a producer thread pulls the chunks (reading or generating each tensor) and
-    hashes them in file order; this thread only writes. File reads, hashing, writes and
-    kernel copies release the GIL, so on two cores the stages overlap; a semaphore keeps at
-    most ``_IN_FLIGHT`` in-memory tensors waiting, so memory stays at a few tensors.
-    Tensors copied unchanged from an input file are hashed from a reused buffer and copied
-    file to file, so they cost no allocation at all.
+    Three stages, one thread each: the producer pulls the chunks (generating new tensors,
+    reading converted ones), the hasher hashes them in file order (reading file ranges
+    into a reused buffer), and this thread writes them (file ranges by kernel copy).
+    Generation, reads, hashing, writes and kernel copies all release the GIL, so on two
+    cores the stages overlap. A semaphore keeps at most ``_IN_FLIGHT`` in-memory tensors
+    between producer and writer, so memory stays at a few tensors.
     """
     sha256 = hashlib.sha256()
     slots = threading.Semaphore(_IN_FLIGHT)
+    to_hash: queue.Queue = queue.Queue()
     ready: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
     stop = threading.Event()
-    hash_files, copy_files = _Files(), _Files()
 
     def produce() -> None:
-        buffer = memoryview(bytearray(_HASH_BLOCK))
         try:
             for chunk in chunks:
                 if stop.is_set():
                     return
-                if isinstance(chunk, FileRange):
-                    for block in _read_range(hash_files, chunk, buffer):
-                        sha256.update(block)
-                    ready.put(chunk)
-                    continue
-                if len(chunk) >= _BIG:
+                if not isinstance(chunk, FileRange) and len(chunk) >= _BIG:
                     slots.acquire()
-                sha256.update(chunk)
-                ready.put(chunk)
+                to_hash.put(chunk)
         except BaseException as exc:  # handed to the writing thread, which re-raises it
             failure.append(exc)
         finally:
-            hash_files.close()
+            to_hash.put(None)
+
+    def hash_in_order() -> None:
+        files, buffer = _Files(), memoryview(bytearray(_HASH_BLOCK))
+        try:
+            while (chunk := to_hash.get()) is not None:
+                if isinstance(chunk, FileRange):
+                    for block in _read_range(files, chunk, buffer):
+                        sha256.update(block)
+                else:
+                    sha256.update(chunk)
+                ready.put(chunk)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            files.close()
             ready.put(None)
 
-    producer = threading.Thread(target=produce, name="vedforge-read", daemon=True)
-    producer.start()
+    threads = [threading.Thread(target=produce, name="vedforge-read", daemon=True),
+               threading.Thread(target=hash_in_order, name="vedforge-hash", daemon=True)]
+    for thread in threads:
+        thread.start()
+    copy_files = _Files()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -262,11 +273,13 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
             copy_files.close()
     finally:
         stop.set()
-        for _ in range(30):  # unblock a producer waiting for a slot; it ends after its current read
+        producer = threads[0]
+        for _ in range(30):  # unblock a producer waiting for a slot; it ends after its current tensor
             if not producer.is_alive():
                 break
             slots.release()
             producer.join(timeout=0.1)
+        # A hasher left after a failed write drains to the producer's end marker and stops.
     return sha256.hexdigest()
 
 
