@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -113,24 +114,39 @@ for name, cls in (("encoder", ViTModel), ("decoder", GPT2LMHeadModel)):
 
 FLOOR = r'''
 import os, sys
+# The least any forge must do: put the inputs' bytes into the output (a kernel copy where the
+# platform has one, as vedforge does), add the new tensors' bytes, fsync.
 inputs, out, nbytes = sys.argv[1:-2], sys.argv[-2], int(sys.argv[-1])
-for path in inputs:
-    with open(path, "rb") as f:
-        while f.read(64 << 20):
-            pass
-block = b"\0" * (64 << 20)
+left = nbytes
 with open(out, "wb") as f:
-    left = nbytes
+    for path in inputs:
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            done = 0
+            while done < size and hasattr(os, "copy_file_range"):
+                done += os.copy_file_range(src.fileno(), f.fileno(), size - done)
+            src.seek(done)
+            while block := memoryview(src.read(64 << 20)):
+                while block:
+                    block = block[os.write(f.fileno(), block):]
+            left -= size
+    block = b"\0" * (64 << 20)
     while left > 0:
-        f.write(block[: min(left, len(block))])
-        left -= len(block)
-    f.flush()
+        left -= os.write(f.fileno(), block[: min(left, len(block))])
     os.fsync(f.fileno())
 '''
 
 
+class FlowFailed(Exception):
+    """A flow's process ended with an error or a signal (the OOM killer, at large scale)."""
+
+    def __init__(self, what: str, wall: float, rss: int):
+        super().__init__(what)
+        self.what, self.wall, self.rss = what, wall, rss
+
+
 def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child."""
+    """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child, or raise FlowFailed."""
     # Untimed: flush the previous run's dirty pages so no flow pays for another's writeback.
     os.sync()
     start = time.perf_counter()
@@ -138,8 +154,13 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed:\n{stderr[-3000:]}")
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        name = signal.Signals(-code).name
+        hint = " (the kernel's OOM killer, if memory ran out)" if name == "SIGKILL" else ""
+        raise FlowFailed(f"killed by {name}{hint}", wall, usage.ru_maxrss * 1024)
+    if code != 0:
+        raise FlowFailed(f"exit {code}:\n{stderr[-3000:]}", wall, usage.ru_maxrss * 1024)
     return wall, usage.ru_maxrss * 1024
 
 
@@ -183,13 +204,22 @@ def main() -> None:
         run([py, "-c", CONVERT_TO_PT, str(inputs), str(inputs / "pt")], env)
 
     results: dict[str, list[tuple[float, int, int]]] = {f: [] for f in flows}
+    failures: list[FlowFailed] = []
     scratch = Path(tempfile.mkdtemp(prefix="vedforge-bench-out-"))
     out_bytes_ref = None
     for i in range(args.runs):
         for flow in flows:
             out = scratch / f"{flow}-{i}"
             if flow == "classic":
-                wall, rss = run([py, "-c", CLASSIC, str(enc), str(dec), str(out)], {**env, "USE_TORCH": "0"})
+                try:
+                    wall, rss = run([py, "-c", CLASSIC, str(enc), str(dec), str(out)], {**env, "USE_TORCH": "0"})
+                except FlowFailed as failed:
+                    # At large scale the classic script may not fit in memory: that is a result.
+                    failures.append(failed)
+                    shutil.rmtree(out, ignore_errors=True)
+                    print(f"  run {i + 1} {flow:9s} FAILED after {failed.wall:.2f} s at {failed.rss / 2**30:.2f} GiB: "
+                          f"{failed.what}", flush=True)
+                    continue
             elif flow == "vedforge":
                 wall, rss = run([py, "-m", "vedforge", f"encoder.name_or_path={enc}", "encoder.weights=pretrained",
                                  f"decoder.name_or_path={dec}", "decoder.weights=pretrained", f"output.dir={out}",
@@ -211,8 +241,16 @@ def main() -> None:
     print(f"{'flow':10s} {'median wall s':>14s} {'median peak RSS GiB':>20s} {'bytes written':>15s}")
     med = {}
     for flow, rows in results.items():
+        if not rows:
+            worst = max(failures, key=lambda f: f.rss)
+            print(f"{flow:10s} failed in all {len(failures)} runs; peak RSS up to {worst.rss / 2**30:.2f} GiB, "
+                  f"after up to {max(f.wall for f in failures):.1f} s: {worst.what.splitlines()[0]}")
+            continue
         med[flow] = (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows), rows[-1][2])
         print(f"{flow:10s} {med[flow][0]:14.2f} {med[flow][1] / 2**30:20.2f} {med[flow][2]:15,d}")
+        if flow == "classic" and failures:
+            print(f"{'':10s} (medians of the {len(rows)} runs that finished; {len(failures)} of {args.runs} failed: "
+                  f"{failures[0].what.splitlines()[0]}, at {max(f.rss for f in failures) / 2**30:.2f} GiB)")
     if "vedforge" in med:
         for other in ("classic", "pytorch", "floor"):
             if other in med:
@@ -256,4 +294,7 @@ def sweep_benchmark(py: str, env: dict, inputs: Path, args, med: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FlowFailed as failed:
+        raise SystemExit(f"A benchmark step failed after {failed.wall:.1f} s: {failed.what}") from None

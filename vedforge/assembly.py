@@ -150,7 +150,9 @@ def _new_tensor(path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std:
         # numpy's PCG64, not jax.random: same distribution as transformers' normal(std)
         # initialisers, stable across platforms, and no per-shape compilation.
         rng = np.random.Generator(np.random.PCG64([seed, zlib.crc32("/".join(path).encode())]))
-        return (rng.standard_normal(shape, dtype=np.float32) * np.float32(std)).astype(dtype)
+        values = rng.standard_normal(shape, dtype=np.float32)
+        values *= np.float32(std)  # in place: a large decoder's new tensors reach a GB
+        return values.astype(dtype, copy=False)
     raise RuntimeError(f"no initialiser known for new parameter {'/'.join(path)}")
 
 

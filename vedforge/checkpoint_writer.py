@@ -21,7 +21,7 @@ import struct
 import threading
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
 import msgpack
 import numpy as np
@@ -93,6 +93,8 @@ class FileRange:
 
 
 Chunk = Union[bytes, memoryview, FileRange]
+# Called with each weights file once it is complete (the runner starts its fsync there).
+OnFile = Callable[[Path], None]
 
 
 def _raw_bytes(arr: np.ndarray) -> memoryview:
@@ -346,7 +348,7 @@ def nbytes(arr) -> int:
 
 
 def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shard_size: int, *, single: str,
-                   index_name: str, write_file, key_name) -> dict[Path, str]:
+                   index_name: str, write_file, key_name, on_file: OnFile) -> dict[Path, str]:
     """Write sorted ``items`` to ``single``, or past ``max_shard_size`` to numbered shards plus an
     index, as transformers shards: shards fill in key order, an oversized tensor gets a shard of
     its own, and the index maps ``key_name(key)`` to shard files. Returns ``{path: sha256}``."""
@@ -360,13 +362,16 @@ def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shar
         shards[-1].append((key, arr))
         shard_bytes += size
     if len(shards) == 1:
-        return {directory / single: write_file(directory / single, shards[0])}
+        digest = write_file(directory / single, shards[0])
+        on_file(directory / single)
+        return {directory / single: digest}
     stem, suffix = single.rsplit(".", 1)
     written: dict[Path, str] = {}
     weight_map: dict[str, str] = {}
     for index, shard in enumerate(shards, 1):
         name = f"{stem}-{index:05d}-of-{len(shards):05d}.{suffix}"
         written[directory / name] = write_file(directory / name, shard)
+        on_file(directory / name)
         weight_map.update({key_name(key): name for key, _ in shard})
     total = sum(nbytes(a) for _, a in items)
     text = json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True) + "\n"
@@ -375,14 +380,16 @@ def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shar
     return written
 
 
-def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int) -> dict[Path, str]:
+def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int, *,
+                          on_file: OnFile = lambda path: None) -> dict[Path, str]:
     """Write ``params`` as ``flax_model.msgpack`` or as shards plus an index.
 
     Returns ``{path: sha256}`` of every file written (shards first, then the index); the
     weights are hashed while written, so the manifest needs no second read of them.
+    ``on_file`` is called with each weights file as soon as it is complete.
     """
     return _write_sharded(directory, sorted(params.items()), max_shard_size, single=FLAX_WEIGHTS, index_name=FLAX_INDEX,
-                          write_file=write_msgpack_file, key_name="/".join)
+                          write_file=write_msgpack_file, key_name="/".join, on_file=on_file)
 
 
 _SAFETENSORS_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
@@ -414,7 +421,8 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
     return _write_stream(path, chunks())
 
 
-def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Path, str]:
+def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
+                                 on_file: OnFile = lambda path: None) -> dict[Path, str]:
     """Write ``params`` as one Flax-layout ``model.safetensors`` (names joined by ".", metadata
     format "flax"), as ``FlaxPreTrainedModel.save_pretrained(safe_serialization=True)`` does.
 
@@ -424,10 +432,13 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState) -> dict[Pat
 
     items = [(".".join(path), arr) for path, arr in sorted(params.items())]
     target = directory / SAFE_WEIGHTS
-    return {target: _safetensors_file(target, items, {"format": "flax"})}
+    digest = _safetensors_file(target, items, {"format": "flax"})
+    on_file(target)
+    return {target: digest}
 
 
-def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_shard_size: int) -> dict[Path, str]:
+def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_shard_size: int, *,
+                             on_file: OnFile = lambda path: None) -> dict[Path, str]:
     """Write PyTorch-named ``tensors`` as ``model.safetensors``, or as shards plus
     ``model.safetensors.index.json`` past ``max_shard_size``, the layout that
     ``PreTrainedModel.save_pretrained`` writes and ``from_pretrained`` reads.
@@ -440,4 +451,4 @@ def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_sh
         return _safetensors_file(path, shard, {"format": "pt"})
 
     return _write_sharded(directory, sorted(tensors.items()), max_shard_size, single=SAFE_WEIGHTS,
-                          index_name=SAFE_INDEX, write_file=write_file, key_name=str)
+                          index_name=SAFE_INDEX, write_file=write_file, key_name=str, on_file=on_file)

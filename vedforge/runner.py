@@ -256,13 +256,16 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 with timer.step("write_weights", f"Writing the weights to {staged.final}"):
                     shard_size = parse_size(cfg.output.max_shard_size)
                     weight_hashes = {}
+                    # Each file's fsync starts once it is complete, while the next one is written.
+                    def sync(path: Path) -> None:
+                        staged.sync_in_background([path])
+
                     if backend == "flax" and output_format == "safetensors":
-                        weight_hashes = write_safetensors_checkpoint(out, assembly.params)
+                        weight_hashes = write_safetensors_checkpoint(out, assembly.params, on_file=sync)
                     elif backend == "flax":
-                        weight_hashes = write_flax_checkpoint(out, assembly.params, shard_size)
+                        weight_hashes = write_flax_checkpoint(out, assembly.params, shard_size, on_file=sync)
                     if pytorch_tensors is not None:
-                        weight_hashes.update(write_pytorch_checkpoint(out, pytorch_tensors, shard_size))
-                    staged.sync_in_background(weight_hashes)
+                        weight_hashes.update(write_pytorch_checkpoint(out, pytorch_tensors, shard_size, on_file=sync))
                 with timer.step("write", "Writing configs, processor, tokenizer and model card"):
                     config.save_pretrained(out)
                     generation.save_pretrained(out)
