@@ -11,6 +11,7 @@ oversized tensor gets a shard of its own, and the index maps ``a/b/c`` names to 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import json
@@ -157,15 +158,34 @@ def _read_range(files: _Files, r: FileRange, buffer: memoryview) -> Iterator[mem
         done += got
 
 
+def _writeback_starter() -> Optional[Callable[[int, int, int], int]]:
+    """Linux's ``sync_file_range(fd, offset, n, SYNC_FILE_RANGE_WRITE)``, or None elsewhere."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    return lambda fd, offset, count: function(fd, offset, count, 2)
+
+
+# Written bytes are handed to the disk in steps of this size, so the final fsync has little
+# left to wait for; most of the writeback overlaps the rest of the stream.
+_WRITEBACK_STEP = 8 << 20
+_START_WRITEBACK = _writeback_starter()
+
+
 class _Sink:
     """An output file written through its descriptor: small chunks are gathered into one
-    write, array bytes are written directly, and file ranges are copied by the kernel."""
+    write, array bytes are written directly, and file ranges are copied by the kernel.
+    Every ``_WRITEBACK_STEP`` bytes, the disk write of what is done so far is started
+    (without waiting for it)."""
 
     def __init__(self, fd: int, files: _Files):
         self.fd, self.files = fd, files
         self.pending = bytearray()
         self.can_copy = hasattr(os, "copy_file_range")
         self.buffer: Optional[memoryview] = None
+        self.size = self.handed = 0
 
     def put(self, chunk: Chunk) -> None:
         if isinstance(chunk, FileRange):
@@ -176,6 +196,9 @@ class _Sink:
         else:
             self.flush()
             self._write(memoryview(chunk))
+        if _START_WRITEBACK is not None and self.size - self.handed >= _WRITEBACK_STEP:
+            _START_WRITEBACK(self.fd, self.handed, self.size - self.handed)
+            self.handed = self.size
 
     def flush(self) -> None:
         if self.pending:
@@ -184,7 +207,9 @@ class _Sink:
 
     def _write(self, view: memoryview) -> None:
         while len(view):
-            view = view[os.write(self.fd, view):]
+            written = os.write(self.fd, view)
+            self.size += written
+            view = view[written:]
 
     def _copy(self, r: FileRange) -> None:
         done = 0
@@ -200,6 +225,7 @@ class _Sink:
             if got == 0:
                 raise CorruptCheckpointError(f"The weights file '{r.path}' ends inside a tensor: it is truncated.")
             done += got
+            self.size += got
         if done < r.length:
             if self.buffer is None:
                 self.buffer = memoryview(bytearray(_HASH_BLOCK))
