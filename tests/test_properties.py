@@ -133,28 +133,21 @@ def test_sizes_parse_to_their_byte_counts(number, unit):
     assert parse_size(f"{number} {suffix.lower()}") == number * factor
 
 
+# Each kind of problem: the overrides that cause it, and a fragment of its message.
+_PROBLEMS = {
+    "seed=-1": (["seed=-1"], "seed=-1"),
+    "explicit": (["token_policy=explicit"], "token_policy=explicit needs"),
+    "pytorch_over_safetensors": (["output.pytorch=true", "output.format=safetensors"], "output.pytorch=true writes"),
+    "bad_token": (["token_policy.pad_token=''"], "token_policy.pad_token=''"),
+    "empty_encoder": (["encoder.name_or_path=''"], "encoder.name_or_path is empty"),
+}
+
+
 @_SETTINGS
-@given(st.lists(st.sampled_from(["seed=-1", "explicit", "pytorch_over_safetensors", "bad_token", "empty_encoder"]),
-                min_size=1, max_size=5, unique=True))
+@given(st.lists(st.sampled_from(sorted(_PROBLEMS)), min_size=1, max_size=len(_PROBLEMS), unique=True))
 def test_every_problem_is_reported_at_once(kinds):
-    overrides = []
-    expected = []
-    for kind in kinds:
-        if kind == "seed=-1":
-            overrides.append("seed=-1")
-            expected.append("seed=-1")
-        elif kind == "explicit":
-            overrides.append("token_policy=explicit")
-            expected.append("token_policy=explicit needs")
-        elif kind == "pytorch_over_safetensors":
-            overrides += ["output.pytorch=true", "output.format=safetensors"]
-            expected.append("output.pytorch=true writes")
-        elif kind == "bad_token":
-            overrides.append("token_policy.pad_token=''")
-            expected.append("token_policy.pad_token=''")
-        elif kind == "empty_encoder":
-            overrides.append("encoder.name_or_path=''")
-            expected.append("encoder.name_or_path is empty")
+    overrides = [override for kind in kinds for override in _PROBLEMS[kind][0]]
+    expected = [_PROBLEMS[kind][1] for kind in kinds]
     problems = recipe_problems(compose_recipe(overrides))
     assert len(problems) == len(expected), problems
     for fragment in expected:

@@ -169,23 +169,21 @@ class StagedArtifact:
                      "y" if len(leftovers) == 1 else "ies", ", ".join(p.name for p in leftovers))
         return leftovers
 
-    def sync_in_background(self, paths: Iterator[Path]) -> None:
-        """Start flushing the staged files ``paths`` to disk now, in a thread, so the wait
-        overlaps the rest of the forge; :meth:`publish` waits for it."""
-        paths = list(paths)
+    def sync_in_background(self, path: Path) -> None:
+        """Start flushing the complete staged file ``path`` to disk now, in a thread, so the
+        wait overlaps the rest of the forge; :meth:`publish` waits for it."""
         errors: list[BaseException] = []
 
         def sync() -> None:
             try:
-                for path in paths:
-                    _fsync_file(path)
+                _fsync_file(path)
             except OSError as exc:
                 errors.append(exc)
 
         thread = threading.Thread(target=sync, name="vedforge-fsync", daemon=True)
         thread.start()
         self._syncs.append((thread, errors))
-        self._synced.update(paths)
+        self._synced.add(path)
 
     def _make_durable(self) -> None:
         """fsync every staged file not already being synced, then the directories, then wait
@@ -265,16 +263,11 @@ def _fsync_file(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
+    # Best effort: some platforms and file systems cannot open or sync a directory.
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        _fsync_file(path)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 def sha256_file(path: Path) -> str:

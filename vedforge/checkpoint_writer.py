@@ -28,8 +28,7 @@ import msgpack
 import numpy as np
 
 from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, FlatState
-from vedforge.errors import CorruptCheckpointError
-from vedforge.lazy_tensor import LazyTensor
+from vedforge.lazy_tensor import FileRange, LazyTensor, read_exactly, truncated_tensor
 
 # Flax's limits and codes (flax.serialization): arrays above MAX_CHUNK_SIZE bytes are split
 # into a chunked dict, and ndarrays travel as msgpack extension type 1.
@@ -79,18 +78,7 @@ def _bin_header(length: int) -> bytes:
 # Chunks at least this large are tensor data; at most _IN_FLIGHT of them wait to be written.
 _BIG = 1 << 20
 _IN_FLIGHT = 2
-_HASH_BLOCK = 8 << 20
-
-
-class FileRange:
-    """Bytes ``offset .. offset + length`` of the file at ``path``: a tensor copied unchanged
-    from an input checkpoint. The writer has the kernel copy them file to file
-    (``copy_file_range``), so they never pass through this process's memory on the way out."""
-
-    __slots__ = ("path", "offset", "length")
-
-    def __init__(self, path: Path, offset: int, length: int):
-        self.path, self.offset, self.length = path, offset, length
+_READ_BLOCK = 8 << 20
 
 
 Chunk = Union[bytes, memoryview, FileRange]
@@ -107,15 +95,10 @@ def _raw_bytes(arr: np.ndarray) -> memoryview:
 
 
 def _file_ranges(leaf: object) -> Optional[list[FileRange]]:
-    """Where ``leaf``'s bytes lie, in order, in its checkpoint file(s); None unless it is a
-    tensor read unchanged from a file (flax's chunked form is a list of pieces)."""
-    if type(leaf) is LazyTensor:
-        return [FileRange(leaf.path, leaf.offset, leaf.nbytes)]
-    if isinstance(leaf, LazyTensor) and getattr(leaf, "chunks", None):
-        pieces = [_file_ranges(c) for c in leaf.chunks]
-        if all(p is not None for p in pieces):
-            return [r for p in pieces for r in p]
-    return None
+    """Where ``leaf``'s bytes lie in its checkpoint file(s); None unless it is a tensor read
+    unchanged from a file. The writer has the kernel copy such ranges file to file
+    (``copy_file_range``), so they never pass through this process's memory on the way out."""
+    return leaf.file_ranges() if isinstance(leaf, LazyTensor) else None
 
 
 def _slice_ranges(ranges: list[FileRange], start: int, length: int) -> list[FileRange]:
@@ -148,14 +131,11 @@ class _Files:
 
 def _read_range(files: _Files, r: FileRange, buffer: memoryview) -> Iterator[memoryview]:
     """``r``'s bytes, block by block, read into ``buffer`` (each block is valid until the next)."""
-    fd, done = files.fd(r.path), 0
-    while done < r.length:
-        want = min(len(buffer), r.length - done)
-        got = os.preadv(fd, [buffer[:want]], r.offset + done)
-        if got == 0:
-            raise CorruptCheckpointError(f"The weights file '{r.path}' ends inside a tensor: it is truncated.")
-        yield buffer[:got]
-        done += got
+    fd = files.fd(r.path)
+    for start in range(0, r.length, len(buffer)):
+        block = buffer[: min(len(buffer), r.length - start)]
+        read_exactly(fd, block, r.offset + start, r.path)
+        yield block
 
 
 def _writeback_starter() -> Optional[Callable[[int, int, int], int]]:
@@ -223,12 +203,12 @@ class _Sink:
                 self.can_copy = False
                 break
             if got == 0:
-                raise CorruptCheckpointError(f"The weights file '{r.path}' ends inside a tensor: it is truncated.")
+                raise truncated_tensor(r.path)
             done += got
             self.size += got
         if done < r.length:
             if self.buffer is None:
-                self.buffer = memoryview(bytearray(_HASH_BLOCK))
+                self.buffer = memoryview(bytearray(_READ_BLOCK))
             for block in _read_range(self.files, FileRange(r.path, r.offset + done, r.length - done), self.buffer):
                 self._write(block)
 
@@ -265,7 +245,7 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
             to_hash.put(None)
 
     def hash_in_order() -> None:
-        files, buffer = _Files(), memoryview(bytearray(_HASH_BLOCK))
+        files, buffer = _Files(), memoryview(bytearray(_READ_BLOCK))
         try:
             while (chunk := to_hash.get()) is not None:
                 if isinstance(chunk, FileRange):

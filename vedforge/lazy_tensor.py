@@ -21,6 +21,35 @@ from vedforge.errors import CorruptCheckpointError
 _EXT_NDARRAY = 1
 
 
+class FileRange:
+    """Bytes ``offset .. offset + length`` of the file at ``path``."""
+
+    __slots__ = ("path", "offset", "length")
+
+    def __init__(self, path: Path, offset: int, length: int):
+        self.path, self.offset, self.length = path, offset, length
+
+
+def read_exactly(fd: int, view: memoryview, offset: int, path: Path) -> None:
+    """Fill ``view`` from ``fd`` (the file at ``path``) at ``offset``.
+
+    Raises:
+        CorruptCheckpointError: the file ends first.
+    """
+    done = 0
+    while done < len(view):
+        # os.preadv releases the GIL, so a read overlaps the writer's work in other threads.
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise truncated_tensor(path)
+        done += got
+
+
+def truncated_tensor(path: Path) -> CorruptCheckpointError:
+    """The error for a weights file that ends inside a tensor."""
+    return CorruptCheckpointError(f"The weights file '{path}' ends inside a tensor: it is truncated.")
+
+
 class LazyTensor:
     """An array stored at ``offset`` in ``path``; ``np.asarray(t)`` reads it."""
 
@@ -41,18 +70,15 @@ class LazyTensor:
     def ndim(self) -> int:
         return len(self.shape)
 
+    def file_ranges(self) -> list[FileRange]:
+        """Where the array's C-order bytes lie, in order, in the checkpoint file(s)."""
+        return [FileRange(self.path, self.offset, self.nbytes)]
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.empty(self.shape, self.dtype)
-        view = memoryview(data.reshape(-1).view(np.uint8))
-        # os.preadv releases the GIL, so a read overlaps the writer's work in other threads.
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            done = 0
-            while done < len(view):
-                got = os.preadv(fd, [view[done:]], self.offset + done)
-                if got == 0:
-                    raise CorruptCheckpointError(f"The weights file '{self.path}' ends inside a tensor: it is truncated.")
-                done += got
+            read_exactly(fd, memoryview(data.reshape(-1).view(np.uint8)), self.offset, self.path)
         finally:
             os.close(fd)
         return data if dtype is None else data.astype(dtype)
@@ -69,6 +95,9 @@ class _ChunkedTensor(LazyTensor):
     def __init__(self, chunks: list[LazyTensor], shape: tuple[int, ...]):
         super().__init__(chunks[0].path, chunks[0].offset, shape, chunks[0].dtype)
         self.chunks = chunks
+
+    def file_ranges(self) -> list[FileRange]:
+        return [r for chunk in self.chunks for r in chunk.file_ranges()]
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.concatenate([np.asarray(c).reshape(-1) for c in self.chunks]).reshape(self.shape)

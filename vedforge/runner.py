@@ -257,9 +257,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     shard_size = parse_size(cfg.output.max_shard_size)
                     weight_hashes = {}
                     # Each file's fsync starts once it is complete, while the next one is written.
-                    def sync(path: Path) -> None:
-                        staged.sync_in_background([path])
-
+                    sync = staged.sync_in_background
                     if backend == "flax" and output_format == "safetensors":
                         weight_hashes = write_safetensors_checkpoint(out, assembly.params, on_file=sync)
                     elif backend == "flax":
