@@ -168,3 +168,21 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
             artifact_bytes=sum(f["bytes"] for f in manifest["files"].values()),
         )
     return row
+
+
+def lost_job_record(sweep_config: DictConfig, pair: str, error: str) -> dict[str, Any]:
+    """The summary row of a pair whose job left no record of its own (its worker died, or wrote
+    where the sweep cannot read), from the job's config as the launcher composed it."""
+    choices = sweep_config.hydra.runtime.choices
+    return {
+        "pair": pair,
+        "encoder": choices.get("encoder") or sweep_config.encoder.name_or_path,
+        "decoder": choices.get("decoder") or sweep_config.decoder.name_or_path,
+        "backend": option_value(sweep_config.backend.name),
+        "token_policy": choices.get("token_policy"),
+        "status": "failed",
+        "output_dir": None,
+        "wall_s": None,
+        "error": error,
+        "loads": {},
+    }
