@@ -174,7 +174,9 @@ def main() -> None:
     """Run the command line in ``sys.argv``: a forge, a sweep, or ``verify``."""
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
-    bad = _bad_group_override(sys.argv[1:])
+    from vedforge.launchers import missing_launcher
+
+    bad = _bad_group_override(sys.argv[1:]) or missing_launcher(sys.argv[1:])
     if bad:
         report(bad)
         sys.exit(EXIT_USER_ERROR)
