@@ -59,8 +59,11 @@ def start_or_join(init_cfg: Optional[DictConfig]) -> None:
     try:
         ray.init(**kwargs)
     except ConnectionError as exc:
+        named = address or os.environ.get("RAY_ADDRESS")
+        if not named:
+            raise
         raise RayClusterError(
-            f"No Ray cluster answers at hydra.launcher.ray.init.address={address or os.environ.get('RAY_ADDRESS')} "
+            f"No Ray cluster answers at {'hydra.launcher.ray.init.address' if address else 'RAY_ADDRESS'}={named} "
             f"({exc}). Start one with `ray start --head` (or name a running head: host:6379, or "
             "ray://host:10001 for Ray Client), or leave the address unset to start a cluster on this machine "
             "for the sweep."
