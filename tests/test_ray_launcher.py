@@ -68,10 +68,14 @@ class Step:
     mtimes: dict[str, int]  # pair -> mtime of its weights file, in ns
 
 
-def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = False) -> list[Step]:
+def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = False,
+                      head_has_own_disk: bool = False) -> list[Step]:
     """Run each ``vedforge`` command line of ``steps`` in turn (cwd ``tmp_path``, sweeping into
     ``tmp_path/sweep``) in one fresh loopback-only namespace, after starting a Ray head there
-    when ``head``; after each, keep the summary and the weights files' times."""
+    when ``head``; after each, keep the summary and the weights files' times.
+
+    ``head_has_own_disk``: the head and its workers see a disk of their own at ``tmp_path/sweep``
+    (a tmpfs in a mount namespace of theirs), as a node that does not share the sweep directory."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     # Ray's socket paths must stay under the 107-byte limit: a short directory of its own.
     ray_tmp = Path(tempfile.mkdtemp(prefix="vfray-", dir="/tmp"))
@@ -82,7 +86,11 @@ def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = Fa
     if head:
         # Started from a directory of its own: its workers start there, not where the sweep runs.
         (tmp_path / "head").mkdir()
-        lines.append(f"(cd head && {shlex.quote(ray_cli)} start {_HEAD}) > head.out 2>&1 || exit 98")
+        start = f"cd head && {shlex.quote(ray_cli)} start {_HEAD}"
+        if head_has_own_disk:
+            (tmp_path / "sweep").mkdir()
+            start = f"unshare --mount sh -c {shlex.quote('mount -t tmpfs vedforge-node-disk sweep && ' + start)}"
+        lines.append(f"({start}) > head.out 2>&1 || exit 98")
     for i, args in enumerate(steps):
         command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "vedforge", *args])
         lines.append(f"{command} > step{i}.out 2> step{i}.err; echo $? > step{i}.rc")
@@ -135,6 +143,23 @@ def _check_skipped(step: Step, first: Step) -> None:
     assert step.mtimes == first.mtimes
 
 
+def test_hydra_launcher_ray_is_vedforges_launcher_and_passes_only_what_is_set():
+    if importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None:
+        pytest.skip("Ray is not installed: pip install 'vedforge[ray]'")
+    from hydra import compose, initialize_config_dir
+
+    from vedforge.ray_launcher import init_arguments
+    from vedforge.resources import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=ray", "hydra.launcher.ray.init.address=auto"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.vedforge_ray_launcher.ray_launcher.RayLauncher"
+    # hydra-ray-launcher 1.2.2 would add object_store_memory here, which Ray refuses on a running cluster.
+    assert init_arguments(launcher.ray.init) == {"address": "auto"}
+
+
 @pytest.mark.slow
 def test_sweep_on_a_cluster_the_launcher_starts(namespace, tmp_path):
     sweep = tmp_path / "sweep"
@@ -164,6 +189,19 @@ def test_sweep_on_a_running_head_by_auto_by_address_and_by_ray_client(namespace,
     assert not any((tmp_path / "head").iterdir()), "a job wrote into the head's directory"
     _check_skipped(by_address, first)
     _check_skipped(by_client, first)
+
+
+@pytest.mark.slow
+def test_pairs_written_where_the_sweep_cannot_see_are_failed_not_lost(namespace, tmp_path):
+    (step,) = _run_in_namespace(tmp_path, [["-m", "encoder=vit_tiny,beit_tiny", "hydra/launcher=ray",
+                                            "hydra.launcher.ray.init.address=auto", "hydra.sweep.dir=sweep"]],
+                                head=True, head_has_own_disk=True)
+    assert step.result.returncode == EXIT_USER_ERROR, step.result.stderr[-3000:]
+    assert {row["pair"] for row in step.summary["rows"]} == {"vit_tiny__gpt2_tiny", "beit_tiny__gpt2_tiny"}
+    assert sorted(step.summary["failed"]) == ["beit_tiny__gpt2_tiny", "vit_tiny__gpt2_tiny"]
+    for row in step.summary["rows"]:
+        assert row["status"] == "failed" and "did not reach" in row["error"] and "every node mounts" in row["error"]
+    assert not step.mtimes  # the artifacts are on the node's own disk, not here
 
 
 def test_no_running_cluster_is_one_clear_error(namespace, tmp_path):
