@@ -275,8 +275,9 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     "recipe": recipe,
                     "versions": package_versions(),
                     "inputs": {
-                        "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
-                        "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
+                        role: describe_input(sources[role], model_type=part.checkpoint.model_type, weights=weights[role],
+                                             initialisation=_initialisation(role, part, weights[role], torch_encoder, cfg.seed))
+                        for role, part in (("encoder", enc), ("decoder", dec))
                     },
                     "seed": cfg.seed,
                     "backend": backend,
@@ -316,6 +317,20 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
                 "output.dir to another location."
             ) from None
+
+
+def _initialisation(role: str, part: Any, weights: str, torch_encoder: bool, seed: int) -> Optional[dict[str, Any]]:
+    """How a random part's weights were made, for the manifest; None for pretrained weights."""
+    if weights != "random":
+        return None
+    if role == "encoder" and torch_encoder:
+        from vedforge.torch_encoder import describe_torch_generation
+
+        return describe_torch_generation(part.model, seed)
+    from vedforge.loading import checkpoint_class
+    from vedforge.random_init import describe_generation
+
+    return describe_generation(checkpoint_class(part.checkpoint, role), seed)
 
 
 def _report_torch_encoder(report: Any, state: dict[str, Any], missing: list[str], buffers: set[str]) -> None:
