@@ -207,7 +207,13 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         cache = cache or PartCache()
         states, loads = {}, {}
         native: dict[str, Any] = {}
-        with timer.step("load", "Reading encoder and decoder weights"):
+        reading = [role for role in ("encoder", "decoder") if weights[role] == "pretrained"]
+        drawing = [role for role in ("encoder", "decoder") if weights[role] == "random"]
+        message = "; ".join(
+            ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
+            + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
+               if drawing else []))
+        with timer.step("load", message):
             for role, part in (("encoder", enc), ("decoder", dec)):
                 random_weights = weights[role] == "random"
                 pytorch_part = role == "encoder" and torch_encoder
