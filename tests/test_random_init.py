@@ -327,3 +327,35 @@ def test_random_weight_forges_of_the_other_families_load_and_run(tmp_path, encod
     from vedforge import compat
 
     _forge_and_run(tmp_path, encoder, decoder, compat)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda i: i.normal(0.3), (400, 300)),
+    (lambda i: i.lecun_normal(), (400, 300)),
+    (lambda i: i.glorot_uniform(), (400, 300)),
+    (lambda i: i.he_normal(), (3, 3, 40, 300)),  # a convolution kernel: fan_in counts the window
+    (lambda i: i.variance_scaling(0.5, "fan_avg", "normal"), (400, 300)),
+])
+def test_jax_initialisers_are_read_and_drawn_with_their_distribution(make, shape):
+    import jax
+
+    from vedforge.random_init import describe_initializer, draw
+
+    init_fn = make(jax.nn.initializers)
+    spec = describe_initializer(init_fn, (shape, np.float32), shape)
+    ours = draw(spec, shape, np.float32, np.random.Generator(np.random.PCG64(0)))
+    theirs = np.asarray(init_fn(jax.random.PRNGKey(0), shape, np.float32))
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    assert abs(ours.std() / theirs.std() - 1) < 0.01, (spec, ours.std(), theirs.std())
+    assert abs(ours.mean()) < 5 * theirs.std() / math.sqrt(ours.size)
+    assert np.abs(ours).max() <= np.abs(theirs).max() * 1.02 or spec.kind == "normal"
+    # The same quantiles, so the shape of the distribution matches too (truncation, uniformity).
+    q = [0.01, 0.1, 0.5, 0.9, 0.99]
+    np.testing.assert_allclose(np.quantile(ours, q), np.quantile(theirs, q), atol=0.05 * theirs.std())
+
+
+def test_an_initialiser_nobody_declares_is_refused():
+    from vedforge.random_init import UnknownInitializerError, describe_initializer
+
+    with pytest.raises(UnknownInitializerError, match="initialiser"):
+        describe_initializer(lambda key, shape: np.zeros(shape), ((2,),), (2,))

@@ -90,6 +90,15 @@ def describe_initializer(init_fn: Callable, init_args: tuple, shape: tuple[int, 
         return Init("constant", 1.0)
     if name == "ones_with_scale" and module.startswith("transformers.") and len(init_args) >= 2:
         return Init("constant", float(init_args[1]))
+    try:
+        return _jax_closure_init(init_fn, name, module, shape)
+    except (KeyError, TypeError, ValueError) as exc:
+        # jax keeps an initialiser's settings in its closure; a jax that names them otherwise
+        # is reported, not guessed at.
+        raise UnknownInitializerError(f"initialiser {module}.{name} ({type(exc).__name__}: {exc})") from None
+
+
+def _jax_closure_init(init_fn: Callable, name: str, module: str, shape: tuple[int, ...]) -> Init:
     if module.startswith("jax.") and name == "normal.<locals>.init":
         return Init("normal", float(_closure(init_fn)["stddev"]))
     if module.startswith("jax.") and name == "variance_scaling.<locals>.init":
@@ -112,7 +121,8 @@ def recorded_initializers() -> Iterator[dict[Path_, tuple[Callable, tuple]]]:
     """Record ``(init_fn, init_args)`` of every parameter Flax creates inside the block, by path.
 
     Every Flax parameter is created through ``flax.core.scope.Scope.param``, which knows the
-    module path and the declared initialiser; the recorder wraps it for the duration of a trace.
+    module path and the declared initialiser; the recorder wraps it for the duration of a trace
+    (a forge traces on one thread; the wrapper only records and passes everything on).
     """
     from flax.core import scope as flax_scope
 
