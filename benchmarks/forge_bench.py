@@ -152,6 +152,13 @@ class FlowFailed(Exception):
 
 def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int]:
     """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child, or raise FlowFailed."""
+    wall, rss, _ = run_with_cpu(cmd, env, cwd)
+    return wall, rss
+
+
+def run_with_cpu(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int, float]:
+    """:func:`run`, also returning the child's CPU seconds (user + system), which other load on
+    the machine inflates far less than wall time."""
     # Untimed: flush the previous run's dirty pages so no flow pays for another's writeback.
     os.sync()
     start = time.perf_counter()
@@ -167,7 +174,7 @@ def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tup
         raise FlowFailed(f"killed by {name}{hint}", wall, usage.ru_maxrss * 1024)
     if code != 0:
         raise FlowFailed(f"exit {code}:\n{stderr[-3000:]}", wall, usage.ru_maxrss * 1024)
-    return wall, usage.ru_maxrss * 1024
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def dir_bytes(path: Path) -> int:
@@ -278,6 +285,7 @@ def tiny_benchmark(py: str, env: dict, runs: int) -> None:
     floor and ``vedforge --help``, alternating, ``runs`` times each."""
     scratch = Path(tempfile.mkdtemp(prefix="vedforge-bench-tiny-"))
     walls: dict[str, list[float]] = {"vedforge": [], "floor": [], "help": []}
+    cpus: dict[str, list[float]] = {flow: [] for flow in walls}
     commands = {
         # As a new user runs it: console logging on, Hydra's run directory under the cwd.
         "vedforge": lambda i: [py, "-m", "vedforge", f"output.dir={scratch / f'model-{i}'}"],
@@ -287,17 +295,21 @@ def tiny_benchmark(py: str, env: dict, runs: int) -> None:
     for i in range(runs):
         for flow, command in commands.items():
             # The floor without torch, as vedforge runs Flax forges (transformers imports torch when it can).
-            wall, _ = run(command(i), {**env, "USE_TORCH": "0"} if flow == "floor" else env, cwd=scratch)
+            wall, _, cpu = run_with_cpu(command(i), {**env, "USE_TORCH": "0"} if flow == "floor" else env, cwd=scratch)
             walls[flow].append(wall)
-            print(f"  run {i + 1} tiny {flow:9s} {wall:7.2f} s", flush=True)
+            cpus[flow].append(cpu)
+            print(f"  run {i + 1} tiny {flow:9s} {wall:7.2f} s wall {cpu:6.2f} s CPU", flush=True)
     med = {flow: statistics.median(values) for flow, values in walls.items()}
+    cpu = {flow: statistics.median(values) for flow, values in cpus.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\ntiny: the embedded default (69,120 parameters, random weights), {runs} runs each, "
-          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    print(f"{'flow':10s} {'median wall s':>14s}")
+          f"{os.cpu_count()} cores, load average {load:.1f} at the end, {time.strftime('%Y-%m-%d')}")
+    print(f"{'flow':10s} {'median wall s':>14s} {'median CPU s':>13s}")
     for flow, label in (("vedforge", "vedforge"), ("floor", "import floor (import transformers, flax)"),
                         ("help", "vedforge --help")):
-        print(f"{flow:10s} {med[flow]:14.2f}   {label}")
-    print(f"vedforge - floor: {med['vedforge'] - med['floor']:+.2f} s (ratio {med['vedforge'] / med['floor']:.2f})\n")
+        print(f"{flow:10s} {med[flow]:14.2f} {cpu[flow]:13.2f}   {label}")
+    print(f"vedforge - floor: wall {med['vedforge'] - med['floor']:+.2f} s (ratio {med['vedforge'] / med['floor']:.2f}), "
+          f"CPU {cpu['vedforge'] - cpu['floor']:+.2f} s (ratio {cpu['vedforge'] / cpu['floor']:.2f})\n")
     shutil.rmtree(scratch, ignore_errors=True)
 
 
