@@ -24,14 +24,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def describe_input(source: ResolvedSource, *, model_type: str, weights: str) -> dict[str, Any]:
-    """The manifest entry of one input: where it came from and what it resolved to."""
+def describe_input(source: ResolvedSource, *, model_type: str, weights: str,
+                   initialisation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest entry of one input: where it came from and what it resolved to, and for
+    random weights how they were made."""
     entry: dict[str, Any] = {
         "name_or_path": source.name_or_path,
         "kind": source.kind,
         "model_type": model_type,
         "weights": weights,
     }
+    if initialisation is not None:
+        entry["initialisation"] = initialisation
     if source.kind == "hub":
         entry.update(revision=source.revision, commit=source.commit)
     else:

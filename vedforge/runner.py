@@ -207,7 +207,13 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         cache = cache or PartCache()
         states, loads = {}, {}
         native: dict[str, Any] = {}
-        with timer.step("load", "Reading encoder and decoder weights"):
+        reading = [role for role in ("encoder", "decoder") if weights[role] == "pretrained"]
+        drawing = [role for role in ("encoder", "decoder") if weights[role] == "random"]
+        message = "; ".join(
+            ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
+            + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
+               if drawing else []))
+        with timer.step("load", message):
             for role, part in (("encoder", enc), ("decoder", dec)):
                 random_weights = weights[role] == "random"
                 pytorch_part = role == "encoder" and torch_encoder
@@ -275,8 +281,9 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     "recipe": recipe,
                     "versions": package_versions(),
                     "inputs": {
-                        "encoder": describe_input(sources["encoder"], model_type=enc.checkpoint.model_type, weights=weights["encoder"]),
-                        "decoder": describe_input(sources["decoder"], model_type=dec.checkpoint.model_type, weights=weights["decoder"]),
+                        role: describe_input(sources[role], model_type=part.checkpoint.model_type, weights=weights[role],
+                                             initialisation=_initialisation(role, part, weights[role], torch_encoder, cfg.seed))
+                        for role, part in (("encoder", enc), ("decoder", dec))
                     },
                     "seed": cfg.seed,
                     "backend": backend,
@@ -316,6 +323,20 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
                 "output.dir to another location."
             ) from None
+
+
+def _initialisation(role: str, part: Any, weights: str, torch_encoder: bool, seed: int) -> Optional[dict[str, Any]]:
+    """How a random part's weights were made, for the manifest; None for pretrained weights."""
+    if weights != "random":
+        return None
+    if role == "encoder" and torch_encoder:
+        from vedforge.torch_encoder import describe_torch_generation
+
+        return describe_torch_generation(part.model, seed)
+    from vedforge.loading import checkpoint_class
+    from vedforge.random_init import describe_generation
+
+    return describe_generation(checkpoint_class(part.checkpoint, role), seed)
 
 
 def _report_torch_encoder(report: Any, state: dict[str, Any], missing: list[str], buffers: set[str]) -> None:
