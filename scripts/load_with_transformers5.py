@@ -1,4 +1,4 @@
-"""Load PyTorch forges with transformers 5 (which has no Flax classes) and generate from each.
+"""Load PyTorch forges and converted directories with transformers 5 (no Flax classes); generate from each.
 
 Run it in an environment with torch and transformers>=5 but without vedforge:
 
