@@ -383,3 +383,21 @@ def test_cli_converts_and_reports_bad_sources_in_one_paragraph(tmp_path):
         _nothing_under(tmp_path / "out")
     result = _cli(str(src), cwd=tmp_path)
     assert result.returncode == 2 and "OUT" in result.stderr
+
+
+def test_generation_settings_of_an_older_config_move_to_the_generation_config(tmp_path):
+    from transformers import GenerationConfig
+
+    src = _copy(_forge(tmp_path), tmp_path / "older")
+    (src / "generation_config.json").unlink()
+    config = json.loads((src / "config.json").read_text())
+    config.update(max_length=16, num_beams=3)  # as older checkpoints keep them
+    (src / "config.json").write_text(json.dumps(config))
+    out = convert(src, tmp_path / "pt").output_dir
+    generation = GenerationConfig.from_pretrained(out)
+    assert (generation.max_length, generation.num_beams) == (16, 3)
+    # Moved, as transformers' save_pretrained moves them: config.json no longer sets them.
+    saved = json.loads((out / "config.json").read_text())
+    assert saved.get("max_length") is None and saved.get("num_beams") is None
+    assert generation.decoder_start_token_id == config["decoder_start_token_id"]
+    assert generation.eos_token_id == config["eos_token_id"] and generation.pad_token_id == config["pad_token_id"]

@@ -327,6 +327,12 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
     if dtype is not None:
         config.dtype = dtype
     generation, derived_generation = _generation_config(src, config)
+    # Generation settings an older config.json holds (max_length, num_beams...) go to the generation
+    # config, as transformers' PyTorch save_pretrained moves them.
+    moved = config._get_non_default_generation_parameters()
+    for name, value in moved.items():
+        setattr(generation, name, value)
+        setattr(config, name, None)
     tokenizer, processor = _tokenizer(src), _processor(src)
     from vedforge.torch_compat import needs_compat
 
@@ -338,6 +344,7 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
             "source_weights": {f.name: f.stat().st_size for f in source.weight_files},
             "source_forge": _source_manifest(src),
             "generation_config": "derived from config.json" if derived_generation else "copied",
+            "moved_to_generation_config": sorted(moved),
             "tokenizer": tokenizer is not None,
             "image_processor": processor is not None,
         },
