@@ -401,3 +401,16 @@ def test_generation_settings_of_an_older_config_move_to_the_generation_config(tm
     assert saved.get("max_length") is None and saved.get("num_beams") is None
     assert generation.decoder_start_token_id == config["decoder_start_token_id"]
     assert generation.eos_token_id == config["eos_token_id"] and generation.pad_token_id == config["pad_token_id"]
+
+
+def test_verify_converts_the_recorded_source_again(tmp_path):
+    from vedforge.verify import verify
+
+    src = _copy(_forge(tmp_path, "vit", "bart"), tmp_path / "src")
+    out = convert(src, tmp_path / "pt", max_shard_size="60KB").output_dir
+    checks = verify(out)
+    assert len(checks) > 5 and all(c.status == "ok" for c in checks), [(c.name, c.status) for c in checks]
+    # The source changed since: the files that come from it no longer match.
+    generation = json.loads((src / "generation_config.json").read_text())
+    (src / "generation_config.json").write_text(json.dumps({**generation, "num_beams": 4}))
+    assert {c.name for c in verify(out) if c.status != "ok"} == {"generation_config.json"}

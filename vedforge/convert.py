@@ -341,6 +341,7 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         "conversion": {
             "source": str(src),
             "source_layout": source.layout,
+            "max_shard_size": str(max_shard_size),
             "source_weights": {f.name: f.stat().st_size for f in source.weight_files},
             "source_forge": _source_manifest(src),
             "generation_config": "derived from config.json" if derived_generation else "copied",
