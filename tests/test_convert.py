@@ -372,6 +372,12 @@ def test_cli_converts_and_reports_bad_sources_in_one_paragraph(tmp_path):
     result = _cli(str(src), "pt", "--max-shard-size", "1GB", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Converted vit + gpt2" in result.stdout and (tmp_path / "pt" / "model.safetensors").is_file()
+    from PIL import Image
+    from transformers import pipeline
+
+    captioner = pipeline("image-to-text", model=str(tmp_path / "pt"), framework="pt")
+    image = Image.fromarray((np.random.RandomState(3).rand(48, 40, 3) * 255).astype(np.uint8))
+    assert isinstance(captioner(image, generate_kwargs={"max_new_tokens": 4})[0]["generated_text"], str)
 
     truncated = _copy(src, tmp_path / "truncated")
     os.truncate(truncated / "flax_model.msgpack", 5000)
