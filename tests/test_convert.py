@@ -127,7 +127,6 @@ def train_and_save(src: Path, dest: Path, *, steps: int = 6, **save_kwargs) -> t
     ``save_pretrained(params=...)`` beside its tokenizer and image processor. Returns the losses
     and the trained parameters."""
     import jax
-    import jax.numpy as jnp
     import optax
     from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -162,7 +161,6 @@ def train_and_save(src: Path, dest: Path, *, steps: int = 6, **save_kwargs) -> t
     model.save_pretrained(dest, params=params, **save_kwargs)
     tokenizer.save_pretrained(dest)
     processor.save_pretrained(dest)
-    del jnp
     return losses, params
 
 
