@@ -143,6 +143,27 @@ def _run_verify(argv: list[str]) -> int:
         return EXIT_USER_ERROR
 
 
+def _run_convert(argv: list[str]) -> int:
+    from vedforge.convert import main as convert_main
+
+    try:
+        return convert_main(argv)
+    except VedforgeError as exc:
+        if _debug():
+            raise
+        report(str(exc))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        report("interrupted. Nothing partial was published; run the same command again.")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if _debug():
+            raise
+        report(f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; rerun with "
+               "VEDFORGE_DEBUG=1 for the traceback and report it.", internal=True)
+        return EXIT_INTERNAL_ERROR
+
+
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "recipe")
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
 # rejects it with a bare traceback, so it is caught before Hydra sees it.
@@ -171,9 +192,11 @@ def entry() -> None:
 
 
 def main() -> None:
-    """Run the command line in ``sys.argv``: a forge, a sweep, or ``verify``."""
+    """Run the command line in ``sys.argv``: a forge, a sweep, ``verify`` or ``convert``."""
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
+    if sys.argv[1:2] == ["convert"]:
+        sys.exit(_run_convert(sys.argv[2:]))
     from vedforge.launchers import missing_launcher
 
     bad = _bad_group_override(sys.argv[1:]) or missing_launcher(sys.argv[1:])
