@@ -187,9 +187,8 @@ def main() -> None:
     import hydra
 
     from vedforge.resources import config_dir
-    from vedforge.schema import register_schema
-
     from vedforge.run_records import private_run_dir, remove_run_dir, run_dir_override
+    from vedforge.schema import register_schema
 
     global _private_run_dir
     register_schema()
