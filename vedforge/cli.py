@@ -61,6 +61,10 @@ def run_task(cfg) -> None:
         return
     try:
         result = forge(cfg, hydra_records=records)
+        if _private_run_dir is not None:
+            from vedforge.run_records import append_log
+
+            append_log(_private_run_dir, result.output_dir)
         redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
@@ -118,6 +122,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
 
 
 _sweep_cache = None
+# Hydra's run directory when it is a private temporary one (vedforge.run_records).
+_private_run_dir = None
 
 
 def _shared_cache():
@@ -206,9 +212,15 @@ def main() -> None:
     import hydra
 
     from vedforge.resources import config_dir
+    from vedforge.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.schema import register_schema
 
+    global _private_run_dir
     register_schema()
+    # With output.dir given, the artifact is the only place a forge writes (vedforge.run_records).
+    _private_run_dir = private_run_dir(sys.argv[1:])
+    if _private_run_dir is not None:
+        sys.argv.append(run_dir_override(_private_run_dir))
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
     try:
         app()
@@ -220,6 +232,9 @@ def main() -> None:
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if _private_run_dir is not None:
+            remove_run_dir(_private_run_dir)
     if SweepSummary.empty is not None:
         swept = ", ".join(SweepSummary.empty) or "none"
         report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "

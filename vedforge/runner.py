@@ -255,6 +255,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 pytorch_tensors = to_pytorch_layout(config, assembly.params, native)
 
         needs_keyword_decode = dec.model.model_type not in ("gpt2", "bart")
+        # Flax BEiT's stochastic depth needs a "droppath" PRNG in training (vedforge.compat).
+        drop_path_rate = float(getattr(enc.model, "drop_path_rate", 0.0) or 0.0) if enc.model.model_type == "beit" else 0.0
         recipe_text = OmegaConf.to_yaml(OmegaConf.create(recipe))
         try:
             with staged:
@@ -297,7 +299,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                     "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
                     "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
                     "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
-                    "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model",
+                    "needs_compat": needs_keyword_decode or enc.model.model_type == "clip_vision_model" or drop_path_rate > 0,
+                    "needs_drop_path_rng": drop_path_rate if backend == "flax" and drop_path_rate > 0 else None,
                     "needs_keyword_decode": needs_keyword_decode,
                     "needs_torch_compat": needs_torch_compat,
                 }
