@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_cli import run_cli
+from tests_support import run_cli
 
 
 def _sweep(tmp_path, *launcher_args):

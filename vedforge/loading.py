@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from vedforge.checkpoint import FlatState, read_state
 from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError
-from vedforge.families import check_encoder_type, decoder_family
+from vedforge.families import check_encoder_type, decoder_family, family_of
 from vedforge.seeding import derive_seed
 from vedforge.sources import ResolvedSource
 
@@ -71,9 +71,10 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
     checkpoint = _read_config(source, trust_remote_code)
     check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
+    tower = checkpoint.vision_config if family_of(checkpoint.model_type).vision_tower else checkpoint
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
-    apply_overrides(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint, overrides, "encoder")
-    model = copy.deepcopy(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint)
+    apply_overrides(tower, overrides, "encoder")
+    model = copy.deepcopy(tower)
     # A decoder checkpoint reused as an encoder must lose its causal mask, as stock does.
     model.is_decoder = False
     model.add_cross_attention = False

@@ -47,3 +47,35 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 def read_manifest(directory: Path) -> dict[str, Any]:
     """Read a manifest back (``directory`` is an artifact directory)."""
     return json.loads((directory / "vedforge_manifest.json").read_text())
+
+
+def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any) -> dict[str, Any]:
+    """The manifest of a forge of ``plan`` (a :class:`vedforge.plan.ForgePlan`) from ``sources``,
+    with the parameters ``assembly`` holds; the file table and timings are added once written."""
+    recipe = plan.recipe
+    ids = plan.ids
+    return {
+        "format_version": 1,
+        "recipe": recipe.data,
+        "versions": package_versions(),
+        "inputs": {
+            role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
+                                 weights=recipe.part(role).weights)
+            for role in ("encoder", "decoder")
+        },
+        "seed": recipe.seed,
+        "backend": recipe.backend,
+        "weight_layouts": [layout.layout.name for layout in plan.layouts],
+        "token_ids": {
+            "policy": recipe.token_policy.kind,
+            "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
+            "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
+        },
+        "parameters": assembly.parameter_counts(),
+        "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
+        "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
+        "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
+        "needs_compat": plan.needs_compat,
+        "needs_keyword_decode": plan.needs_keyword_decode,
+        "needs_torch_compat": plan.needs_torch_compat,
+    }
