@@ -31,7 +31,8 @@ class PartConfig:
     model: Any  # the config the combined model is built from (CLIP: its vision_config)
 
 
-def _read_config(source: ResolvedSource, trust_remote_code: bool):
+def read_config(source: ResolvedSource, trust_remote_code: bool):
+    """The checkpoint's config as saved (no overrides), or a clear error."""
     from transformers import AutoConfig
 
     try:
@@ -69,7 +70,7 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> Non
 def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
                         backend: str = "flax") -> PartConfig:
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
-    checkpoint = _read_config(source, trust_remote_code)
+    checkpoint = read_config(source, trust_remote_code)
     check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
     tower = checkpoint.vision_config if family_of(checkpoint.model_type).vision_tower else checkpoint
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
@@ -90,7 +91,7 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
 
 def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
     """Load and check the decoder config, and turn it into a cross-attending decoder."""
-    checkpoint = _read_config(source, trust_remote_code)
+    checkpoint = read_config(source, trust_remote_code)
     decoder_family(checkpoint.model_type, f"{source.describe()}")
     apply_overrides(checkpoint, overrides, "decoder")
     model = copy.deepcopy(checkpoint)

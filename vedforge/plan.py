@@ -274,7 +274,13 @@ def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: Mo
         return PartPlan(part, source, config, family, files, shapes, frozenset(buffers))
     from vedforge.shapes import checkpoint_shapes
 
-    return PartPlan(part, source, config, family, files, checkpoint_shapes(config.checkpoint, part.role))
+    saved_as = config.checkpoint
+    if not part.random_weights and part.config_overrides:
+        from vedforge.loading import read_config
+
+        # The file holds the tensors of the config it was saved with, not of the overridden one.
+        saved_as = read_config(source, recipe.hub.trust_remote_code)
+    return PartPlan(part, source, config, family, files, checkpoint_shapes(saved_as, part.role))
 
 
 def _plan_layouts(recipe: Recipe, config: Any, params: Mapping[tuple, Any], encoder: PartPlan) -> tuple[LayoutPlan, ...]:
