@@ -38,6 +38,7 @@ def test_plan_reads_no_weights_and_its_numbers_are_the_forged_manifests(tiny_che
     # The plan is what the forge reports afterwards, number for number.
     manifest = forge(cfg).manifest
     assert plan.parameters == manifest["parameters"]
+    assert plan.total_parameters == manifest["parameters"]["total"]
     summary = plan_summary(plan)
     new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
     assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -46,10 +47,24 @@ class PartPlan:
     config: Any  # vedforge.loading.PartConfig
     family: ModelFamily
     files: tuple[WeightFile, ...]  # the weights to read (none for random weights)
-    # Tensors of the checkpoint, from its config: Flax path -> shape/dtype, or for an encoder
-    # built with PyTorch its state-dict name -> shape/dtype.
-    shapes: Mapping[Any, Any]
-    buffers: frozenset[str] = frozenset()  # PyTorch buffers (not parameters) among ``shapes``
+    saved_config: Any  # the config the checkpoint's tensors were saved with (no overrides)
+    # For an encoder built with PyTorch: its state-dict name -> shape/dtype, and its buffers.
+    torch_specs: Optional[tuple[Mapping[str, Any], frozenset[str]]] = None
+
+    @cached_property
+    def shapes(self) -> Mapping[Any, Any]:
+        """Every tensor of the checkpoint, from its config: Flax path -> shape/dtype, or for an
+        encoder built with PyTorch its state-dict name -> shape/dtype. Traced when first asked for."""
+        if self.torch_specs is not None:
+            return self.torch_specs[0]
+        from vedforge.shapes import checkpoint_shapes
+
+        return checkpoint_shapes(self.saved_config, self.role)
+
+    @property
+    def buffers(self) -> frozenset[str]:
+        """PyTorch buffers (not parameters) among :attr:`shapes`."""
+        return self.torch_specs[1] if self.torch_specs is not None else frozenset()
 
     @property
     def role(self) -> str:
@@ -95,16 +110,47 @@ class ForgePlan:
     ids: Any = None  # vedforge.token_policy.TokenIds
     old_vocab: int = 0
     target: Mapping[tuple, Any] = field(default_factory=dict)  # Flax-layout tensors to assemble
-    tensors: Any = None  # vedforge.assembly.Assembly of shapes: what is copied, resized, grown or new
     layouts: tuple[LayoutPlan, ...] = ()
 
     def part(self, role: str) -> PartPlan:
         return self.encoder if role == "encoder" else self.decoder
 
+    @cached_property
+    def tensors(self) -> Any:
+        """What the assembly will do with each target tensor (copy, resize, grow or create it),
+        as a :class:`vedforge.assembly.Assembly` of shapes, with its part reports.
+
+        Computed when first asked for (``vedforge plan`` does; a forge learns the same from its
+        real assembly), because it traces both checkpoints' classes.
+        """
+        from vedforge.assembly import assemble
+
+        family = self.decoder.family
+        growth = (self.old_vocab, self.ids.vocab_size) if self.ids.vocab_size != self.old_vocab else None
+        tensors = assemble(
+            self.target, {role: {} if self.part(role).built_with_torch else self.part(role).shapes for role in ROLES},
+            seed=self.recipe.seed, init_std=float(getattr(self.decoder.config.model, family.init_std_attr, 0.02)),
+            aliases=family.aliases, decoder_vocab_growth=growth, dry_run=True,
+        )
+        if self.encoder.built_with_torch:
+            report_torch_encoder(tensors.reports["encoder"], self.encoder.shapes, [], self.encoder.buffers)
+        return tensors
+
     @property
     def parameters(self) -> dict[str, int]:
         """Parameter counts as the manifest records them."""
         return self.tensors.parameter_counts()
+
+    @property
+    def total_parameters(self) -> int:
+        """All parameters of the forged model, counted without tracing the checkpoints."""
+        import numpy as np
+
+        total = sum(int(np.prod(spec.shape, dtype=np.int64)) for spec in self.target.values())
+        if self.encoder.built_with_torch:
+            total += sum(int(np.prod(spec.shape, dtype=np.int64)) for name, spec in self.encoder.shapes.items()
+                         if name not in self.encoder.buffers)
+        return total
 
     @property
     def write_bytes(self) -> int:
@@ -198,7 +244,7 @@ def fetch_sources(plan: ForgePlan) -> dict[str, ResolvedSource]:
 def _plan_forge(recipe: Recipe) -> ForgePlan:
     import transformers
 
-    from vedforge.assembly import assemble, target_shapes
+    from vedforge.assembly import target_shapes
     from vedforge.checkpoint_writer import nbytes
     from vedforge.families import family_of
     from vedforge.loading import load_decoder_config, load_encoder_config
@@ -248,18 +294,12 @@ def _plan_forge(recipe: Recipe) -> ForgePlan:
         "encoder": _plan_part(recipe.encoder, sources["encoder"], enc, enc_family, recipe),
         "decoder": _plan_part(recipe.decoder, sources["decoder"], dec, dec_family, recipe),
     }
-    tensors = assemble(
-        target, {role: {} if parts[role].built_with_torch else parts[role].shapes for role in ROLES},
-        seed=recipe.seed, init_std=float(getattr(dec.model, dec_family.init_std_attr, 0.02)), aliases=dec_family.aliases,
-        decoder_vocab_growth=(old_vocab, ids.vocab_size) if ids.vocab_size != old_vocab else None, dry_run=True,
-    )
-    if torch_encoder:
-        report_torch_encoder(tensors.reports["encoder"], parts["encoder"].shapes, [], parts["encoder"].buffers)
-    layouts = _plan_layouts(recipe, config, tensors.params, parts["encoder"])
+    # Every target tensor is filled with its own shape, so the target tells what is written.
+    layouts = _plan_layouts(recipe, config, target, parts["encoder"])
     return ForgePlan(
         recipe, recipe.output.dir, FORGE, encoder=parts["encoder"], decoder=parts["decoder"], config=config,
         generation=generation, processor=processor, tokenizer=tokenizer, ids=ids, old_vocab=old_vocab, target=target,
-        tensors=tensors, layouts=layouts,
+        layouts=layouts,
     )
 
 
@@ -270,17 +310,15 @@ def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: Mo
     if family.built_with == "pytorch":
         from vedforge.torch_encoder import encoder_tensor_specs
 
-        shapes, buffers = encoder_tensor_specs(config.model)
-        return PartPlan(part, source, config, family, files, shapes, frozenset(buffers))
-    from vedforge.shapes import checkpoint_shapes
-
+        specs, buffers = encoder_tensor_specs(config.model)
+        return PartPlan(part, source, config, family, files, config.checkpoint, (specs, frozenset(buffers)))
     saved_as = config.checkpoint
     if not part.random_weights and part.config_overrides:
         from vedforge.loading import read_config
 
         # The file holds the tensors of the config it was saved with, not of the overridden one.
         saved_as = read_config(source, recipe.hub.trust_remote_code)
-    return PartPlan(part, source, config, family, files, checkpoint_shapes(saved_as, part.role))
+    return PartPlan(part, source, config, family, files, saved_as)
 
 
 def _plan_layouts(recipe: Recipe, config: Any, params: Mapping[tuple, Any], encoder: PartPlan) -> tuple[LayoutPlan, ...]:

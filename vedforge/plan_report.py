@@ -28,8 +28,10 @@ def _part_summary(part: Any) -> dict[str, Any]:
     return entry
 
 
-def plan_summary(plan: Any, *, pair: Optional[str] = None) -> dict[str, Any]:
-    """The plan as plain data: what ``vedforge plan --json`` prints for one pair."""
+def plan_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = True) -> dict[str, Any]:
+    """The plan as plain data: what ``vedforge plan --json`` prints for one pair. Without
+    ``tensors``, what each tensor comes from (which traces the checkpoints) is left out and
+    only the total parameter count is given."""
     from vedforge.plan import SKIP
 
     summary: dict[str, Any] = {"output_dir": str(plan.output_dir), "outcome": "skipped" if plan.outcome == SKIP else "forge"}
@@ -43,22 +45,27 @@ def plan_summary(plan: Any, *, pair: Optional[str] = None) -> dict[str, Any]:
             weight_layouts=previous.get("weight_layouts"), download_bytes=0, write_bytes=0,
         )
         return summary
-    reports = plan.tensors.reports
     ids = plan.ids
+    if tensors:
+        reports = plan.tensors.reports
+        summary.update(
+            parameters=plan.parameters,
+            tensors={
+                "total": len(plan.target) + (
+                    sum(1 for n in plan.encoder.shapes if n not in plan.encoder.buffers) if plan.encoder.built_with_torch else 0),
+                "new": {part: r.new_tensors for part, r in reports.items() if r.new_tensors},
+                "resized": {part: r.resized_tensors for part, r in reports.items() if r.resized_tensors},
+                "grown": {part: r.grown for part, r in reports.items() if r.grown},
+                "unused_checkpoint_tensors": {part: len(r.unused_tensors) for part, r in reports.items() if r.unused_tensors},
+            },
+        )
+    else:
+        summary["parameters"] = {"total": plan.total_parameters}
     summary.update(
         encoder=_part_summary(plan.encoder),
         decoder=_part_summary(plan.decoder),
         backend=plan.recipe.backend,
         seed=plan.recipe.seed,
-        parameters=plan.parameters,
-        tensors={
-            "total": len(plan.tensors.params) + (
-                sum(1 for n in plan.encoder.shapes if n not in plan.encoder.buffers) if plan.encoder.built_with_torch else 0),
-            "new": {part: r.new_tensors for part, r in reports.items() if r.new_tensors},
-            "resized": {part: r.resized_tensors for part, r in reports.items() if r.resized_tensors},
-            "grown": {part: r.grown for part, r in reports.items() if r.grown},
-            "unused_checkpoint_tensors": {part: len(r.unused_tensors) for part, r in reports.items() if r.unused_tensors},
-        },
         token_ids={
             "policy": plan.recipe.token_policy.kind, "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos,
             "bos": ids.bos, "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
@@ -118,11 +125,19 @@ def render_text(summary: dict[str, Any]) -> str:
         f"{head}FORGE{' (replacing the artifact there)' if summary['overwrite'] else ''} -> {summary['output_dir']}",
         _part_line("encoder", summary["encoder"]),
         _part_line("decoder", summary["decoder"]),
-        f"  parameters: {counts['total']:,} total, {counts['new']:,} new "
-        f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k not in ('total', 'new'))})",
-        f"  tensors: {summary['tensors']['total']:,}, new: "
-        + (", ".join(f"{part} {len(names)}" for part, names in summary["tensors"]["new"].items()) or "none")
-        + (f"; resized: {sum(len(v) for v in summary['tensors']['resized'].values())}" if summary["tensors"]["resized"] else ""),
+    ]
+    if "tensors" in summary:
+        lines += [
+            f"  parameters: {counts['total']:,} total, {counts['new']:,} new "
+            f"({', '.join(f'{k} {v:,}' for k, v in counts.items() if k not in ('total', 'new'))})",
+            f"  tensors: {summary['tensors']['total']:,}, new: "
+            + (", ".join(f"{part} {len(names)}" for part, names in summary["tensors"]["new"].items()) or "none")
+            + (f"; resized: {sum(len(v) for v in summary['tensors']['resized'].values())}"
+               if summary["tensors"]["resized"] else ""),
+        ]
+    else:
+        lines.append(f"  parameters: {counts['total']:,} total")
+    lines += [
         f"  token ids ({ids['policy']}): decoder_start {ids['decoder_start']}, pad {ids['pad']}, eos {ids['eos']}, "
         f"bos {ids['bos']}, vocabulary {ids['vocab_size']:,}" + (f", adds pad {ids['added_pad_token']!r}" if ids["added_pad_token"] else ""),
     ]
@@ -162,4 +177,5 @@ def log_plan(plan: Any) -> None:
 
     if plan.outcome == SKIP:
         return
-    log.info("%s", render_text(plan_summary(plan)))
+    # The forge's own assembly tells what each tensor came from; tracing it here would cost time.
+    log.info("%s", render_text(plan_summary(plan, tensors=False)))
