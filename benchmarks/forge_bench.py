@@ -8,6 +8,11 @@ and the ratios vedforge/classic, vedforge/PyTorch and vedforge/floor.
     python benchmarks/forge_bench.py                 # base pair, 3 runs each
     python benchmarks/forge_bench.py --scale large   # ~1.1B parameters, sharded output
     python benchmarks/forge_bench.py --sweep         # also a 2x2 sweep of base-size checkpoints
+    python benchmarks/forge_bench.py --flows tiny    # the embedded default beside the import floor
+
+The ``tiny`` flow times what a new user runs first: ``vedforge`` (the embedded tiny ViT + GPT-2,
+random weights), beside ``python -c "import transformers, flax"`` (with USE_TORCH=0, as vedforge
+runs Flax forges) and ``vedforge --help``, alternating in the same run.
 
 Wall time includes interpreter start-up and imports: it is what a user waits for. Every run
 starts after an (untimed) os.sync(), so no flow pays for the previous one's disk writeback.
@@ -145,12 +150,20 @@ class FlowFailed(Exception):
         self.what, self.wall, self.rss = what, wall, rss
 
 
-def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+def run(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int]:
     """Run ``cmd``; return (wall seconds, peak RSS bytes) of that one child, or raise FlowFailed."""
+    wall, rss, _ = run_with_cpu(cmd, env, cwd)
+    return wall, rss
+
+
+def run_with_cpu(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[float, int, float]:
+    """:func:`run`, also returning the child's CPU seconds (user + system), which other load on
+    the machine inflates far less than wall time."""
     # Untimed: flush the previous run's dirty pages so no flow pays for another's writeback.
     os.sync()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
@@ -161,7 +174,7 @@ def run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
         raise FlowFailed(f"killed by {name}{hint}", wall, usage.ru_maxrss * 1024)
     if code != 0:
         raise FlowFailed(f"exit {code}:\n{stderr[-3000:]}", wall, usage.ru_maxrss * 1024)
-    return wall, usage.ru_maxrss * 1024
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
 
 
 def dir_bytes(path: Path) -> int:
@@ -177,12 +190,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--scale", choices=sorted(SCALES), default="base")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "vedforge-bench")
-    parser.add_argument("--flows", default="classic,vedforge,floor,pytorch")
+    parser.add_argument("--flows", default="classic,vedforge,floor,pytorch",
+                        help="comma-separated: classic, vedforge, floor, pytorch (this scale's pair), tiny")
     parser.add_argument("--max-shard-size", default="10GB")
     parser.add_argument("--sweep", action="store_true", help="also time a 2x2 sweep of base-size checkpoints")
     args = parser.parse_args()
     py = sys.executable
     env = {"JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    flows = [f.strip() for f in args.flows.split(",") if f.strip()]
+    if "tiny" in flows:
+        tiny_benchmark(py, env, args.runs)
+        flows.remove("tiny")
+        if not flows:
+            return
 
     inputs = args.cache / args.scale
     if not (inputs / "decoder" / "tokenizer.json").is_file():
@@ -191,7 +211,6 @@ def main() -> None:
         run([py, "-c", BUILD, json.dumps(SCALES[args.scale]), str(inputs), "0", str(REPO / "vedforge" / "assets")], env)
     enc, dec = inputs / "encoder", inputs / "decoder"
     input_bytes = sum(f.stat().st_size for f in weight_files(enc) + weight_files(dec))
-    flows = [f.strip() for f in args.flows.split(",")]
     try:
         import importlib.util
 
@@ -258,6 +277,39 @@ def main() -> None:
                       f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}")
     if args.sweep:
         sweep_benchmark(py, env, inputs, args, med)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def tiny_benchmark(py: str, env: dict, runs: int) -> None:
+    """The embedded default (``vedforge`` with no overrides but output.dir) beside the import
+    floor and ``vedforge --help``, alternating, ``runs`` times each."""
+    scratch = Path(tempfile.mkdtemp(prefix="vedforge-bench-tiny-"))
+    walls: dict[str, list[float]] = {"vedforge": [], "floor": [], "help": []}
+    cpus: dict[str, list[float]] = {flow: [] for flow in walls}
+    commands = {
+        # As a new user runs it: console logging on, Hydra's run directory under the cwd.
+        "vedforge": lambda i: [py, "-m", "vedforge", f"output.dir={scratch / f'model-{i}'}"],
+        "floor": lambda i: [py, "-c", "import transformers, flax"],
+        "help": lambda i: [py, "-m", "vedforge", "--help"],
+    }
+    for i in range(runs):
+        for flow, command in commands.items():
+            # The floor without torch, as vedforge runs Flax forges (transformers imports torch when it can).
+            wall, _, cpu = run_with_cpu(command(i), {**env, "USE_TORCH": "0"} if flow == "floor" else env, cwd=scratch)
+            walls[flow].append(wall)
+            cpus[flow].append(cpu)
+            print(f"  run {i + 1} tiny {flow:9s} {wall:7.2f} s wall {cpu:6.2f} s CPU", flush=True)
+    med = {flow: statistics.median(values) for flow, values in walls.items()}
+    cpu = {flow: statistics.median(values) for flow, values in cpus.items()}
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\ntiny: the embedded default (69,120 parameters, random weights), {runs} runs each, "
+          f"{os.cpu_count()} cores, load average {load:.1f} at the end, {time.strftime('%Y-%m-%d')}")
+    print(f"{'flow':10s} {'median wall s':>14s} {'median CPU s':>13s}")
+    for flow, label in (("vedforge", "vedforge"), ("floor", "import floor (import transformers, flax)"),
+                        ("help", "vedforge --help")):
+        print(f"{flow:10s} {med[flow]:14.2f} {cpu[flow]:13.2f}   {label}")
+    print(f"vedforge - floor: wall {med['vedforge'] - med['floor']:+.2f} s (ratio {med['vedforge'] / med['floor']:.2f}), "
+          f"CPU {cpu['vedforge'] - cpu['floor']:+.2f} s (ratio {cpu['vedforge'] / cpu['floor']:.2f})\n")
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -29,18 +28,16 @@ def save_tiny_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1, saf
     The weights are written by transformers' own ``save_pretrained`` so the forge reads
     exactly what a hub checkpoint would hold.
     """
+    from tests_support import save_random_checkpoint
     from transformers import AutoConfig
 
+    from vedforge.compat import register_clip_vision
     from vedforge.loading import checkpoint_class
 
+    register_clip_vision()
     src = assets_dir() / f"{name}_tiny"
     config = AutoConfig.from_pretrained(src)
-    model = checkpoint_class(config, role)(config, seed=seed)
-    dest.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        # BART's seq2seq config keeps forced_bos_token_id, which save_pretrained warns about.
-        warnings.simplefilter("ignore", UserWarning)
-        model.save_pretrained(dest, safe_serialization=safetensors)
+    save_random_checkpoint(checkpoint_class(config, role), config, dest, seed=seed, safetensors=safetensors)
     for item in src.iterdir():
         if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
             shutil.copy(item, dest / item.name)

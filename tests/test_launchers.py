@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
 from tests_support import run_cli
+from vedforge.errors import EXIT_USER_ERROR
+from vedforge.launchers import LAUNCHER_EXTRAS, missing_launcher
 
 
 def _sweep(tmp_path, *launcher_args):
@@ -34,3 +38,33 @@ def test_joblib_sweep(tmp_path):
                     reason="pip install vedforge[submitit]")
 def test_submitit_local_sweep(tmp_path):
     _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+
+
+def test_a_launcher_that_is_not_installed_names_its_extra(monkeypatch):
+    import vedforge.launchers
+
+    monkeypatch.setattr(vedforge.launchers, "_installed", lambda module: module != "ray")
+    message = missing_launcher(["-m", "encoder=vit_tiny", "hydra/launcher=ray"])
+    assert "hydra/launcher=ray" in message and "ray cannot be imported" in message
+    assert "pip install 'vedforge[ray]'" in message
+    assert missing_launcher(["-m", "hydra/launcher=joblib", "seed=1"]) is None
+    assert missing_launcher(["hydra/launcher=basic", "launcher=ray"]) is None
+
+
+def test_every_listed_launcher_is_an_extra_of_the_package():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert {extra for _, extra in LAUNCHER_EXTRAS.values()} <= set(extras)
+
+
+def test_cli_refuses_a_missing_launcher_before_hydra_starts(tmp_path):
+    # The plugin hidden from this interpreter, as if vedforge[ray] were not installed.
+    code = ("import sys; sys.modules['hydra_plugins.hydra_ray_launcher'] = None; "
+            "sys.argv = ['vedforge', '-m', 'hydra/launcher=ray']; from vedforge.cli import entry; entry()")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_USER_ERROR
+    assert "pip install 'vedforge[ray]'" in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "multirun").exists()

@@ -11,12 +11,22 @@ from vedforge.errors import EXIT_USER_ERROR
 from vedforge.sweep import job_subdir
 
 
-def test_job_subdir_names_the_pair_and_other_swept_keys():
-    assert job_subdir("vit", "gpt2", "decoder=gpt2,encoder=vit") == "vit__gpt2"
-    assert job_subdir("vit", "gpt2", "decoder=gpt2,encoder=vit,seed=1") == "vit__gpt2__seed=1"
-    assert job_subdir("vit", "gpt2", "decoder.name_or_path=/a/b") == "vit__gpt2__decoder.name_or_path=_a_b"
-    assert job_subdir("vit", "gpt2", "decoder.name_or_path=builtin\\:x") == "vit__gpt2__decoder.name_or_path=builtin:x"
-    assert job_subdir("vit", "gpt2", "output.overwrite=true,hub.offline=true,seed=2") == "vit__gpt2__seed=2"
+def test_job_subdir_names_the_pair_and_other_recipe_overrides():
+    assert job_subdir("vit", "gpt2", ["decoder=gpt2", "encoder=vit"]) == "vit__gpt2"
+    assert job_subdir("vit", "gpt2", ["decoder=gpt2", "encoder=vit", "seed=1"]) == "vit__gpt2__seed=1"
+    assert job_subdir("vit", "gpt2", ["decoder.name_or_path=builtin:x"]) == "vit__gpt2__decoder.name_or_path=builtin:x"
+    assert job_subdir("vit", "gpt2", ["output.overwrite=true", "hub.offline=true", "seed=2"]) == "vit__gpt2__seed=2"
+
+
+def test_sweep_pair_directories_carry_no_override_punctuation(tmp_path):
+    result = run_cli("-m", "encoder=beit_tiny", "+encoder.config_overrides.drop_path_rate=0.0,0.1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pairs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "vedforge_manifest.json").is_file())
+    assert pairs == ["beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.0",
+                     "beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.1"]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert sorted(row["pair"] for row in summary["rows"]) == pairs
 
 
 @pytest.fixture(scope="module")

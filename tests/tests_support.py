@@ -6,9 +6,38 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def save_random_checkpoint(cls, config, dest: Path, *, seed: int, safetensors: bool = False) -> None:
+    """Save a randomly initialised ``cls(config)`` with transformers' own ``save_pretrained``.
+
+    The weights are drawn by vedforge's seeded generator (the distributions of transformers'
+    Flax init, checked in test_random_init), so building a test checkpoint compiles nothing;
+    the file is the one transformers writes for those parameters.
+    """
+    import numpy as np
+    from flax.traverse_util import unflatten_dict
+
+    from vedforge.random_init import UnknownInitializerError, random_part_state
+
+    params = {}
+    for path, tensor in random_part_state(cls, config, seed=seed, role="checkpoint").items():
+        try:
+            params[path] = np.asarray(tensor)
+        except UnknownInitializerError:
+            # A full CLIP model's logit scale starts at a constant from its config.
+            assert path == ("logit_scale",), path
+            params[path] = np.full(tensor.shape, config.logit_scale_init_value, tensor.dtype)
+    model = cls(config, _do_init=False)
+    dest.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # BART's seq2seq config keeps forced_bos_token_id, which save_pretrained warns about.
+        warnings.simplefilter("ignore", UserWarning)
+        model.save_pretrained(dest, params=unflatten_dict(params), safe_serialization=safetensors)
 
 
 def resized_checkpoint(checkpoints: dict[str, Path], name: str, dest: Path, **config_changes) -> Path:
@@ -20,8 +49,8 @@ def resized_checkpoint(checkpoints: dict[str, Path], name: str, dest: Path, **co
     config = AutoConfig.from_pretrained(checkpoints[name])
     for key, value in config_changes.items():
         setattr(config, key, value)
-    model = checkpoint_class(config, "decoder" if name in ("gpt2", "bert", "roberta", "bart") else "encoder")(config, seed=3)
-    model.save_pretrained(dest)
+    cls = checkpoint_class(config, "decoder" if name in ("gpt2", "bert", "roberta", "bart") else "encoder")
+    save_random_checkpoint(cls, config, dest, seed=3)
     for item in checkpoints[name].iterdir():
         if item.name not in ("config.json", "flax_model.msgpack", "generation_config.json"):
             shutil.copy(item, dest / item.name)

@@ -1,3 +1,3 @@
-from vedforge.cli import entry
+from vedforge.entry import entry
 
 entry()

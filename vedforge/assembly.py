@@ -77,8 +77,8 @@ def target_shapes(config: Any) -> dict[Path_, Any]:
         depth[part] = int(getattr(getattr(config, part), attr))
         setattr(getattr(one, part), attr, 1)
         setattr(getattr(two, part), attr, 2)
-    if min(depth.values()) < 2:
-        return traced_shapes(config)
+    if min(depth.values()) <= 2:
+        return traced_shapes(config)  # two traces would cost more than tracing this depth
     shallow, deeper = traced_shapes(one), traced_shapes(two)
     layer_paths: dict[Path_, int] = {}  # path of a layer-0 parameter -> index of its layer number
     for path in deeper.keys() - shallow.keys():

@@ -69,15 +69,25 @@ def _shards_from_index(index: Path) -> list[Path]:
 
 def read_msgpack(files: Iterable[Path]) -> FlatState:
     """Index Flax msgpack weights (one file or all shards) as a flat state of lazy tensors."""
-    from flax.traverse_util import flatten_dict
-
     state: FlatState = {}
     for file in files:
         tree = index_msgpack(file)
         if not isinstance(tree, dict):
             raise CorruptCheckpointError(f"The weights file '{file}' does not hold a parameter tree.")
-        state.update(flatten_dict(tree))
+        state.update(_flatten(tree))
     return state
+
+
+def _flatten(tree: dict, prefix: tuple[str, ...] = ()) -> FlatState:
+    """``flax.traverse_util.flatten_dict`` (empty nodes dropped), without importing flax and jax,
+    which a conversion to PyTorch never needs."""
+    flat: FlatState = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix + (key,)))
+        else:
+            flat[prefix + (key,)] = value
+    return flat
 
 
 def safetensors_format(file: Path) -> str:

@@ -61,6 +61,10 @@ def run_task(cfg) -> None:
         return
     try:
         result = forge(cfg, hydra_records=records)
+        if _private_run_dir is not None:
+            from vedforge.run_records import append_log
+
+            append_log(_private_run_dir, result.output_dir)
         redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
@@ -119,6 +123,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
 
 
 _sweep_cache = None
+# Hydra's run directory when it is a private temporary one (vedforge.run_records).
+_private_run_dir = None
 
 
 def _shared_cache():
@@ -142,6 +148,27 @@ def _run_verify(argv: list[str]) -> int:
             raise
         report(str(exc))
         return EXIT_USER_ERROR
+
+
+def _run_convert(argv: list[str]) -> int:
+    from vedforge.convert import main as convert_main
+
+    try:
+        return convert_main(argv)
+    except VedforgeError as exc:
+        if _debug():
+            raise
+        report(str(exc))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        report("interrupted. Nothing partial was published; run the same command again.")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if _debug():
+            raise
+        report(f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; rerun with "
+               "VEDFORGE_DEBUG=1 for the traceback and report it.", internal=True)
+        return EXIT_INTERNAL_ERROR
 
 
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "recipe")
@@ -172,23 +199,33 @@ def entry() -> None:
 
 
 def main() -> None:
-    """Run the command line in ``sys.argv``: a forge, a sweep, ``plan`` or ``verify``."""
+    """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
+    if sys.argv[1:2] == ["convert"]:
+        sys.exit(_run_convert(sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
         from vedforge.plan_command import main as plan_main
 
         sys.exit(plan_main(sys.argv[2:]))
-    bad = _bad_group_override(sys.argv[1:])
+    from vedforge.launchers import missing_launcher
+
+    bad = _bad_group_override(sys.argv[1:]) or missing_launcher(sys.argv[1:])
     if bad:
         report(bad)
         sys.exit(EXIT_USER_ERROR)
     import hydra
 
     from vedforge.resources import config_dir
+    from vedforge.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.schema import register_schema
 
+    global _private_run_dir
     register_schema()
+    # With output.dir given, the artifact is the only place a forge writes (vedforge.run_records).
+    _private_run_dir = private_run_dir(sys.argv[1:])
+    if _private_run_dir is not None:
+        sys.argv.append(run_dir_override(_private_run_dir))
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
     try:
         app()
@@ -200,6 +237,9 @@ def main() -> None:
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if _private_run_dir is not None:
+            remove_run_dir(_private_run_dir)
     if SweepSummary.empty is not None:
         swept = ", ".join(SweepSummary.empty) or "none"
         report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "

@@ -33,6 +33,8 @@ class ModelFamily:
     vision_tower: bool = False
     # transformers 4.x does not register the Flax class with FlaxAutoModel (vedforge.compat does).
     needs_flax_registration: bool = False
+    # With drop_path_rate > 0, training the Flax model needs a "droppath" PRNG (vedforge.compat).
+    drop_path_rng: bool = False
     # Why transformers' PyTorch VisionEncoderDecoderModel cannot run this encoder as is (fixed
     # by vedforge.torch_compat), or None.
     torch_compat_fix: str | None = None
@@ -84,7 +86,7 @@ def _roberta_like(model_type: str, label: str) -> ModelFamily:
 FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     # Vision models whose Flax port can serve as the encoder.
     _encoder("vit", "ViT"),
-    _encoder("beit", "BEiT"),
+    _encoder("beit", "BEiT", drop_path_rng=True),
     _encoder("dinov2", "DINOv2"),
     _encoder("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
     # A full CLIP checkpoint: vedforge takes its vision tower (model type clip_vision_model).

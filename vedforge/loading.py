@@ -116,8 +116,10 @@ def checkpoint_class(config: Any, role: str):
 def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights: bool, seed: int) -> FlatState:
     """The tensors of one part, in the layout of the class its checkpoint was saved from.
 
-    With ``random_weights`` the checkpoint's architecture is initialised afresh from a seed
-    derived from the recipe's, exactly as if that initialisation had been saved and loaded.
+    With ``random_weights`` the checkpoint's architecture is initialised afresh from the
+    recipe's seed, tensor by tensor, with the distributions its Flax modules declare, as if that
+    initialisation had been saved and loaded (:mod:`vedforge.random_init`: nothing is compiled).
+    The tensors are drawn only when written.
     """
     from flax.traverse_util import flatten_dict
 
@@ -126,8 +128,9 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
     register_clip_vision()
     cls = checkpoint_class(part.checkpoint, source.role)
     if random_weights:
-        model = cls(part.checkpoint, seed=derive_seed(seed, f"{source.role}-weights"))
-        return {k: v for k, v in flatten_dict(model.params).items()}
+        from vedforge.random_init import random_part_state
+
+        return random_part_state(cls, part.checkpoint, seed=seed, role=source.role)
 
     def convert_pytorch_layout(tensors: dict) -> FlatState:
         from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax

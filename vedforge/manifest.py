@@ -6,7 +6,7 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from vedforge.sources import ResolvedSource
 
@@ -24,14 +24,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def describe_input(source: ResolvedSource, *, model_type: str, weights: str) -> dict[str, Any]:
-    """The manifest entry of one input: where it came from and what it resolved to."""
+def describe_input(source: ResolvedSource, *, model_type: str, weights: str,
+                   initialisation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest entry of one input: where it came from and what it resolved to, and for
+    random weights how they were made."""
     entry: dict[str, Any] = {
         "name_or_path": source.name_or_path,
         "kind": source.kind,
         "model_type": model_type,
         "weights": weights,
     }
+    if initialisation is not None:
+        entry["initialisation"] = initialisation
     if source.kind == "hub":
         entry.update(revision=source.revision, commit=source.commit)
     else:
@@ -60,7 +64,7 @@ def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any)
         "versions": package_versions(),
         "inputs": {
             role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
-                                 weights=recipe.part(role).weights)
+                                 weights=recipe.part(role).weights, initialisation=_initialisation(plan, role))
             for role in ("encoder", "decoder")
         },
         "seed": recipe.seed,
@@ -76,6 +80,22 @@ def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any)
         "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
         "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
         "needs_compat": plan.needs_compat,
+        "needs_drop_path_rng": plan.drop_path_rate if recipe.backend == "flax" and plan.drop_path_rate > 0 else None,
         "needs_keyword_decode": plan.needs_keyword_decode,
         "needs_torch_compat": plan.needs_torch_compat,
     }
+
+
+def _initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
+    """How a random part's weights were made, for the manifest; None for pretrained weights."""
+    part = plan.part(role)
+    if not part.recipe.random_weights:
+        return None
+    if part.built_with_torch:
+        from vedforge.torch_encoder import describe_torch_generation
+
+        return describe_torch_generation(part.config.model, plan.recipe.seed)
+    from vedforge.loading import checkpoint_class
+    from vedforge.random_init import describe_generation
+
+    return describe_generation(checkpoint_class(part.config.checkpoint, role), plan.recipe.seed)

@@ -26,13 +26,41 @@ from vedforge.compat import FlaxVisionEncoderDecoderModel
 """
 
 
+_DROP_PATH_NOTE = """
+The encoder is BEiT with stochastic depth (`drop_path_rate` {rate}). In training, transformers'
+Flax BEiT asks for a PRNG stream named "droppath", which `FlaxVisionEncoderDecoderModel`
+(`model(..., dropout_rng=rng, train=True)`) and most training loops never pass, so the first
+step fails with `InvalidRngError`. `vedforge.compat` makes the drop path draw from the
+"dropout" stream instead; the rate is left as the checkpoint has it.
+"""
+
+_TRAIN_NOTE = """
+## Train
+
+Run your training script unchanged, with vedforge's fixes installed for the process (as
+`python -m cProfile` runs one), e.g. transformers' Flax image-captioning example:
+
+```bash
+python -m vedforge.compat run_image_captioning_flax.py --model_name_or_path path/to/this/dir --do_train --do_eval --predict_with_generate ...
+```
+
+In your own code, `import vedforge.compat; vedforge.compat.install()` before loading does the same.
+"""
+
+_PAD_IS_EOS_NOTE = """
+**Padding is end-of-sequence here** (both id {eos}). The usual label preparation
+that replaces padding with -100 (`labels[labels == tokenizer.pad_token_id] = -100`, as in
+`Seq2SeqTrainer` captioning recipes) then masks every eos as well, so the model never learns to
+end a caption and generates until `max_length`. Forge with `token_policy=add_pad` for a real pad
+token (the decoder's vocabulary grows by one row), or mask labels by the attention mask, not by id.
+"""
+
 _TORCH_COMPAT_NOTE = """
 The encoder is {model_type}, which transformers' PyTorch `VisionEncoderDecoderModel` cannot run
 as is ({why}). `vedforge.torch_compat.install()` fixes transformers' class for the process (the
 module needs only torch and transformers); `vedforge.torch_compat.VisionEncoderDecoderModel` is
 the same fix as a drop-in class.
 """
-
 
 
 def _family_flag(model_type: str, name: str) -> object:
@@ -89,6 +117,13 @@ def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
         notes += _CLIP_NOTE
     if manifest["needs_keyword_decode"] and has_flax:
         notes += _KEYWORD_NOTE.format(model_type=dec["model_type"])
+    drop_path = manifest.get("needs_drop_path_rng")
+    if drop_path and has_flax:
+        notes += _DROP_PATH_NOTE.format(rate=drop_path)
+    if manifest["needs_compat"] and has_flax:
+        notes += _TRAIN_NOTE
+    if ids["pad"] == ids["eos"]:
+        notes += _PAD_IS_EOS_NOTE.format(eos=ids["eos"])
     if manifest.get("needs_torch_compat"):
         notes += _TORCH_COMPAT_NOTE.format(model_type=enc["model_type"], why=_torch_compat_why(enc["model_type"]))
     rows = "\n".join(f"| {k} | {v:,} |" for k, v in counts.items())

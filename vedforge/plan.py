@@ -165,9 +165,19 @@ class ForgePlan:
         return self.decoder.family.keyword_decode
 
     @property
+    def drop_path_rate(self) -> float:
+        """The encoder's stochastic depth rate where the Flax model then needs a "droppath" PRNG
+        in training (vedforge.compat supplies it), else 0."""
+        if not self.encoder.family.drop_path_rng:
+            return 0.0
+        return float(getattr(self.encoder.config.model, "drop_path_rate", 0.0) or 0.0)
+
+    @property
     def needs_compat(self) -> bool:
-        """The Flax model needs vedforge.compat (keyword decoding, or CLIP's vision tower registered)."""
-        return self.decoder.family.keyword_decode or self.encoder.family.needs_flax_registration
+        """The Flax model needs vedforge.compat (keyword decoding, CLIP's vision tower registered,
+        or BEiT's drop-path PRNG in training)."""
+        return (self.decoder.family.keyword_decode or self.encoder.family.needs_flax_registration
+                or self.drop_path_rate > 0)
 
     @property
     def needs_torch_compat(self) -> bool:

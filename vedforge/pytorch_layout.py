@@ -76,13 +76,18 @@ def _build_meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], s
     return expected, set(expected) - distinct
 
 
-def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | None = None) -> dict[str, Any]:
+_FORGE_ADVICE = "Forge with backend=flax without output.pytorch, and report this pairing"
+
+
+def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | None = None, *,
+                      advice: str = _FORGE_ADVICE) -> dict[str, Any]:
     """The PyTorch state dict of the combined model, as lazily converted tensors.
 
     Args:
         config: the forged ``VisionEncoderDecoderConfig``.
         params: the forged tensors in Flax layout.
         native: tensors already in PyTorch layout and naming (an encoder built with PyTorch).
+        advice: the error's last sentence: what the user can do about a mismatch.
 
     Raises:
         BackendError: the tensors do not cover the PyTorch model, which would make
@@ -104,10 +109,10 @@ def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | N
     missing = sorted(set(expected) - set(out) - tied)
     if unexpected or missing:
         raise BackendError(
-            "The forged tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
+            "The tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
             f"({config.encoder.model_type} + {config.decoder.model_type}): "
             + (f"no PyTorch place for {', '.join(unexpected[:5])}; " if unexpected else "")
             + (f"nothing for {', '.join(missing[:5])}" if missing else "")
-            + ". Forge with backend=flax without output.pytorch, and report this pairing."
+            + f". {advice}."
         )
     return {name: arr for name, arr in out.items() if name not in tied}

@@ -111,7 +111,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     with OutputLock(plan.output_dir):
         staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
         staged.check()
-        with timer.step("load", "Reading encoder and decoder weights"):
+        with timer.step("load", _load_message(plan)):
             states, loads = load(plan, sources, cache or PartCache())
         with timer.step("assemble", "Adding cross-attention"):
             assembly, tensors = assemble_weights(plan, states)
@@ -142,6 +142,15 @@ def fetch(plan: Any) -> dict[str, Any]:
     from vedforge.plan import fetch_sources
 
     return fetch_sources(plan)
+
+
+def _load_message(plan: Any) -> str:
+    reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
+    drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    return "; ".join(
+        ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
+        + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
+           if drawing else []))
 
 
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -29,22 +29,21 @@ _COLUMNS = ("pair", "encoder", "decoder", "backend", "token_policy", "status", "
             "artifact_bytes", "wall_s", "error")
 
 
-def job_subdir(encoder: str, decoder: str, override_dirname: str = "") -> str:
-    """``vit__gpt2``, plus any other swept overrides (``vit__gpt2__seed=1``) so pairs never collide."""
-    # The recipe names the whole run, and output.* and hub.* say where and how to write:
-    # none of them names a pair.
-    skip = ("encoder=", "decoder=", "recipe=", "output.", "hub.")
-    rest = [item for item in override_dirname.split(",") if item and not item.startswith(skip)]
-    # Hydra escapes ':' and other grammar characters in override_dirname with a backslash.
-    return "__".join([encoder, decoder, *rest]).replace("\\", "").replace("/", "_")
+def job_subdir(encoder: str, decoder: str, overrides: Iterable[str] = ()) -> str:
+    """``vit__gpt2``, plus the job's other recipe overrides (``vit__gpt2__seed=1``): see
+    :mod:`vedforge.pair_names` for how the name stays safe and unique."""
+    from vedforge.pair_names import pair_dirname
+
+    return pair_dirname(encoder, decoder, overrides)
 
 
 def register_resolvers() -> None:
-    """Register ``${vedforge_subdir:...}``, used by ``hydra.sweep.subdir``."""
+    """Register ``${vedforge_subdir:ENCODER,DECODER,OVERRIDES}``, used by ``hydra.sweep.subdir``."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("vedforge_subdir"):
-        OmegaConf.register_new_resolver("vedforge_subdir", lambda e, d, o="": job_subdir(str(e), str(d), str(o or "")))
+        OmegaConf.register_new_resolver(
+            "vedforge_subdir", lambda e, d, o=(): job_subdir(str(e), str(d), [str(line) for line in o or ()]))
 
 
 def write_job_record(sweep_dir: Path, subdir: str, record: dict[str, Any]) -> None:
@@ -200,3 +199,21 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
             artifact_bytes=sum(f["bytes"] for f in manifest["files"].values()),
         )
     return row
+
+
+def lost_job_record(sweep_config: DictConfig, pair: str, error: str) -> dict[str, Any]:
+    """The summary row of a pair whose job left no record of its own (its worker died, or wrote
+    where the sweep cannot read), from the job's config as the launcher composed it."""
+    choices = sweep_config.hydra.runtime.choices
+    return {
+        "pair": pair,
+        "encoder": choices.get("encoder") or sweep_config.encoder.name_or_path,
+        "decoder": choices.get("decoder") or sweep_config.decoder.name_or_path,
+        "backend": option_value(sweep_config.backend.name),
+        "token_policy": choices.get("token_policy"),
+        "status": "failed",
+        "output_dir": None,
+        "wall_s": None,
+        "error": error,
+        "loads": {},
+    }

@@ -10,6 +10,12 @@ Policies:
   and the decoder's vocabulary grows by one row, instead of padding with eos.
 
 Any token given in the recipe wins over what ``auto`` would choose.
+
+Whatever the policy, the saved tokenizer, ``config`` and ``generation_config`` then name the
+same bos, eos and pad (and config and generation config the same decoder start): the
+tokenizer's special tokens are set to the chosen ids, because training clients read them from
+the tokenizer (``caption + tokenizer.eos_token``) and ``Seq2SeqTrainer`` rewrites the model's
+ids, with a warning, wherever they differ.
 """
 
 from __future__ import annotations
@@ -118,9 +124,17 @@ def resolve_token_ids(policy: Any, tokenizer: Any, decoder_config: Any, family: 
             f"The decoder {decoder_name} has neither a pad token nor an eos token to pad with. "
             "Use token_policy=add_pad to add a pad token, or set token_policy.pad_token=<id or token>."
         )
-    if tokenizer.pad_token_id != pad:
-        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad)
+    _set_special_token(tokenizer, "pad_token", pad)
+    _set_special_token(tokenizer, "eos_token", eos)
+    _set_special_token(tokenizer, "bos_token", bos)
     return TokenIds(start, pad, eos, bos, added_pad, max(vocab_size, len(tokenizer)))
+
+
+def _set_special_token(tokenizer: Any, name: str, token_id: Optional[int]) -> None:
+    """Make the tokenizer's ``name`` (e.g. ``eos_token``) the token of ``token_id``; a None id
+    leaves the tokenizer as it is (nothing names that token anywhere then)."""
+    if token_id is not None and getattr(tokenizer, f"{name}_id") != token_id:
+        setattr(tokenizer, name, tokenizer.convert_ids_to_tokens(token_id))
 
 
 def apply_token_ids(config: Any, ids: TokenIds) -> None:
@@ -129,6 +143,7 @@ def apply_token_ids(config: Any, ids: TokenIds) -> None:
     config.decoder_start_token_id = ids.decoder_start
     config.pad_token_id = ids.pad
     config.eos_token_id = ids.eos
+    config.bos_token_id = ids.bos
     config.decoder.vocab_size = ids.vocab_size
 
 
@@ -140,6 +155,5 @@ def generation_config_for(config: Any, ids: TokenIds):
     generation.decoder_start_token_id = ids.decoder_start
     generation.pad_token_id = ids.pad
     generation.eos_token_id = ids.eos
-    if ids.bos is not None:
-        generation.bos_token_id = ids.bos
+    generation.bos_token_id = ids.bos
     return generation

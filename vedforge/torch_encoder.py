@@ -48,6 +48,16 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     return specs, {f"encoder.{name}" for name, _ in model.named_buffers()}
 
 
+def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
+    """The manifest's record of how a random PyTorch-built encoder's weights were made."""
+    return {
+        "method": "transformers' PyTorch initialisation (the model class's _init_weights), no XLA",
+        "generator": f"torch.manual_seed({derive_seed(seed, 'encoder-weights')}), derived from the recipe seed",
+        "distributions": f"the initialisers transformers' PyTorch {model_config.model_type} classes apply",
+        "seed": seed,
+    }
+
+
 def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, random_weights: bool,
                              seed: int) -> tuple[dict[str, np.ndarray], list[str], set[str]]:
     """The encoder's PyTorch state dict, named as inside ``VisionEncoderDecoderModel`` (``encoder.``...),

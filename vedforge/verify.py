@@ -1,4 +1,5 @@
-"""``vedforge verify DIR``: forge the recorded recipe again and compare every artifact file's sha256."""
+"""``vedforge verify DIR``: forge the recorded recipe again (for a ``vedforge convert`` output: convert
+its recorded source again) and compare every artifact file's sha256."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def recorded_recipe(directory: Path):
         ) from None
     except ValueError as exc:
         raise VedforgeError(f"The manifest in '{directory}' is not valid JSON ({exc}).") from None
+    if isinstance(manifest.get("conversion"), dict):
+        return manifest, None  # written by vedforge convert: verified by converting its source again
     recipe = manifest.get("recipe")
     if not isinstance(recipe, dict):
         raise VedforgeError(f"The manifest in '{directory}' records no recipe (written by an older vedforge?).")
@@ -56,9 +59,12 @@ def verify(directory: Path, recipe_record=None) -> list[FileCheck]:
     directory = directory.absolute()
     manifest, cfg = recipe_record or recorded_recipe(directory)
     with tempfile.TemporaryDirectory(prefix="vedforge-verify-") as scratch:
-        cfg.output.dir = str(Path(scratch) / "rebuild")
-        cfg.output.resume = False
-        rebuilt = forge(cfg).manifest["files"]
+        if cfg is None:
+            rebuilt = _reconvert(manifest["conversion"], Path(scratch) / "rebuild")
+        else:
+            cfg.output.dir = str(Path(scratch) / "rebuild")
+            cfg.output.resume = False
+            rebuilt = forge(cfg).manifest["files"]
     recorded = manifest.get("files", {})
     checks = []
     for name in sorted(set(recorded) | set(rebuilt)):
@@ -73,6 +79,19 @@ def verify(directory: Path, recipe_record=None) -> list[FileCheck]:
         if check.name in altered:
             check.status = "altered"
     return checks
+
+
+def _reconvert(conversion: dict, out: Path) -> dict:
+    """The file table of converting the recorded source again (``vedforge convert``'s artifacts)."""
+    from vedforge.convert import convert
+
+    source = Path(conversion["source"])
+    if not source.is_dir():
+        raise VedforgeError(
+            f"This directory was converted from '{source}', which no longer exists, so it cannot be converted again "
+            "to compare."
+        )
+    return convert(source, out, max_shard_size=conversion.get("max_shard_size", "5GB")).manifest["files"]
 
 
 def main(argv: list[str]) -> int:
@@ -93,7 +112,7 @@ def main(argv: list[str]) -> int:
 
     recorded = recorded_recipe(args.directory.absolute())
     # Before the forge imports transformers: torch only if the recorded recipe writes PyTorch weights.
-    configure_torch_import(needs_torch(recorded[1]))
+    configure_torch_import(recorded[1] is None or needs_torch(recorded[1]))
     checks = verify(args.directory, recorded)
     table = Table(title=f"verify {args.directory}")
     for column in ("file", "status", "recorded sha256", "rebuilt sha256"):

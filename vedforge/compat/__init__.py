@@ -1,6 +1,6 @@
-"""Fixes that let stock transformers 4.x run every pairing vedforge forges.
+"""Fixes that let stock transformers 4.x run and train every pairing vedforge forges.
 
-Two gaps in transformers' Flax vision-encoder-decoder support:
+Gaps in transformers' Flax vision-encoder-decoder support:
 
 * ``FlaxVisionEncoderDecoderModel.decode`` calls the decoder with positional arguments,
   and the fourth positional parameter of BERT/RoBERTa-family causal LMs is
@@ -12,20 +12,29 @@ Two gaps in transformers' Flax vision-encoder-decoder support:
   ``create_position_ids_from_input_ids``, and how they were pretrained), but the Flax
   wrapper numbers them from 0, so the stock Flax model computes something other than the
   same weights in PyTorch. :class:`FlaxVisionEncoderDecoderModule` shifts them.
+* BEiT's stochastic depth (``drop_path_rate > 0``, 0.1 in the released BEiT configs) asks
+  for a PRNG stream named "droppath" in training, but the vision-encoder-decoder model
+  (``model(..., dropout_rng=rng, train=True)``) and most training loops supply only
+  "dropout", so the first training step fails with ``InvalidRngError``. With the fix, the
+  drop path draws from "dropout" when no "droppath" stream is given.
 
 Use :class:`FlaxVisionEncoderDecoderModel` from this module in place of transformers'
-class, or call :func:`install` once to fix transformers' own class in this process.
+class, or call :func:`install` once to fix transformers' own class in this process, or run
+an unchanged script with every fix installed: ``python -m vedforge.compat SCRIPT [ARGS...]``.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
 from transformers import CLIPVisionConfig, FlaxAutoModel, FlaxCLIPVisionModel
 from transformers import FlaxVisionEncoderDecoderModel as _StockModel
 from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_MAPPING
+from transformers.models.beit import modeling_flax_beit
 from transformers.models.vision_encoder_decoder.modeling_flax_vision_encoder_decoder import (
     FlaxVisionEncoderDecoderModule as _StockModule,
 )
-
 
 from vedforge.families import FAMILIES
 
@@ -68,7 +77,32 @@ class FlaxVisionEncoderDecoderModel(_StockModel):
 
     def __init__(self, config, *args, **kwargs):
         register_clip_vision()
+        fix_beit_drop_path()
         super().__init__(config, *args, **kwargs)
+
+
+class FlaxBeitDropPath(modeling_flax_beit.FlaxBeitDropPath):
+    """BEiT's drop path, drawing from the "dropout" stream when no "droppath" stream is given.
+
+    ``make_rng`` folds in the module's path, so the key differs from every dropout layer's.
+    When a "droppath" stream is given (``FlaxBeitModel`` itself passes one), nothing changes.
+    """
+
+    @nn.compact
+    def __call__(self, inputs, deterministic=True):
+        if self.rate == 0.0 or deterministic:
+            return inputs
+        keep_prob = 1.0 - self.rate
+        shape = (inputs.shape[0],) + (1,) * (inputs.ndim - 1)
+        rng = self.make_rng("droppath" if self.has_rng("droppath") else "dropout")
+        binary = jnp.floor(keep_prob + jax.random.uniform(rng, shape=shape, dtype=inputs.dtype))
+        return inputs / keep_prob * binary
+
+
+def fix_beit_drop_path() -> None:
+    """Make BEiT layers built from now on use :class:`FlaxBeitDropPath` (they look the class up
+    by name in transformers' module when they are set up)."""
+    modeling_flax_beit.FlaxBeitDropPath = FlaxBeitDropPath
 
 
 def register_clip_vision() -> None:
@@ -80,4 +114,5 @@ def register_clip_vision() -> None:
 def install() -> None:
     """Apply these fixes to transformers' own classes for the rest of this process."""
     register_clip_vision()
+    fix_beit_drop_path()
     _StockModel.module_class = FlaxVisionEncoderDecoderModule
