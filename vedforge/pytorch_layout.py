@@ -49,22 +49,9 @@ def pytorch_name(path: tuple[str, ...], ndim: int, expected: dict[str, tuple[int
     return name, None
 
 
-# The plan and the assembly ask for the same config's shapes; building the model twice would
-# cost a second or more for a large pair.
-_META_SHAPES: dict[str, tuple[dict[str, tuple[int, ...]], set[str]]] = {}
-
-
 def meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """Shapes of every tensor in the state dict of ``VisionEncoderDecoderModel(config)``, and the
     names that are tied to another tensor (``save_pretrained`` leaves those out)."""
-    key = config.to_json_string()
-    if key not in _META_SHAPES:
-        _META_SHAPES.clear()
-        _META_SHAPES[key] = _build_meta_state_shapes(config)
-    return _META_SHAPES[key]
-
-
-def _build_meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     import torch
     from transformers import VisionEncoderDecoderModel
 
