@@ -418,3 +418,11 @@ def test_verify_converts_the_recorded_source_again(tmp_path):
     generation = json.loads((src / "generation_config.json").read_text())
     (src / "generation_config.json").write_text(json.dumps({**generation, "num_beams": 4}))
     assert {c.name for c in verify(out) if c.status != "ok"} == {"generation_config.json"}
+
+
+def test_a_tokenizer_that_does_not_load_is_reported(tmp_path):
+    src = _copy(_forge(tmp_path), tmp_path / "bad_tokenizer")
+    (src / "tokenizer.json").write_text("{ not a tokenizer")
+    with pytest.raises(CorruptCheckpointError, match="tokenizer files in .* cannot be loaded"):
+        convert(src, tmp_path / "out")
+    _nothing_under(tmp_path / "out")

@@ -212,3 +212,4 @@ def test_no_running_cluster_is_one_clear_error(namespace, tmp_path):
     message = " ".join(result.stderr.split())
     assert "No Ray cluster answers at hydra.launcher.ray.init.address=auto" in message and "ray start --head" in message
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "sweep").exists()  # nothing ran, nothing is left behind

@@ -19,7 +19,11 @@ def entry() -> None:
 
         text = render_help(config_dir(), recipes_dir())
         if text is not None:
-            print(text)
+            try:
+                print(text, flush=True)
+            except BrokenPipeError:
+                # `vedforge --help | head`: the reader has all it wanted.
+                sys.stdout = None
             return
     from vedforge.cli import entry as cli_entry
 

@@ -95,15 +95,19 @@ def launch(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_id
     results; what this adds to hydra-ray-launcher's own launch is listed in the module docstring."""
     import ray
 
-    from vedforge.sweep import lost_job_record, read_job_records, write_job_record
+    from vedforge.sweep import lost_job_record, read_job_records, remove_if_nothing_ran, write_job_record
 
     setup_globals()
     assert launcher.config is not None and launcher.hydra_context is not None and launcher.task_function is not None
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
     sweep_dir = Path(str(launcher.config.hydra.sweep.dir)).absolute()
+    try:
+        start_or_join(launcher.ray_cfg.init)
+    except RayClusterError:
+        remove_if_nothing_ran(sweep_dir)  # Hydra's multirun.yaml, for a sweep that never ran
+        raise
     sweep_dir.mkdir(parents=True, exist_ok=True)
     log.info("Ray Launcher is launching %d jobs, sweep output dir: %s", len(job_overrides), sweep_dir)
-    start_or_join(launcher.ray_cfg.init)
 
     remote_options = OmegaConf.to_container(launcher.ray_cfg.remote, resolve=True) if launcher.ray_cfg.remote else {}
     remote = ray.remote(**remote_options)(_run_job_from) if remote_options else ray.remote(_run_job_from)

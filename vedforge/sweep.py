@@ -131,14 +131,20 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = read_job_records(sweep_dir)
         if not rows:
-            # Nothing ran: no summary of nothing. Hydra's multirun.yaml is all that was written.
+            # Nothing ran: no summary of nothing.
             SweepSummary.empty = list(config.hydra.overrides.task)
-            if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", JOBS_DIR}:
-                import shutil
-
-                shutil.rmtree(sweep_dir)
+            remove_if_nothing_ran(sweep_dir)
             return
         SweepSummary.failed = write_summary(sweep_dir, rows)["failed"]
+
+
+def remove_if_nothing_ran(sweep_dir: Path) -> None:
+    """Remove the sweep directory when it holds only what Hydra writes before any job runs
+    (multirun.yaml), so a sweep that launched nothing leaves nothing behind."""
+    if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", JOBS_DIR}:
+        import shutil
+
+        shutil.rmtree(sweep_dir)
 
 
 def write_summary(sweep_dir: Path, rows: Optional[list[dict[str, Any]]] = None) -> dict[str, Any]:
