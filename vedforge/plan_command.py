@@ -139,14 +139,16 @@ def main(argv: list[str]) -> int:
         return EXIT_USER_ERROR
     if args.json:
         data: Any = summaries[0] if not args.multirun else {"pairs": summaries, "totals": _totals(summaries)}
-        print(json.dumps(data, indent=2, sort_keys=True))
+        text = json.dumps(data, indent=2, sort_keys=True)
     else:
         from vedforge.plan_report import render_text, render_totals
 
-        for summary in summaries:
-            print(render_text(summary))
-        if args.multirun:
-            print(render_totals(summaries))
+        text = "\n".join([render_text(s) for s in summaries] + ([render_totals(summaries)] if args.multirun else []))
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # `vedforge plan ... | head`: the reader has all it wanted.
+        sys.stdout = None
     return EXIT_USER_ERROR if any(s["outcome"] == "refused" for s in summaries) else 0
 
 
