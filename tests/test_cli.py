@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests_support import run_cli
 from vedforge.errors import EXIT_USER_ERROR
-
-
-def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k != "VEDFORGE_DEBUG"}
-    environment.update({"HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu", **(env or {})})
-    return subprocess.run(
-        [sys.executable, "-m", "vedforge", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
-    )
 
 
 def _copy_asset(dest: Path, name: str) -> Path:
@@ -104,6 +94,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         "image size not divisible by patch": (["+encoder.config_overrides.image_size=36"], ["36", "patch_size 8"]),
         "unparsable shard size": (["output.max_shard_size=lots"], ["max_shard_size", "lots"]),
         "output path is a file": ([f"output.dir={a_file}"], [str(a_file), "is a file"]),
+        "hydra run dir is a file": ([f"hydra.run.dir={a_file}"], [str(a_file), "is a file", "hydra.run.dir"]),
         "token string not in vocabulary": (["decoder=bert_tiny", "token_policy.pad_token=notatoken"],
                                            ["notatoken", "not in the decoder tokenizer's vocabulary", "[PAD]"]),
         "token id out of range": (["token_policy.eos_token=99999"], ["99999", "out of range", "0 to 511"]),
@@ -125,6 +116,7 @@ BAD_INPUT_CASES = [
     "hub name not cached offline", "encoder not a vision model", "decoder without cross-attention",
     "encoder without flax port", "explicit policy missing id", "override key the config lacks",
     "image size not divisible by patch", "unparsable shard size", "output path is a file",
+    "hydra run dir is a file",
     "token string not in vocabulary", "token id out of range", "corrupt weights file", "invalid config.json",
     "tokenizer that does not parse", "revision not in the cache offline", "empty name_or_path",
     "tiny encoder without flax port", "pytorch output over flax safetensors", "unknown backend",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from test_cli import run_cli
+from tests_support import run_cli
 from vedforge.errors import EXIT_USER_ERROR
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from test_cli import run_cli
+from tests_support import run_cli
 from vedforge.errors import EXIT_USER_ERROR
 from vedforge.launchers import LAUNCHER_EXTRAS, missing_launcher
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import compose_recipe
-from test_cli import run_cli
+from tests_support import run_cli
 from vedforge.resources import group_options, recipes_dir
 from vedforge.runner import forge
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from test_cli import run_cli
+from tests_support import run_cli
 from vedforge.errors import EXIT_USER_ERROR
 
 
@@ -27,7 +27,7 @@ def test_output_dir_is_the_only_place_written(tmp_path):
         assert (out / ".hydra" / record).is_file()
     assert "seed=3" in (out / ".hydra" / "overrides.yaml").read_text()
     log = (out / "vedforge.log").read_text()
-    assert "Locating checkpoints" in log and "Forged vit + gpt2" in log
+    assert "Planning the forge" in log and "Forged vit + gpt2" in log
 
     # The records are not hashed in the manifest: the artifact verifies, and a second run into
     # the same directory is skipped as complete and adds its log to the first one's.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from test_cli import run_cli
+from tests_support import run_cli
 from vedforge.errors import EXIT_USER_ERROR
 from vedforge.sweep import job_subdir
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_cli import run_cli
+from tests_support import run_cli
 
 TESTS = Path(__file__).parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_cli import run_cli
+from tests_support import run_cli
 
 
 def _forge(tmp_path, name, hash_seed, *extra):

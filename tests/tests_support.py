@@ -1,10 +1,15 @@
-"""Builders for test checkpoints that need more than the embedded tiny configs."""
+"""Helpers shared by the tests: checkpoint builders, and a watch on which weights files are opened."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def save_random_checkpoint(cls, config, dest: Path, *, seed: int, safetensors: bool = False) -> None:
@@ -50,3 +55,46 @@ def resized_checkpoint(checkpoints: dict[str, Path], name: str, dest: Path, **co
         if item.name not in ("config.json", "flax_model.msgpack", "generation_config.json"):
             shutil.copy(item, dest / item.name)
     return dest
+
+
+_WEIGHT_SUFFIXES = (".msgpack", ".safetensors", ".bin", ".h5", ".ckpt")
+
+
+@contextmanager
+def no_weight_file_opened() -> Iterator[list[str]]:
+    """Record every weights file opened (by ``open``, ``io.open`` or ``os.open``) inside the block."""
+    import builtins
+    import io
+
+    opened: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def is_weights(path: object) -> bool:
+        return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).endswith(_WEIGHT_SUFFIXES)
+
+    def recording_open(file, *args, **kwargs):
+        if is_weights(file):
+            opened.append(os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    def recording_os_open(path, *args, **kwargs):
+        if is_weights(path):
+            opened.append(os.fsdecode(path))
+        return real_os_open(path, *args, **kwargs)
+
+    builtins.open = io.open = recording_open
+    os.open = recording_os_open
+    try:
+        yield opened
+    finally:
+        builtins.open = io.open = real_open
+        os.open = real_os_open
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m vedforge ARGS`` offline in ``cwd`` and return the finished process."""
+    environment = {k: v for k, v in os.environ.items() if k != "VEDFORGE_DEBUG"}
+    environment.update({"HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "vedforge", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
+    )

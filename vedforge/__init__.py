@@ -14,4 +14,11 @@ def forge(cfg, **kwargs):
     return _forge(cfg, **kwargs)
 
 
-__all__ = ["VedforgeError", "__version__", "forge"]
+def plan(cfg):
+    """What forging a composed recipe would do, without reading a weight; see :func:`vedforge.plan.build_plan`."""
+    from vedforge.plan import build_plan
+
+    return build_plan(cfg)
+
+
+__all__ = ["VedforgeError", "__version__", "forge", "plan"]

@@ -42,9 +42,26 @@ def is_artifact_dir(path: Path) -> bool:
     return any(p.name not in HYDRA_RECORDS and not p.name.endswith(".log") for p in path.iterdir())
 
 
-def _writable_parent(final: Path) -> None:
+def not_a_directory(final: Path, setting: str = "output.dir") -> Optional[OutputError]:
+    """The error for a destination that is a file or lies under one (``setting`` names what
+    the user sets to change it), or None when a directory can be there."""
     if final.exists() and not final.is_dir():
-        raise OutputError(f"The output path '{final}' is a file, not a directory. Set output.dir to a directory path.")
+        return OutputError(f"The output path '{final}' is a file, not a directory. Set {setting} to a directory path.")
+    ancestor = final.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return OutputError(
+            f"The output directory '{final}' cannot be created: '{ancestor}' is a file, not a directory. "
+            f"Set {setting} to a location you can write to."
+        )
+    return None
+
+
+def _writable_parent(final: Path) -> None:
+    error = not_a_directory(final)
+    if error is not None:
+        raise error
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -73,7 +90,7 @@ class OutputLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            raise self._refusal() from None
+            raise self.refusal() from None
         except OSError as exc:
             raise OutputError(
                 f"Cannot write in '{self.final.parent}' ({exc.strerror or exc}). Set output.dir to a location you can write to."
@@ -88,7 +105,8 @@ class OutputLock:
             self.path.unlink(missing_ok=True)
             self._held = False
 
-    def _refusal(self) -> OutputError:
+    def refusal(self) -> OutputError:
+        """The error for a destination whose lock another forge holds (or a killed one left)."""
         try:
             holder = json.loads(self.path.read_text())
             pid, host, since = int(holder["pid"]), str(holder["host"]), str(holder.get("since", "?"))
@@ -131,6 +149,10 @@ class StagedArtifact:
     def check(self) -> None:
         """Refuse early (before any weights are read) when the destination cannot take the artifact."""
         _writable_parent(self.final)
+        self.check_contents()
+
+    def check_contents(self) -> None:
+        """Refuse a destination that already holds files, unless overwriting."""
         if is_artifact_dir(self.final) and not self.overwrite:
             raise OutputError(
                 f"The output directory '{self.final}' already holds files. Choose another output.dir, "

@@ -52,12 +52,12 @@ class Assembly:
         return counts
 
 
-# Config attributes holding each part's layer count (BART's num_hidden_layers means its encoder).
-_LAYER_ATTRS = {"bart": "decoder_layers"}
-
-
 def _layers_attr(part_config: Any) -> str:
-    return _LAYER_ATTRS.get(part_config.model_type, "num_hidden_layers")
+    """The config attribute holding a part's layer count (BART's num_hidden_layers means its encoder)."""
+    from vedforge.families import family_of
+
+    family = family_of(part_config.model_type)
+    return family.decoder_layer_attribute if family is not None and family.role == "decoder" else "num_hidden_layers"
 
 
 def target_shapes(config: Any) -> dict[Path_, Any]:
@@ -176,6 +176,17 @@ class FreshTensor:
         return data if dtype is None else data.astype(dtype)
 
 
+class _ShapeOnly:
+    """A checkpoint tensor's shape, standing in for its values in a dry run; ``target`` is what
+    growing or resizing it would give."""
+
+    def __init__(self, source: Any, shape: tuple[int, ...]):
+        import jax
+
+        self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
+        self.target = jax.ShapeDtypeStruct(shape, source.dtype)
+
+
 def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, seed: int, std: float,
           growth: Optional[tuple[int, int]]) -> Optional[np.ndarray]:
     """``source`` extended along its vocabulary axis to ``shape``, or None if that is not what differs."""
@@ -186,6 +197,8 @@ def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, s
     if len(axes) != 1 or source.shape[axes[0]] != old or shape[axes[0]] != new:
         return None
     axis = axes[0]
+    if isinstance(source, _ShapeOnly):
+        return source.target
     extra_shape = list(shape)
     extra_shape[axis] = new - old
     # New vocabulary rows start like any new tensor of their kind (normal rows, zero bias).
@@ -208,6 +221,8 @@ def _resize_position_grid(path: Path_, source: np.ndarray, shape: tuple[int, ...
     old_side, new_side = int(round(old_n**0.5)), int(round(new_n**0.5))
     if old_side**2 != old_n or new_side**2 != new_n or source.shape[-1] != shape[-1] or source.shape[:lead] != shape[:lead]:
         return None
+    if isinstance(source, _ShapeOnly):
+        return source.target
     flat = source.reshape(-1, source.shape[-1])
     grid = flat[1:].reshape(old_side, old_side, -1).astype(np.float32)
     resized = np.asarray(jax.image.resize(grid, (new_side, new_side, grid.shape[-1]), "bicubic"))
@@ -223,8 +238,13 @@ def assemble(
     init_std: float,
     aliases: Iterable[tuple[Path_, Path_]] = (),
     decoder_vocab_growth: Optional[tuple[int, int]] = None,
+    dry_run: bool = False,
 ) -> Assembly:
     """Fill every target parameter from the part states, initialising only what they lack.
+
+    With ``dry_run`` the states hold shapes only (``jax.ShapeDtypeStruct``, as a plan has them):
+    every decision and count is made as for real tensors, but no tensor is read or computed,
+    and the returned parameters are the target's shapes.
 
     Raises:
         ValueError: a checkpoint tensor has a shape the target cannot take (a config
@@ -253,15 +273,17 @@ def assemble(
             source = state[source_path]
             if tuple(source.shape) == shape:
                 params[(part,) + path] = source
-                report.from_checkpoint += int(source.size)
+                report.from_checkpoint += int(np.prod(source.shape, dtype=np.int64))
                 continue
-            grown = _grow((part,) + path, np.asarray(source), shape, dtype, seed, init_std,
+            # Shapes decide whether a tensor grows or is resized; a dry run stops at the decision.
+            data = _ShapeOnly(source, shape) if dry_run else np.asarray(source)
+            grown = _grow((part,) + path, data, shape, dtype, seed, init_std,
                           decoder_vocab_growth if part == "decoder" else None)
             if grown is None and part == "encoder":
-                grown = _resize_position_grid(path, np.asarray(source), shape)
+                grown = _resize_position_grid(path, data, shape)
                 if grown is not None:
                     params[(part,) + path] = grown
-                    report.from_checkpoint += int(source.size)
+                    report.from_checkpoint += int(np.prod(source.shape, dtype=np.int64))
                     report.resized_tensors.append("/".join((part,) + path))
                     continue
             if grown is None:
@@ -270,8 +292,8 @@ def assemble(
                     f"combined model needs {shape}; a config override probably changed a pretrained dimension"
                 )
             params[(part,) + path] = grown
-            report.from_checkpoint += int(source.size)
-            report.grown += int(grown.size - source.size)
+            report.from_checkpoint += int(np.prod(source.shape, dtype=np.int64))
+            report.grown += int(np.prod(shape, dtype=np.int64) - np.prod(source.shape, dtype=np.int64))
         report.unused_tensors = sorted("/".join(k) for k in set(state) - used)
     for path, spec in sorted(target.items()):
         if path[0] not in PARTS:

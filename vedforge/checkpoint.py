@@ -21,14 +21,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from vedforge.errors import CorruptCheckpointError, NotACheckpointError
+from vedforge.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
 from vedforge.lazy_tensor import LazyTensor, index_msgpack, index_safetensors
 
 FlatState = dict[tuple[str, ...], "np.ndarray | LazyTensor"]
 
-FLAX_WEIGHTS = "flax_model.msgpack"
-FLAX_INDEX = "flax_model.msgpack.index.json"
-SAFE_WEIGHTS = "model.safetensors"
-SAFE_INDEX = "model.safetensors.index.json"
 
 
 def find_weight_files(path: Path) -> tuple[str, list[Path]]:

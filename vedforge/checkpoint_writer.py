@@ -27,13 +27,19 @@ from typing import Callable, Iterator, Optional, Union
 import msgpack
 import numpy as np
 
-from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, FlatState
+from vedforge.checkpoint import FlatState
+from vedforge.formats import (
+    FLAX_INDEX,
+    FLAX_WEIGHTS,
+    MAX_CHUNK_SIZE,
+    MSGPACK_EXT_NDARRAY,
+    SAFE_INDEX,
+    SAFE_WEIGHTS,
+    SAFETENSORS_CODES,
+)
 from vedforge.lazy_tensor import FileRange, LazyTensor, read_exactly, truncated_tensor
+from vedforge.progress import advance
 
-# Flax's limits and codes (flax.serialization): arrays above MAX_CHUNK_SIZE bytes are split
-# into a chunked dict, and ndarrays travel as msgpack extension type 1.
-MAX_CHUNK_SIZE = 2**30
-_EXT_NDARRAY = 1
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 _UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -59,12 +65,12 @@ def _ext_header(length: int) -> bytes:
     # The smallest extension header, as msgpack.packb chooses it, so output is byte-identical.
     fixed = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
     if length in fixed:
-        return bytes([fixed[length], _EXT_NDARRAY])
+        return bytes([fixed[length], MSGPACK_EXT_NDARRAY])
     if length <= 0xFF:
-        return struct.pack(">BBb", 0xC7, length, _EXT_NDARRAY)
+        return struct.pack(">BBb", 0xC7, length, MSGPACK_EXT_NDARRAY)
     if length <= 0xFFFF:
-        return struct.pack(">BHb", 0xC8, length, _EXT_NDARRAY)
-    return struct.pack(">BIb", 0xC9, length, _EXT_NDARRAY)
+        return struct.pack(">BHb", 0xC8, length, MSGPACK_EXT_NDARRAY)
+    return struct.pack(">BIb", 0xC9, length, MSGPACK_EXT_NDARRAY)
 
 
 def _bin_header(length: int) -> bytes:
@@ -271,6 +277,7 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
             sink = _Sink(fd, copy_files)
             while (chunk := ready.get()) is not None:
                 sink.put(chunk)
+                advance(chunk.length if isinstance(chunk, FileRange) else len(chunk))
                 if not isinstance(chunk, FileRange) and len(chunk) >= _BIG:
                     slots.release()
             if failure:
@@ -358,24 +365,17 @@ def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shar
     """Write sorted ``items`` to ``single``, or past ``max_shard_size`` to numbered shards plus an
     index, as transformers shards: shards fill in key order, an oversized tensor gets a shard of
     its own, and the index maps ``key_name(key)`` to shard files. Returns ``{path: sha256}``."""
-    shards: list[list[tuple[object, object]]] = [[]]
-    shard_bytes = 0
-    for key, arr in items:
-        size = nbytes(arr)
-        if shards[-1] and shard_bytes + size > max_shard_size:
-            shards.append([])
-            shard_bytes = 0
-        shards[-1].append((key, arr))
-        shard_bytes += size
+    from vedforge.weight_layouts import shard_groups, shard_names
+
+    groups = shard_groups(((i, nbytes(arr)) for i, (_, arr) in enumerate(items)), max_shard_size)
+    shards = [[items[i] for i in group] for group in groups]
     if len(shards) == 1:
         digest = write_file(directory / single, shards[0])
         on_file(directory / single)
         return {directory / single: digest}
-    stem, suffix = single.rsplit(".", 1)
     written: dict[Path, str] = {}
     weight_map: dict[str, str] = {}
-    for index, shard in enumerate(shards, 1):
-        name = f"{stem}-{index:05d}-of-{len(shards):05d}.{suffix}"
+    for name, shard in zip(shard_names(single, len(shards)), shards):
         written[directory / name] = write_file(directory / name, shard)
         on_file(directory / name)
         weight_map.update({key_name(key): name for key, _ in shard})
@@ -398,9 +398,6 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
                           write_file=write_msgpack_file, key_name="/".join, on_file=on_file)
 
 
-_SAFETENSORS_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "uint16": "U16", "uint32": "U32",
-                      "uint64": "U64", "bool": "BOOL"}
 
 
 def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dict[str, str]) -> str:
@@ -412,7 +409,7 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
     offset = 0
     for name, arr in items:
         dtype = np.dtype(arr.dtype)
-        header[name] = {"dtype": _SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
+        header[name] = {"dtype": SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + nbytes(arr)]}
         offset += nbytes(arr)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
@@ -434,8 +431,6 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
 
     Returns ``{path: sha256}``.
     """
-    from vedforge.checkpoint import SAFE_WEIGHTS
-
     items = [(".".join(path), arr) for path, arr in sorted(params.items())]
     target = directory / SAFE_WEIGHTS
     digest = _safetensors_file(target, items, {"format": "flax"})
@@ -451,8 +446,6 @@ def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_sh
 
     Returns ``{path: sha256}`` of every file written.
     """
-    from vedforge.checkpoint import SAFE_INDEX, SAFE_WEIGHTS
-
     def write_file(path: Path, shard: list) -> str:
         return _safetensors_file(path, shard, {"format": "pt"})
 

@@ -89,7 +89,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     import traceback
 
     from vedforge.runner import forge
-    from vedforge.sweep import record_for, write_job_record, write_summary
+    from vedforge.sweep import log_pair_done, record_for, write_job_record, write_summary
 
     pair = str(hydra_cfg.sweep.subdir)
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -119,6 +119,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     if row["status"] == "failed":
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
     write_job_record(sweep_dir, pair, row)
+    log_pair_done(sweep_dir)
 
 
 _sweep_cache = None
@@ -198,11 +199,15 @@ def entry() -> None:
 
 
 def main() -> None:
-    """Run the command line in ``sys.argv``: a forge, a sweep, ``verify`` or ``convert``."""
+    """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
     if sys.argv[1:2] == ["verify"]:
         sys.exit(_run_verify(sys.argv[2:]))
     if sys.argv[1:2] == ["convert"]:
         sys.exit(_run_convert(sys.argv[2:]))
+    if sys.argv[1:2] == ["plan"]:
+        from vedforge.plan_command import main as plan_main
+
+        sys.exit(plan_main(sys.argv[2:]))
     from vedforge.launchers import missing_launcher
 
     bad = _bad_group_override(sys.argv[1:]) or missing_launcher(sys.argv[1:])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from vedforge.model_card import _TORCH_COMPAT_NOTE, _TORCH_COMPAT_WHY
+from vedforge.families import FAMILIES
+from vedforge.model_card import _TORCH_COMPAT_NOTE, _torch_compat_why
 
 # Decoders whose positions PyTorch numbers from pad_token_id + 1 (see vedforge.compat).
-_PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "roberta-prelayernorm")
+_PADDING_OFFSET_TYPES = tuple(t for t, f in FAMILIES.items() if f.position_offset)
 
 _POSITIONS_NOTE = """
 The decoder is a {model_type} model. PyTorch numbers its positions from `pad_token_id + 1`, as it
@@ -29,7 +30,7 @@ def render_conversion_card(manifest: dict[str, Any]) -> str:
     fix = "from vedforge import torch_compat\ntorch_compat.install()\n" if manifest["needs_torch_compat"] else ""
     notes = ""
     if manifest["needs_torch_compat"]:
-        notes += _TORCH_COMPAT_NOTE.format(model_type=enc, why=_TORCH_COMPAT_WHY.get(enc, ""))
+        notes += _TORCH_COMPAT_NOTE.format(model_type=enc, why=_torch_compat_why(enc))
     if dec in _PADDING_OFFSET_TYPES:
         notes += _POSITIONS_NOTE.format(model_type=dec)
     if not conversion["tokenizer"]:

@@ -112,7 +112,8 @@ def _read_config(src: Path) -> Any:
 
 
 def _flax_weight_files(src: Path) -> tuple[str, list[Path]]:
-    from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, find_weight_files, safetensors_format
+    from vedforge.checkpoint import find_weight_files, safetensors_format
+    from vedforge.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
 
     try:
         layout, files = find_weight_files(src)
@@ -135,7 +136,8 @@ def _flax_weight_files(src: Path) -> tuple[str, list[Path]]:
 
 
 def _index_params(src: Path, layout: str, files: list[Path]) -> dict[tuple[str, ...], Any]:
-    from vedforge.checkpoint import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS, read_msgpack, read_safetensors
+    from vedforge.checkpoint import read_msgpack, read_safetensors
+    from vedforge.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
 
     if layout == "msgpack":
         params = read_msgpack(files)

@@ -7,14 +7,38 @@ is refused before any weights are read.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vedforge.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)
-class DecoderFamily:
-    """Conventions of a decoder family that its configs do not always record."""
+class ModelFamily:
+    """What vedforge knows about one model type that its configs do not say.
 
+    One record per model type: adding a family is one record here plus its tiny assets.
+    """
+
+    model_type: str
+    label: str
+    role: str  # "encoder" or "decoder"
+    # "flax": transformers has a Flax port; "pytorch": built with transformers' PyTorch
+    # classes (backend=pt only, see vedforge.torch_encoder).
+    built_with: str = "flax"
+    # Attribute paths of the layer counts in the checkpoint's config (a full CLIP checkpoint
+    # has two towers; BART's seq2seq config an encoder and a decoder).
+    layer_attributes: tuple[tuple[str, ...], ...] = (("num_hidden_layers",),)
+    # --- encoders ---
+    # The checkpoint is a full two-tower model whose vision tower (config.vision_config) is taken.
+    vision_tower: bool = False
+    # transformers 4.x does not register the Flax class with FlaxAutoModel (vedforge.compat does).
+    needs_flax_registration: bool = False
+    # With drop_path_rate > 0, training the Flax model needs a "droppath" PRNG (vedforge.compat).
+    drop_path_rng: bool = False
+    # Why transformers' PyTorch VisionEncoderDecoderModel cannot run this encoder as is (fixed
+    # by vedforge.torch_compat), or None.
+    torch_compat_fix: str | None = None
+    # --- decoders ---
     # Used when the config names neither decoder_start_token_id nor bos_token_id.
     conventional_start: str | None = None
     conventional_end: str | None = None
@@ -27,41 +51,92 @@ class DecoderFamily:
     # cross-attention adds onto the residual stream before any LayerNorm (pre-LN): zeroing it
     # leaves the decoder computing exactly its language model. None where that is not so.
     cross_attention_output: tuple[str, str] | None = None
+    # transformers 4.x's Flax wrapper passes the image features positionally, into the wrong
+    # parameter of this decoder; vedforge.compat calls it by keyword.
+    keyword_decode: bool = False
+    # Positions are numbered from pad_token_id + 1 (as in PyTorch and pretraining), not 0.
+    position_offset: bool = False
+    # The decoder's layer count inside the combined model's config.
+    decoder_layer_attribute: str = "num_hidden_layers"
+
+    @property
+    def needs_flax_compat(self) -> bool:
+        """True when the forged Flax model needs vedforge.compat to load or generate."""
+        return self.keyword_decode or self.needs_flax_registration
 
 
-# Vision models whose Flax port can serve as the encoder. `clip` names a full CLIP
-# checkpoint: vedforge takes its vision tower (model type clip_vision_model).
-ENCODER_TYPES: dict[str, str] = {
-    "vit": "ViT",
-    "beit": "BEiT",
-    "dinov2": "DINOv2",
-    "clip_vision_model": "CLIP vision tower",
-    "clip": "CLIP (vision tower taken)",
-}
+# Kept for readers of the older name: a decoder's conventions are its family record.
+DecoderFamily = ModelFamily
 
-# Vision models with no Flax port in transformers 4.x: forged with backend=pt, where
-# transformers' PyTorch classes build them (see vedforge.torch_encoder).
+
+def _encoder(model_type: str, label: str, **kw) -> ModelFamily:
+    return ModelFamily(model_type, label, "encoder", **kw)
+
+
+def _bert_like(model_type: str, label: str, **kw) -> ModelFamily:
+    return ModelFamily(model_type, label, "decoder", conventional_start="[CLS]", conventional_end="[SEP]",
+                       keyword_decode=True, **kw)
+
+
+def _roberta_like(model_type: str, label: str) -> ModelFamily:
+    return ModelFamily(model_type, label, "decoder", conventional_start="<s>", conventional_end="</s>",
+                       keyword_decode=True, position_offset=True)
+
+
+FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
+    # Vision models whose Flax port can serve as the encoder.
+    _encoder("vit", "ViT"),
+    _encoder("beit", "BEiT", drop_path_rng=True),
+    _encoder("dinov2", "DINOv2"),
+    _encoder("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
+    # A full CLIP checkpoint: vedforge takes its vision tower (model type clip_vision_model).
+    _encoder("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
+             layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
+    # Vision models with no Flax port in transformers 4.x.
+    _encoder("swin", "Swin", built_with="pytorch"),
+    _encoder("deit", "DeiT", built_with="pytorch"),
+    _encoder("convnext", "ConvNeXt", built_with="pytorch",
+             torch_compat_fix="its output is a feature map, not a sequence, and its config has no hidden_size"),
+    _encoder("detr", "DETR (its object-query states are the decoder's memory)", built_with="pytorch",
+             torch_compat_fix="its output has no hidden_states field"),
+    # Text decoders with a Flax causal-LM port that takes cross-attention.
+    ModelFamily("gpt2", "GPT-2", "decoder", cross_attention_output=("crossattention", "c_proj"),
+                layer_attributes=(("n_layer",),)),
+    ModelFamily("bart", "BART", "decoder", init_std_attr="init_std",
+                aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
+                layer_attributes=(("encoder_layers",), ("decoder_layers",)), decoder_layer_attribute="decoder_layers"),
+    _bert_like("bert", "BERT"),
+    _roberta_like("roberta", "RoBERTa"),
+    _roberta_like("xlm-roberta", "XLM-RoBERTa"),
+    _roberta_like("roberta-prelayernorm", "RoBERTa-PreLayerNorm"),
+)}
+
+# Views of FAMILIES by role and by how the encoder is built.
+ENCODER_TYPES: dict[str, str] = {t: f.label for t, f in FAMILIES.items() if f.role == "encoder" and f.built_with == "flax"}
 PYTORCH_ONLY_ENCODER_TYPES: dict[str, str] = {
-    "swin": "Swin",
-    "deit": "DeiT",
-    "convnext": "ConvNeXt",
-    "detr": "DETR (its object-query states are the decoder's memory)",
+    t: f.label for t, f in FAMILIES.items() if f.role == "encoder" and f.built_with == "pytorch"
 }
+DECODER_FAMILIES: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder"}
 
-_BERT_LIKE = DecoderFamily(conventional_start="[CLS]", conventional_end="[SEP]")
-_ROBERTA_LIKE = DecoderFamily(conventional_start="<s>", conventional_end="</s>")
 
-DECODER_FAMILIES: dict[str, DecoderFamily] = {
-    "gpt2": DecoderFamily(cross_attention_output=("crossattention", "c_proj")),
-    "bart": DecoderFamily(
-        init_std_attr="init_std",
-        aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
-    ),
-    "bert": _BERT_LIKE,
-    "roberta": _ROBERTA_LIKE,
-    "xlm-roberta": _ROBERTA_LIKE,
-    "roberta-prelayernorm": _ROBERTA_LIKE,
-}
+def family_of(model_type: str) -> ModelFamily | None:
+    """The record of ``model_type``, or None when vedforge does not know it."""
+    return FAMILIES.get(model_type)
+
+
+def layer_attributes(config: Any) -> list[tuple[str, ...]]:
+    """Attribute paths of the layer counts of a checkpoint ``config`` (see :attr:`ModelFamily.layer_attributes`)."""
+    family = FAMILIES.get(getattr(config, "model_type", ""))
+    slots = family.layer_attributes if family else (("num_hidden_layers",),)
+    present = []
+    for slot in slots:
+        node = config
+        for name in slot:
+            node = getattr(node, name, None)
+        if isinstance(node, int):
+            present.append(slot)
+    return present
+
 
 # Model types that are refused, with the reason given to the user.
 _NO_FLAX = "has no Flax implementation in transformers 4.x"

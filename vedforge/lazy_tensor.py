@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from vedforge.errors import CorruptCheckpointError
+from vedforge.formats import MSGPACK_EXT_NDARRAY, SAFETENSORS_DTYPES
 
-_EXT_NDARRAY = 1
 
 
 class FileRange:
@@ -166,7 +166,7 @@ class _MsgpackIndexer:
 
     def _ext(self, code: int, length: int) -> Any:
         start = self.f.tell()
-        if code != _EXT_NDARRAY:
+        if code != MSGPACK_EXT_NDARRAY:
             from flax.serialization import _msgpack_ext_unpack
 
             return _msgpack_ext_unpack(code, self._read(length))
@@ -216,9 +216,6 @@ def index_msgpack(path: Path) -> Any:
     return tree
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "U16": "uint16", "U32": "uint32",
-                       "U64": "uint64", "BOOL": "bool"}
 
 
 def index_safetensors(path: Path) -> tuple[dict[str, LazyTensor], dict[str, str]]:
@@ -235,7 +232,7 @@ def index_safetensors(path: Path) -> tuple[dict[str, LazyTensor], dict[str, str]
         tensors = {}
         for name, entry in header.items():
             start, end = entry["data_offsets"]
-            tensor = LazyTensor(path, base + start, tuple(entry["shape"]), _dtype(_SAFETENSORS_DTYPES[entry["dtype"]]))
+            tensor = LazyTensor(path, base + start, tuple(entry["shape"]), _dtype(SAFETENSORS_DTYPES[entry["dtype"]]))
             if tensor.nbytes != end - start or base + end > size:
                 raise ValueError(f"tensor {name} lies outside the file")
             tensors[name] = tensor

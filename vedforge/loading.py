@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from vedforge.checkpoint import FlatState, read_state
 from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError
-from vedforge.families import check_encoder_type, decoder_family
+from vedforge.families import check_encoder_type, decoder_family, family_of
+from vedforge.seeding import derive_seed
 from vedforge.sources import ResolvedSource
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class PartConfig:
     model: Any  # the config the combined model is built from (CLIP: its vision_config)
 
 
-def _read_config(source: ResolvedSource, trust_remote_code: bool):
+def read_config(source: ResolvedSource, trust_remote_code: bool):
+    """The checkpoint's config as saved (no overrides), or a clear error."""
     from transformers import AutoConfig
 
     try:
@@ -68,11 +70,12 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> Non
 def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
                         backend: str = "flax") -> PartConfig:
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
-    checkpoint = _read_config(source, trust_remote_code)
+    checkpoint = read_config(source, trust_remote_code)
     check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
+    tower = checkpoint.vision_config if family_of(checkpoint.model_type).vision_tower else checkpoint
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
-    apply_overrides(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint, overrides, "encoder")
-    model = copy.deepcopy(checkpoint.vision_config if checkpoint.model_type == "clip" else checkpoint)
+    apply_overrides(tower, overrides, "encoder")
+    model = copy.deepcopy(tower)
     # A decoder checkpoint reused as an encoder must lose its causal mask, as stock does.
     model.is_decoder = False
     model.add_cross_attention = False
@@ -88,7 +91,7 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
 
 def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
     """Load and check the decoder config, and turn it into a cross-attending decoder."""
-    checkpoint = _read_config(source, trust_remote_code)
+    checkpoint = read_config(source, trust_remote_code)
     decoder_family(checkpoint.model_type, f"{source.describe()}")
     apply_overrides(checkpoint, overrides, "decoder")
     model = copy.deepcopy(checkpoint)

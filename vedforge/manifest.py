@@ -6,7 +6,7 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from vedforge.sources import ResolvedSource
 
@@ -51,3 +51,51 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 def read_manifest(directory: Path) -> dict[str, Any]:
     """Read a manifest back (``directory`` is an artifact directory)."""
     return json.loads((directory / "vedforge_manifest.json").read_text())
+
+
+def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any) -> dict[str, Any]:
+    """The manifest of a forge of ``plan`` (a :class:`vedforge.plan.ForgePlan`) from ``sources``,
+    with the parameters ``assembly`` holds; the file table and timings are added once written."""
+    recipe = plan.recipe
+    ids = plan.ids
+    return {
+        "format_version": 1,
+        "recipe": recipe.data,
+        "versions": package_versions(),
+        "inputs": {
+            role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
+                                 weights=recipe.part(role).weights, initialisation=_initialisation(plan, role))
+            for role in ("encoder", "decoder")
+        },
+        "seed": recipe.seed,
+        "backend": recipe.backend,
+        "weight_layouts": [layout.layout.name for layout in plan.layouts],
+        "token_ids": {
+            "policy": recipe.token_policy.kind,
+            "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,
+            "added_pad_token": ids.added_pad, "vocab_size": ids.vocab_size,
+        },
+        "parameters": assembly.parameter_counts(),
+        "new_tensors": {part: r.new_tensors for part, r in assembly.reports.items() if r.new_tensors},
+        "resized_tensors": {part: r.resized_tensors for part, r in assembly.reports.items() if r.resized_tensors},
+        "unused_checkpoint_tensors": {part: r.unused_tensors for part, r in assembly.reports.items() if r.unused_tensors},
+        "needs_compat": plan.needs_compat,
+        "needs_drop_path_rng": plan.drop_path_rate if recipe.backend == "flax" and plan.drop_path_rate > 0 else None,
+        "needs_keyword_decode": plan.needs_keyword_decode,
+        "needs_torch_compat": plan.needs_torch_compat,
+    }
+
+
+def _initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
+    """How a random part's weights were made, for the manifest; None for pretrained weights."""
+    part = plan.part(role)
+    if not part.recipe.random_weights:
+        return None
+    if part.built_with_torch:
+        from vedforge.torch_encoder import describe_torch_generation
+
+        return describe_torch_generation(part.config.model, plan.recipe.seed)
+    from vedforge.loading import checkpoint_class
+    from vedforge.random_init import describe_generation
+
+    return describe_generation(checkpoint_class(part.config.checkpoint, role), plan.recipe.seed)

@@ -62,10 +62,17 @@ module needs only torch and transformers); `vedforge.torch_compat.VisionEncoderD
 the same fix as a drop-in class.
 """
 
-_TORCH_COMPAT_WHY = {
-    "convnext": "its output is a feature map, not a sequence, and its config has no hidden_size",
-    "detr": "its output has no hidden_states field",
-}
+
+def _family_flag(model_type: str, name: str) -> object:
+    """An attribute of the family record of ``model_type`` (None for a type vedforge does not know)."""
+    from vedforge.families import family_of
+
+    family = family_of(model_type)
+    return getattr(family, name) if family else None
+
+
+def _torch_compat_why(model_type: str) -> str:
+    return _family_flag(model_type, "torch_compat_fix") or ""
 
 
 def _load_section(manifest: dict[str, Any]) -> str:
@@ -106,7 +113,7 @@ def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
     front.append("---")
     notes = ""
     has_flax = "flax" in manifest["weight_layouts"]  # the Flax notes are about Flax loading only
-    if enc["model_type"] in ("clip", "clip_vision_model") and has_flax:
+    if _family_flag(enc["model_type"], "needs_flax_registration") and has_flax:
         notes += _CLIP_NOTE
     if manifest["needs_keyword_decode"] and has_flax:
         notes += _KEYWORD_NOTE.format(model_type=dec["model_type"])
@@ -118,7 +125,7 @@ def render_model_card(*, manifest: dict[str, Any], recipe_yaml: str) -> str:
     if ids["pad"] == ids["eos"]:
         notes += _PAD_IS_EOS_NOTE.format(eos=ids["eos"])
     if manifest.get("needs_torch_compat"):
-        notes += _TORCH_COMPAT_NOTE.format(model_type=enc["model_type"], why=_TORCH_COMPAT_WHY.get(enc["model_type"], ""))
+        notes += _TORCH_COMPAT_NOTE.format(model_type=enc["model_type"], why=_torch_compat_why(enc["model_type"]))
     rows = "\n".join(f"| {k} | {v:,} |" for k, v in counts.items())
     return "\n".join(front) + f"""
 

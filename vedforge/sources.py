@@ -49,6 +49,11 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
 
 
+def weight_pattern_sets(*, torch_weights: bool) -> tuple[list[str], ...]:
+    """The weights file patterns a fetch tries, in order (it stops at the first set that matches)."""
+    return _TORCH_WEIGHT_PATTERN_SETS if torch_weights else _WEIGHT_PATTERN_SETS
+
+
 def hub_offline(requested: bool) -> bool:
     """True when the recipe or the environment (HF_HUB_OFFLINE) forbids network access."""
     from huggingface_hub import constants

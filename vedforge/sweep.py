@@ -24,6 +24,7 @@ log = logging.getLogger("vedforge")
 JOBS_DIR = ".vedforge_jobs"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+PLANNED = "planned_pairs"
 _COLUMNS = ("pair", "encoder", "decoder", "backend", "token_policy", "status", "output_dir", "parameters", "new_parameters",
             "artifact_bytes", "wall_s", "error")
 
@@ -52,6 +53,35 @@ def write_job_record(sweep_dir: Path, subdir: str, record: dict[str, Any]) -> No
     tmp = jobs / f".{subdir}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, jobs / f"{subdir}.json")
+
+
+def record_planned_pairs(config: DictConfig) -> None:
+    """Write how many pairs the sweep will run, so each job can log pairs done of pairs planned
+    (jobs may run in other processes)."""
+    try:
+        from vedforge.plan_command import sweep_job_overrides
+
+        planned = len(sweep_job_overrides(config, list(config.hydra.overrides.task)))
+    except Exception:  # another sweeper: its jobs log pairs done without the total
+        return
+    jobs = Path(config.hydra.sweep.dir) / JOBS_DIR
+    jobs.mkdir(parents=True, exist_ok=True)
+    (jobs / PLANNED).write_text(f"{planned}\n")
+
+
+def log_pair_done(sweep_dir: Path) -> None:
+    """Log how many pairs of the sweep are done, of how many planned."""
+    from vedforge.progress import log_sweep_progress
+
+    rows = read_job_records(sweep_dir)
+    try:
+        planned: Optional[int] = int((sweep_dir / JOBS_DIR / PLANNED).read_text())
+    except (OSError, ValueError):
+        planned = None
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    log_sweep_progress(len(rows), planned, counts)
 
 
 def read_job_records(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -95,6 +125,7 @@ class SweepSummary(Callback):
         jobs = Path(config.hydra.sweep.dir) / JOBS_DIR
         for stale in jobs.glob("*.json") if jobs.is_dir() else ():
             stale.unlink()
+        record_planned_pairs(config)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -33,6 +33,21 @@ def standin_trace_config(config: Any) -> Any:
     return traced
 
 
+def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
+    """Shape and dtype of every tensor of the encoder's state dict, named as inside
+    ``VisionEncoderDecoderModel`` (``encoder.``...), and the names that are buffers: the
+    model is built on the meta device, which allocates nothing."""
+    import jax
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(model_config)
+    specs = {f"encoder.{name}": jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+             for name, t in model.state_dict().items()}
+    return specs, {f"encoder.{name}" for name, _ in model.named_buffers()}
+
+
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random PyTorch-built encoder's weights were made."""
     return {
