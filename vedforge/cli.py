@@ -138,23 +138,13 @@ def _shared_cache():
     return _sweep_cache
 
 
-def _run_verify(argv: list[str]) -> int:
-    from vedforge.verify import main as verify_main
+def _run_subcommand(name: str, argv: list[str]) -> int:
+    """Run ``vedforge verify`` or ``vedforge convert`` and translate failures into exit codes."""
+    from importlib import import_module
 
+    command = import_module(f"vedforge.{name}").main
     try:
-        return verify_main(argv)
-    except VedforgeError as exc:
-        if _debug():
-            raise
-        report(str(exc))
-        return EXIT_USER_ERROR
-
-
-def _run_convert(argv: list[str]) -> int:
-    from vedforge.convert import main as convert_main
-
-    try:
-        return convert_main(argv)
+        return command(argv)
     except VedforgeError as exc:
         if _debug():
             raise
@@ -200,10 +190,8 @@ def entry() -> None:
 
 def main() -> None:
     """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
-    if sys.argv[1:2] == ["verify"]:
-        sys.exit(_run_verify(sys.argv[2:]))
-    if sys.argv[1:2] == ["convert"]:
-        sys.exit(_run_convert(sys.argv[2:]))
+    if sys.argv[1:2] in (["verify"], ["convert"]):
+        sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
         from vedforge.plan_command import main as plan_main
 
