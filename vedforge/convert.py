@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from vedforge.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
-from vedforge.errors import CorruptCheckpointError, NotACheckpointError, OutputError, VedforgeError
+from vedforge.errors import CorruptCheckpointError, NotACheckpointError, OutputError, VedforgeError, first_line
 
 # What transformers' PyTorch save_pretrained shards at.
 DEFAULT_MAX_SHARD_SIZE = "5GB"
@@ -107,7 +107,7 @@ def _read_config(src: Path) -> Any:
         return VisionEncoderDecoderConfig.from_pretrained(str(src))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpointError(
-            f"The config '{path}' is not a valid vision-encoder-decoder config ({str(exc).splitlines()[0][:200]})."
+            f"The config '{path}' is not a valid vision-encoder-decoder config ({first_line(exc)})."
         ) from None
 
 
@@ -197,7 +197,7 @@ def pytorch_tensors(source: FlaxSource) -> dict[str, Any]:
         raise NotACheckpointError(
             f"transformers' PyTorch VisionEncoderDecoderModel cannot be built from the {_CONFIG} of '{source.path}' "
             f"({config.encoder.model_type} + {config.decoder.model_type}: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'})."
+            f"{first_line(exc)})."
         ) from None
 
 
@@ -220,7 +220,7 @@ def _generation_config(src: Path, config: Any) -> tuple[Any, bool]:
             return GenerationConfig.from_pretrained(str(src)), False
         except (OSError, ValueError, TypeError) as exc:
             raise CorruptCheckpointError(
-                f"The generation config '{src / _GENERATION_CONFIG}' cannot be read ({str(exc).splitlines()[0][:200]}). "
+                f"The generation config '{src / _GENERATION_CONFIG}' cannot be read ({first_line(exc)}). "
                 "Fix or delete it (a generation config is then derived from config.json)."
             ) from None
     return GenerationConfig.from_model_config(config), True
@@ -236,7 +236,7 @@ def _tokenizer(src: Path) -> Any:
     except Exception as exc:  # tokenizers raises its own exception types for unparsable files
         raise CorruptCheckpointError(
             f"The tokenizer files in '{src}' cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). Save the tokenizer there again, or "
+            f"{first_line(exc)}). Save the tokenizer there again, or "
             "remove its files to convert the model without it."
         ) from None
 
@@ -250,7 +250,7 @@ def _processor(src: Path) -> Any:
         return AutoImageProcessor.from_pretrained(str(src))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CorruptCheckpointError(
-            f"The image processor in '{src}' cannot be loaded ({str(exc).splitlines()[0][:200]}). Save it there again, "
+            f"The image processor in '{src}' cannot be loaded ({first_line(exc)}). Save it there again, "
             "or remove preprocessor_config.json to convert the model without it."
         ) from None
 

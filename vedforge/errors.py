@@ -13,6 +13,13 @@ EXIT_INTERNAL_ERROR = 3
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a library exception's message, at most 200 characters, for quoting in a
+    one-paragraph error; ``no detail`` when the message is empty."""
+    text = str(exc)
+    return text.splitlines()[0][:200] if text.strip() else "no detail"
+
+
 class VedforgeError(Exception):
     """A problem with the recipe, the inputs or the environment that the user can fix."""
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from typing import Any, Mapping
 
 from vedforge.checkpoint import FlatState, read_state
-from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError
+from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError, first_line
 from vedforge.families import check_encoder_type, decoder_family, family_of
 from vedforge.seeding import derive_seed
 from vedforge.sources import ResolvedSource
@@ -41,15 +41,15 @@ def read_config(source: ResolvedSource, trust_remote_code: bool):
         if "model_type" in str(exc) or "Unrecognized" in str(exc):
             raise UnsupportedModelError(
                 f"The {source.role} checkpoint {source.describe()} has a config.json whose model type transformers "
-                f"does not know ({str(exc).splitlines()[0][:200]})."
+                f"does not know ({first_line(exc)})."
             ) from None
         raise CorruptCheckpointError(
-            f"The config.json of the {source.role} checkpoint {source.describe()} is invalid: {str(exc).splitlines()[0][:200]}"
+            f"The config.json of the {source.role} checkpoint {source.describe()} is invalid: {first_line(exc)}"
         ) from None
     except OSError as exc:
         raise CorruptCheckpointError(
             f"The config.json of the {source.role} checkpoint {source.describe()} cannot be read: "
-            f"{str(exc).splitlines()[0][:200]}"
+            f"{first_line(exc)}"
         ) from None
 
 

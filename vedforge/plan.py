@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional
 
 from omegaconf import DictConfig
 
-from vedforge.errors import OutputError, VedforgeError
+from vedforge.errors import OutputError, VedforgeError, first_line
 from vedforge.families import ModelFamily
 from vedforge.recipe import ROLES, PartRecipe, Recipe, typed_recipe
 from vedforge.sources import ResolvedSource
@@ -395,7 +395,7 @@ def _load_processor(source: ResolvedSource, trust_remote_code: bool) -> Any:
     except (OSError, ValueError) as exc:
         raise VedforgeError(
             f"The image processor of the encoder {source.describe()} cannot be loaded "
-            f"({str(exc).splitlines()[0][:200]}). The checkpoint needs a preprocessor_config.json."
+            f"({first_line(exc)}). The checkpoint needs a preprocessor_config.json."
         ) from None
 
 
@@ -407,6 +407,6 @@ def _load_tokenizer(source: ResolvedSource, trust_remote_code: bool) -> Any:
     except Exception as exc:  # tokenizers raises its own exception types for unparsable files
         raise VedforgeError(
             f"The tokenizer of the decoder {source.describe()} cannot be loaded "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}). "
+            f"({type(exc).__name__}: {first_line(exc)}). "
             "The checkpoint needs valid tokenizer files (tokenizer.json or vocab files)."
         ) from None
