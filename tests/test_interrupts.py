@@ -43,7 +43,10 @@ _STALLING_FORGE = textwrap.dedent(
 
 def _stalled(tmp_path: Path, *overrides: str, stall_forge: int = 1) -> subprocess.Popen:
     """A real forge process, stopped half-way through writing the weights of its N-th forge."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "STALL_FORGE": str(stall_forge)}
+    # PYTHONFAULTHANDLER: a forge that does not end when it should is sent SIGABRT, and the
+    # stacks of all its threads land on stderr for the failure message (see _ended).
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "STALL_FORGE": str(stall_forge),
+           "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-c", _STALLING_FORGE, *overrides], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
@@ -51,6 +54,17 @@ def _stalled(tmp_path: Path, *overrides: str, stall_forge: int = 1) -> subproces
             return proc
     proc.kill()
     pytest.fail("the forge ended before reaching the weights: " + proc.stderr.read())
+
+
+def _ended(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """Wait for ``proc`` to exit, reading its pipes meanwhile so a chatty process cannot block on
+    a full pipe; when it has not exited within ``timeout`` seconds, fail with its threads' stacks."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the forge did not exit within {timeout:.0f} s; its stacks and output:\n{err[-20000:]}\n{out[-3000:]}")
 
 
 def _kill_mid_write(tmp_path: Path, *overrides: str) -> None:
@@ -123,8 +137,8 @@ def test_ctrl_c_during_a_sweep_keeps_finished_pairs_and_resumes(tmp_path):
     args = ["-m", "encoder=vit_tiny,beit_tiny", f"hydra.sweep.dir={sweep}"]
     proc = _stalled(tmp_path, *args, stall_forge=2)
     proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    assert proc.returncode == 130, proc.stderr.read()
+    _, err = _ended(proc, timeout=60)
+    assert proc.returncode == 130, err
     summary = json.loads((sweep / "summary.json").read_text())
     status = {row["pair"]: row["status"] for row in summary["rows"]}
     assert status == {"vit_tiny__gpt2_tiny": "forged", "beit_tiny__gpt2_tiny": "interrupted"}

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from vedforge.errors import EXIT_USER_ERROR
 from vedforge.resources import assets_dir
@@ -66,6 +67,10 @@ class Step:
     result: subprocess.CompletedProcess
     summary: dict | None
     mtimes: dict[str, int]  # pair -> mtime of its weights file, in ns
+    ray_log: str = ""  # the head's Ray Client server logs, for failure messages
+
+    def failure(self) -> str:
+        return self.result.stderr[-3000:] + self.ray_log[-3000:]
 
 
 def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = False,
@@ -96,6 +101,8 @@ def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = Fa
         lines.append(f"{command} > step{i}.out 2> step{i}.err; echo $? > step{i}.rc")
         lines.append(f"cp sweep/summary.json step{i}.summary.json 2>/dev/null")
         lines.append(f"find sweep -name flax_model.msgpack -printf '%h %T@\\n' > step{i}.mtimes")
+    # Ray's own logs (the Ray Client server's above all) explain a failed step; keep them.
+    lines.append(f"cp -r {shlex.quote(str(ray_tmp))}/ray/session_latest/logs ray_logs 2>/dev/null")
     script = tmp_path / "ray_steps.sh"
     script.write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("VEDFORGE_DEBUG", "RAY_ADDRESS")}
@@ -111,6 +118,9 @@ def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = Fa
     def read(name: str) -> str:
         return (tmp_path / name).read_text()
 
+    ray_log = "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')}"
+                      for log in sorted((tmp_path / "ray_logs").glob("ray_client_server*"))
+                      if log.suffix in (".err", ".out"))
     results = []
     for i, args in enumerate(steps):
         summary = tmp_path / f"step{i}.summary.json"
@@ -120,12 +130,12 @@ def _run_in_namespace(tmp_path: Path, steps: list[list[str]], *, head: bool = Fa
             mtimes[Path(directory).name] = round(float(seconds) * 1e9)
         results.append(Step(subprocess.CompletedProcess(args, int(read(f"step{i}.rc")), read(f"step{i}.out"),
                                                         read(f"step{i}.err")),
-                            json.loads(summary.read_text()) if summary.exists() else None, mtimes))
+                            json.loads(summary.read_text()) if summary.exists() else None, mtimes, ray_log))
     return results
 
 
 def _check_forged(sweep: Path, step: Step, expected_pairs: set[str]) -> None:
-    assert step.result.returncode == 0, step.result.stderr[-3000:]
+    assert step.result.returncode == 0, step.failure()
     rows = {row["pair"]: row for row in step.summary["rows"]}
     assert set(rows) == expected_pairs
     assert step.summary["forged"] == len(expected_pairs) and not step.summary["failed"]
@@ -137,7 +147,7 @@ def _check_forged(sweep: Path, step: Step, expected_pairs: set[str]) -> None:
 
 
 def _check_skipped(step: Step, first: Step) -> None:
-    assert step.result.returncode == 0, step.result.stderr[-3000:]
+    assert step.result.returncode == 0, step.failure()
     assert {row["pair"] for row in step.summary["rows"]} == set(first.mtimes)
     assert step.summary["skipped"] == len(first.mtimes) and step.summary["forged"] == 0
     assert step.mtimes == first.mtimes
@@ -213,3 +223,59 @@ def test_no_running_cluster_is_one_clear_error(namespace, tmp_path):
     assert "No Ray cluster answers at hydra.launcher.ray.init.address=auto" in message and "ray start --head" in message
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "sweep").exists()  # nothing ran, nothing is left behind
+
+
+class _FlakyClientServer:
+    """``ray.init`` as a Ray Client head answers whose per-session server fails ``failures`` times."""
+
+    def __init__(self, failures: int):
+        self.failures, self.calls, self.shutdowns = failures, [], 0
+
+    def init(self, **kwargs):
+        self.calls.append(kwargs)
+        if len(self.calls) <= self.failures:
+            raise ConnectionError("Initialization failure from server:\nRuntimeError: Starting Ray client server "
+                                  "failed. See ray_client_server_23000.err for detailed logs.")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_a_ray_client_server_that_fails_to_start_is_tried_once_more(monkeypatch, failures):
+    ray = pytest.importorskip("ray")
+    from vedforge import ray_launcher
+    from vedforge.ray_launcher import RayClusterError, start_or_join
+
+    fake = _FlakyClientServer(failures)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", fake.init)
+    monkeypatch.setattr(ray, "shutdown", fake.shutdown)
+    monkeypatch.setattr(ray_launcher.time, "sleep", lambda seconds: None)
+    init = OmegaConf.create({"address": "ray://head:10001"})
+    if failures == 1:
+        start_or_join(init)
+    else:
+        with pytest.raises(RayClusterError) as raised:
+            start_or_join(init)
+        message = " ".join(str(raised.value).split())
+        assert "hydra.launcher.ray.init.address=ray://head:10001 answers but could not start" in message
+        assert "ray_client_server_*.err" in message and "host:6379" in message
+    assert fake.calls == [{"address": "ray://head:10001"}] * 2 and fake.shutdowns == 1
+
+
+def test_other_connection_failures_are_not_retried(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from vedforge.ray_launcher import RayClusterError, start_or_join
+
+    calls = []
+
+    def refuse(**kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RayClusterError, match="No Ray cluster answers at hydra.launcher.ray.init.address=auto"):
+        start_or_join(OmegaConf.create({"address": "auto"}))
+    assert len(calls) == 1

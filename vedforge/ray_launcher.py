@@ -10,6 +10,8 @@ already runs (``hydra.launcher.ray.init.address=auto``, ``host:port`` or ``ray:/
   there, not where the summary is read.
 - Each job runs in the directory the sweep was started from when that directory exists on the
   worker's machine, as SLURM jobs do, so relative checkpoint paths mean the same thing everywhere.
+- Ray Client's head starts a server process for each session; when that process fails to
+  start, joining is tried once more before the sweep gives up, with the head's log files named.
 - A pair whose worker died, or whose record did not reach the sweep directory (a worker on a
   machine that does not share it), is recorded as failed with the reason; the other pairs and the
   summary are kept.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -57,13 +60,21 @@ def start_or_join(init_cfg: Optional[DictConfig]) -> None:
     address = kwargs.get("address")
     log.info("Ray: %s", f"joining the cluster at {address}" if address else "starting a cluster on this machine")
     try:
-        ray.init(**kwargs)
+        _init_retrying_client_server(ray, kwargs)
     except ConnectionError as exc:
         named = address or os.environ.get("RAY_ADDRESS")
         if not named:
             raise
+        setting = f"{'hydra.launcher.ray.init.address' if address else 'RAY_ADDRESS'}={named}"
+        if _CLIENT_SERVER_FAILED in str(exc):
+            raise RayClusterError(
+                f"The Ray Client server at {setting} answers but could not start a server process for this "
+                f"sweep, twice ({exc}). Its reason is in ray_client_server_*.err on the head (by default "
+                "under /tmp/ray/session_latest/logs); join by the cluster's own address (host:6379) from a "
+                "machine of the cluster to bypass Ray Client."
+            ) from exc
         raise RayClusterError(
-            f"No Ray cluster answers at {'hydra.launcher.ray.init.address' if address else 'RAY_ADDRESS'}={named} "
+            f"No Ray cluster answers at {setting} "
             f"({exc}). Start one with `ray start --head` (or name a running head: host:6379, or "
             "ray://host:10001 for Ray Client), or leave the address unset to start a cluster on this machine "
             "for the sweep."
@@ -75,6 +86,25 @@ def start_or_join(init_cfg: Optional[DictConfig]) -> None:
             f"Ray refuses the settings given for the cluster at {address}: {exc} The resources of a running "
             "cluster are set by `ray start`; remove those keys from hydra.launcher.ray.init."
         ) from exc
+
+
+# What Ray Client's proxy answers when the per-session server process it spawns exits at start.
+_CLIENT_SERVER_FAILED = "Starting Ray client server failed"
+
+
+def _init_retrying_client_server(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init(**kwargs)``, tried a second time when Ray Client's per-session server failed to
+    start: the proxy gives the next attempt a new process and port, and a failure there is often
+    passing (a slow or contended head)."""
+    try:
+        ray.init(**kwargs)
+    except ConnectionError as exc:
+        if _CLIENT_SERVER_FAILED not in str(exc):
+            raise
+        log.warning("Ray Client: the head could not start a server process for this session; trying once more")
+        ray.shutdown()
+        time.sleep(2.0)
+        ray.init(**kwargs)
 
 
 def _run_job_from(cwd: str, *args: Any, **kwargs: Any) -> JobReturn:
