@@ -38,7 +38,19 @@ class ModelFamily:
     # Why transformers' PyTorch VisionEncoderDecoderModel cannot run this encoder as is (fixed
     # by vedforge.torch_compat), or None.
     torch_compat_fix: str | None = None
+    # In a prefix (LLaVA) pairing: LLaVA's vision_feature_select_strategy when the recipe names
+    # none ("default" drops the tower's leading CLS token, "full" keeps every token, for towers
+    # without one such as SigLIP); None: LlavaForConditionalGeneration cannot take this tower.
+    prefix_select_strategy: str | None = None
+    # Tokens the tower emits before its patch tokens (1 for a CLS token; DINOv2 adds its
+    # config's num_register_tokens): the processor's num_additional_image_tokens.
+    prefix_leading_tokens: int = 0
     # --- decoders ---
+    # Can be a VisionEncoderDecoderModel decoder (it takes cross-attention layers).
+    cross_attention: bool = True
+    # Can be the language model of a prefix (LLaVA) pairing: AutoModelForCausalLM builds it
+    # and LlavaForConditionalGeneration holds it.
+    prefix_lm: bool = False
     # Used when the config names neither decoder_start_token_id nor bos_token_id.
     conventional_start: str | None = None
     conventional_end: str | None = None
@@ -60,6 +72,16 @@ class ModelFamily:
     decoder_layer_attribute: str = "num_hidden_layers"
 
     @property
+    def architectures(self) -> tuple[str, ...]:
+        """The architectures (``architecture.name``) this family can take part in."""
+        if self.role == "encoder":
+            can_cross = True
+            can_prefix = self.prefix_select_strategy is not None
+        else:
+            can_cross, can_prefix = self.cross_attention, self.prefix_lm
+        return tuple(name for name, ok in (("cross_attention", can_cross), ("prefix", can_prefix)) if ok)
+
+    @property
     def needs_flax_compat(self) -> bool:
         """True when the forged Flax model needs vedforge.compat to load or generate."""
         return self.keyword_decode or self.needs_flax_registration
@@ -71,6 +93,16 @@ DecoderFamily = ModelFamily
 
 def _encoder(model_type: str, label: str, **kw) -> ModelFamily:
     return ModelFamily(model_type, label, "encoder", **kw)
+
+
+def _cls_tower(model_type: str, label: str, **kw) -> ModelFamily:
+    """A ViT-style tower: a CLS token, then the patch tokens."""
+    return ModelFamily(model_type, label, "encoder", prefix_select_strategy="default", prefix_leading_tokens=1, **kw)
+
+
+def _prefix_lm(model_type: str, label: str) -> ModelFamily:
+    """A decoder-only language model without cross-attention: a prefix pairing's LM only."""
+    return ModelFamily(model_type, label, "decoder", cross_attention=False, prefix_lm=True)
 
 
 def _bert_like(model_type: str, label: str, **kw) -> ModelFamily:
@@ -85,12 +117,12 @@ def _roberta_like(model_type: str, label: str) -> ModelFamily:
 
 FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     # Vision models whose Flax port can serve as the encoder.
-    _encoder("vit", "ViT"),
+    _cls_tower("vit", "ViT"),
     _encoder("beit", "BEiT", drop_path_rng=True),
-    _encoder("dinov2", "DINOv2"),
-    _encoder("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
+    _cls_tower("dinov2", "DINOv2"),
+    _cls_tower("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
     # A full CLIP checkpoint: vedforge takes its vision tower (model type clip_vision_model).
-    _encoder("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
+    _cls_tower("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     # Vision models with no Flax port in transformers 4.x.
     _encoder("swin", "Swin", built_with="pytorch"),
@@ -101,7 +133,7 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
              torch_compat_fix="its output has no hidden_states field"),
     # Text decoders with a Flax causal-LM port that takes cross-attention.
     ModelFamily("gpt2", "GPT-2", "decoder", cross_attention_output=("crossattention", "c_proj"),
-                layer_attributes=(("n_layer",),)),
+                layer_attributes=(("n_layer",),), prefix_lm=True),
     ModelFamily("bart", "BART", "decoder", init_std_attr="init_std",
                 aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
                 layer_attributes=(("encoder_layers",), ("decoder_layers",)), decoder_layer_attribute="decoder_layers"),
@@ -109,6 +141,11 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     _roberta_like("roberta", "RoBERTa"),
     _roberta_like("xlm-roberta", "XLM-RoBERTa"),
     _roberta_like("roberta-prelayernorm", "RoBERTa-PreLayerNorm"),
+    # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
+    _prefix_lm("llama", "Llama"),
+    _prefix_lm("qwen2", "Qwen2"),
+    _prefix_lm("mistral", "Mistral"),
+    _prefix_lm("gemma", "Gemma"),
 )}
 
 # Views of FAMILIES by role and by how the encoder is built.
@@ -116,7 +153,11 @@ ENCODER_TYPES: dict[str, str] = {t: f.label for t, f in FAMILIES.items() if f.ro
 PYTORCH_ONLY_ENCODER_TYPES: dict[str, str] = {
     t: f.label for t, f in FAMILIES.items() if f.role == "encoder" and f.built_with == "pytorch"
 }
-DECODER_FAMILIES: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder"}
+DECODER_FAMILIES: dict[str, ModelFamily] = {
+    t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.cross_attention}
+# The towers and language models a prefix (LLaVA) pairing takes.
+PREFIX_ENCODERS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "encoder" and f.prefix_select_strategy}
+PREFIX_LMS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.prefix_lm}
 
 
 def family_of(model_type: str) -> ModelFamily | None:
@@ -189,7 +230,9 @@ def decoder_family(model_type: str, where: str) -> DecoderFamily:
         reason = "is a vision model, not a text decoder"
     else:
         reason = REFUSED.get(model_type, "has no Flax causal-LM port with cross-attention that vedforge supports")
+    hint = (f" architecture=prefix backend=pt pairs it LLaVA-style instead (LlavaForConditionalGeneration)."
+            if model_type in PREFIX_LMS else "")
     raise UnsupportedModelError(
         f"The decoder {where} has model type '{model_type}', which {reason}. "
-        f"Supported decoder model types: {_describe(DECODER_FAMILIES)}."
+        f"Supported decoder model types: {_describe(DECODER_FAMILIES)}.{hint}"
     )
