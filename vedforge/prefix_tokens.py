@@ -44,9 +44,9 @@ _FLATTEN_CONTENT = (
 # For base LMs without a template: LLaVA-1.5's conversation layout. An assistant turn ends with eos.
 DEFAULT_CHAT_TEMPLATE = _FLATTEN_CONTENT + (
     "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}{{ message['content'] }}\n"
-    "{%- elif message['role'] == 'user' -%}USER: {{ message['content'] }}\n"
-    "{%- else -%}ASSISTANT: {{ message['content'] }}{{ eos_token }}\n"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] + '\\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ 'USER: ' + message['content'] + '\\n' }}"
+    "{%- else -%}{{ 'ASSISTANT: ' + message['content'] + eos_token + '\\n' }}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}ASSISTANT:{%- endif -%}"
