@@ -367,3 +367,53 @@ def test_cross_attention_recipes_are_recorded_as_before(tmp_path):
     assert "architecture" not in a["recipe"] and "prefix" not in a["recipe"] and "architecture" not in a
     assert a["recipe"] == b["recipe"]
     assert {n: f["sha256"] for n, f in a["files"].items()} == {n: f["sha256"] for n, f in b["files"].items()}
+
+
+def test_offline_prefix_recipe_forges(tmp_path):
+    result = forge(compose_recipe(["recipe=tiny_prefix_smoke", f"output.dir={tmp_path / 'out'}"]))
+    assert result.manifest["architecture"] == "prefix" and result.manifest["recipe"]["seed"] == 1234
+    _load(result.output_dir)
+
+
+@pytest.mark.parametrize("recipe", ["siglip_smollm2_prefix", "clip_qwen2_prefix", "compare_prefix_pairs"])
+def test_prefix_recipes_compose_as_prefix_pt_recipes(recipe):
+    cfg = compose_recipe([f"recipe={recipe}"])
+    assert (cfg.architecture.name.value, cfg.backend.name.value) == ("prefix", "pt")
+    if recipe == "siglip_smollm2_prefix":
+        assert cfg.encoder.name_or_path == "google/siglip-base-patch16-224"
+        assert cfg.decoder.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.mark.slow
+def test_a_sweep_mixes_architectures_and_records_a_refused_pair_as_failed(tmp_path):
+    from tests_support import run_cli
+
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "architecture=cross_attention,prefix", "backend=pt", "decoder=gpt2_tiny,llama_tiny",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    rows = {row["pair"]: row for row in summary["rows"]}
+    assert summary["forged"] == 3 and len(rows) == 4
+    failed = rows["vit_tiny__llama_tiny__architecture=cross_attention__backend=pt"]
+    assert failed["status"] == "failed" and "architecture=prefix backend=pt pairs it" in failed["error"]
+    for pair in ("vit_tiny__gpt2_tiny__architecture=prefix__backend=pt", "vit_tiny__llama_tiny__architecture=prefix__backend=pt"):
+        manifest = json.loads((sweep / pair / "vedforge_manifest.json").read_text())
+        assert manifest["architecture"] == "prefix"
+    assert (sweep / "vit_tiny__gpt2_tiny__architecture=cross_attention__backend=pt" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_plan_command_shows_a_refused_prefix_pair_with_its_reason(tmp_path):
+    from tests_support import run_cli
+
+    result = run_cli("plan", "-m", "--json", "architecture=prefix", "backend=flax,pt", "decoder=llama_tiny",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    pairs = {p["pair"]: p for p in json.loads(result.stdout)["pairs"]}
+    refused = [p for p in pairs.values() if p["outcome"] == "refused"]
+    assert len(refused) == 1 and "no Flax LLaVA" in refused[0]["reason"]
+    planned = [p for p in pairs.values() if p["outcome"] == "forge"]
+    assert len(planned) == 1 and planned[0]["architecture"] == "prefix"
+    assert planned[0]["token_ids"]["added_tokens"] == ["<image>", "<pad>"]
+    assert not (tmp_path / "sweep").exists()
