@@ -225,12 +225,18 @@ def test_a_padded_vocabulary_takes_the_new_tokens_in_existing_rows_and_tied_embe
     assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
 
-def test_tied_embeddings_grow_once_and_stay_tied(prefix_checkpoints, tmp_path):
+def test_gpt2_head_is_an_untied_copy_of_its_grown_embeddings(prefix_checkpoints, tmp_path):
+    # transformers 5's LLaVA ties its head to model.language_model.embed_tokens, which GPT-2 names wte.
     out = forge(prefix_recipe(tmp_path / "out", decoder="gpt2", checkpoints=prefix_checkpoints)).output_dir
     forged = _safetensors(out / "model.safetensors")
-    assert "language_model.lm_head.weight" not in forged and forged["language_model.model.wte.weight"].shape[0] == 514
+    wte, head = forged["language_model.model.wte.weight"], forged["language_model.lm_head.weight"]
+    assert wte.shape[0] == 514 and np.array_equal(wte, head)
+    lm = _safetensors(prefix_checkpoints["gpt2"] / "model.safetensors")
+    assert np.array_equal(wte[:512], lm["transformer.wte.weight"])
+    manifest = json.loads((out / "vedforge_manifest.json").read_text())
+    assert manifest["prefix"]["head_copied_from"] == "language_model.model.wte.weight"
     model, processor = _load(out)
-    assert model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert model.config.tie_word_embeddings is False
     # GPT-2 has no chat template: the documented default (LLaVA-1.5's layout) is used.
     prompt = processor.apply_chat_template(
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe."}]}], add_generation_prompt=True)

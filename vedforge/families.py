@@ -51,6 +51,10 @@ class ModelFamily:
     # Can be the language model of a prefix (LLaVA) pairing: AutoModelForCausalLM builds it
     # and LlavaForConditionalGeneration holds it.
     prefix_lm: bool = False
+    # The LM base model's input embedding module. transformers 5's LlavaForConditionalGeneration
+    # ties its head to `model.language_model.embed_tokens`; an LM whose table is named otherwise
+    # (GPT-2's `wte`) is forged with the head as an untied copy, so it loads in 4.57 and 5.
+    input_embeddings: str = "embed_tokens"
     # Used when the config names neither decoder_start_token_id nor bos_token_id.
     conventional_start: str | None = None
     conventional_end: str | None = None
@@ -133,7 +137,7 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
              torch_compat_fix="its output has no hidden_states field"),
     # Text decoders with a Flax causal-LM port that takes cross-attention.
     ModelFamily("gpt2", "GPT-2", "decoder", cross_attention_output=("crossattention", "c_proj"),
-                layer_attributes=(("n_layer",),), prefix_lm=True),
+                layer_attributes=(("n_layer",),), prefix_lm=True, input_embeddings="wte"),
     ModelFamily("bart", "BART", "decoder", init_std_attr="init_std",
                 aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
                 layer_attributes=(("encoder_layers",), ("decoder_layers",)), decoder_layer_attribute="decoder_layers"),

@@ -104,6 +104,7 @@ def build_prefix_manifest(plan: Any, sources: dict[str, Any], report: Any) -> di
             "image_seq_length": plan.image_seq_length,
             "chat_template": plan.chat_template_source,
             "tie_word_embeddings": bool(config.tie_word_embeddings),
+            "head_copied_from": plan.head_from,
             "dtype": str(plan.dtype),
             "new_weights": GENERATION,
         },

@@ -44,6 +44,8 @@ class PrefixPlan:
     leading_tokens: int
     image_seq_length: int
     chat_template_source: str
+    # The saved name of the input embeddings when the head is written as their untied copy, else None.
+    head_from: Optional[str]
     specs: Mapping[str, tuple[int, ...]]  # every tensor written, by saved name
     layouts: tuple[LayoutPlan, ...]
     outcome: str = FORGE
@@ -82,7 +84,8 @@ class PrefixPlan:
             lm_prefix=_lm_prefix(self.config.text_config), vocab=(self.tokens.old_vocab, self.tokens.vocab_size),
             projector=self.recipe.prefix.projector, dtype=self.dtype, seed=self.recipe.seed,
             tower_std=float(getattr(self.config.vision_config, "initializer_range", 0.02)),
-            lm_std=float(getattr(self.config.text_config, "initializer_range", 0.02)), dry_run=dry_run)
+            lm_std=float(getattr(self.config.text_config, "initializer_range", 0.02)), head_from=self.head_from,
+            dry_run=dry_run)
 
     @cached_property
     def report(self) -> Any:
@@ -261,6 +264,11 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
         multimodal_projector_bias=True)
     config.architectures = ["LlavaForConditionalGeneration"]
     config.pad_token_id = tokens.pad
+    head_from = None
+    if getattr(lm, "tie_word_embeddings", False) and dec_family.input_embeddings != "embed_tokens":
+        # transformers 5 ties LLaVA's head to model.language_model.embed_tokens, which this LM lacks.
+        lm.tie_word_embeddings = False
+        head_from = f"language_model.model.{dec_family.input_embeddings}.weight"
     config.tie_word_embeddings = bool(getattr(lm, "tie_word_embeddings", False))
     generation = _generation_config(sources["decoder"], tokens)
 
@@ -268,7 +276,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
 
     specs = target_specs(config)
     plan = PrefixPlan(recipe, recipe.output.dir, parts["encoder"], parts["decoder"], config, generation, processor, tokens,
-                      strategy, leading, image_seq_length, template_source, specs, ())
+                      strategy, leading, image_seq_length, template_source, head_from, specs, ())
     dtype = _stored_dtype(plan)
     if dtype is not None:
         config.torch_dtype = dtype

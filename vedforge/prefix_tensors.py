@@ -187,7 +187,7 @@ def _lookup(state: Mapping[str, Any], candidates: Iterable[str]) -> Optional[str
 
 def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[str, Any], lm_state: Mapping[str, Any], *,
                     tower_prefixes: tuple[str, ...], lm_prefix: str, vocab: tuple[int, int], projector: str,
-                    dtype: Any, seed: int, tower_std: float, lm_std: float,
+                    dtype: Any, seed: int, tower_std: float, lm_std: float, head_from: Optional[str] = None,
                     dry_run: bool = False) -> tuple[dict[str, Any], PrefixReport]:
     """Fill every saved tensor of the LLaVA model: ``(name -> tensor, report)``.
 
@@ -199,6 +199,9 @@ def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[s
         lm_prefix: the causal LM's base-model prefix (``model.`` for Llama, ``transformer.`` for GPT-2).
         vocab: the LM's vocabulary rows before and after the added tokens.
         projector: ``mlp2x_gelu`` or ``linear`` (the second Linear starts as the identity).
+        head_from: the saved name of the input embeddings when the output head is written as an
+            untied copy of them (a tied LM whose head transformers 5 cannot tie): the head then
+            starts equal to the embeddings, added rows included.
         dtype: the dtype of the new projector tensors (the LM's).
 
     Raises:
@@ -223,6 +226,9 @@ def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[s
         elif name.startswith(LM_HEAD):
             rest = name[len(LM_HEAD):]
             state, source = lm_state, _lookup(lm_state, ["lm_head." + rest])
+            if source is None and head_from is not None:
+                embeddings = head_from[len(LM_BASE):]
+                source = _lookup(lm_state, [lm_prefix + embeddings, embeddings])
         else:
             rest = name[len(LM_BASE):]
             state, source = lm_state, _lookup(lm_state, [lm_prefix + rest, rest])
@@ -242,7 +248,9 @@ def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[s
             out[name] = tensor
             report.from_checkpoint[part] += int(np.prod(have))
         elif part == "decoder" and have[0] == old_rows and shape[0] == new_rows and have[1:] == shape[1:]:
-            out[name] = _ShapeOnly(shape, tensor.dtype) if dry_run else GrownTensor(name, tensor, new_rows, seed)
+            # A head copied from the embeddings draws the embeddings' new rows (same stream name).
+            stream = head_from if head_from is not None and name.startswith(LM_HEAD) else name
+            out[name] = _ShapeOnly(shape, tensor.dtype) if dry_run else GrownTensor(stream, tensor, new_rows, seed)
             report.from_checkpoint[part] += int(np.prod(have))
             report.grown[name] = [old_rows, new_rows]
             report.grown_count += int(np.prod(shape)) - int(np.prod(have))
