@@ -160,19 +160,25 @@ def test_pretrained_tensors_come_through_bit_for_bit_in_their_dtype(prefix_check
 
 def test_the_forge_streams_lm_tensors_from_the_file(prefix_checkpoints, tmp_path, monkeypatch):
     # Unchanged tensors are copied file to file by the writer, never materialised as arrays.
-    from vedforge import lazy_tensor
+    from vedforge import lazy_tensor, prefix_tensors
 
-    read = []
-    real = lazy_tensor.LazyTensor.__array__
+    read, grown = [], []
+    real_array, real_read_into = lazy_tensor.LazyTensor.__array__, prefix_tensors._read_into
 
-    def recording(self, dtype=None, copy=None):
+    def recording_array(self, dtype=None, copy=None):
         read.append(self.shape)
-        return real(self, dtype, copy)
+        return real_array(self, dtype, copy)
 
-    monkeypatch.setattr(lazy_tensor.LazyTensor, "__array__", recording)
-    forge(prefix_recipe(tmp_path / "out", encoder="vit", decoder="llama", checkpoints=prefix_checkpoints))
-    # Only the two tables that grow are read into memory (to draw their new rows).
-    assert len(read) == 2, read
+    def recording_read_into(source, out):
+        grown.append(tuple(source.shape))
+        return real_read_into(source, out)
+
+    monkeypatch.setattr(lazy_tensor.LazyTensor, "__array__", recording_array)
+    monkeypatch.setattr(prefix_tensors, "_read_into", recording_read_into)
+    out = forge(prefix_recipe(tmp_path / "out", encoder="vit", decoder="llama", checkpoints=prefix_checkpoints)).output_dir
+    # Only the two tables that grow are read into memory (straight into the grown table), once each.
+    assert read == [] and len(grown) == 2, (read, grown)
+    assert len(_safetensors(out / "model.safetensors")) > 20
 
 
 def test_same_recipe_same_bytes_and_the_seed_moves_only_new_tensors(prefix_checkpoints, tmp_path):

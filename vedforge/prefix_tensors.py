@@ -119,34 +119,39 @@ class NewTensor:
         return data if dtype is None else data.astype(dtype)
 
 
-def _as_float32(source: Any) -> np.ndarray:
-    return np.asarray(source).astype(np.float32)
+_ROWS = 4096  # rows per chunk: float32 and float64 copies of a large vocabulary stay small
 
 
 def mean_resized_rows(old: np.ndarray, added: int, rng: np.random.Generator) -> np.ndarray:
-    """``added`` new rows for the rows ``old`` (float32), as ``resize_token_embeddings`` draws them.
+    """``added`` new rows for the table ``old`` (any float dtype), as ``resize_token_embeddings`` draws them.
 
     transformers samples N(mean, 1e-9 x covariance) when 1e-9 x covariance is positive definite
     (checked by a Cholesky factorisation in float32, as transformers checks it) and repeats the
     mean otherwise. A sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with
-    ``w ~ N(0, I_n)``, which has exactly that covariance, in float64 with fixed summation
-    order: the same bytes on every machine, without factorising the covariance.
+    ``w ~ N(0, I_n)``, which has exactly that covariance, in float64 with a fixed summation
+    order: the same bytes on every machine, without factorising the covariance. The table is
+    read in chunks of rows, so no float32 copy of it is ever whole.
     """
     import torch
 
-    n = old.shape[0]
-    mean64 = old.astype(np.float64).mean(axis=0)
-    x = torch.from_numpy(old)
-    centred = x - x.mean(dim=0)
-    covariance = centred.T @ centred / n
+    n, width = old.shape
+    mean64 = np.zeros(width, np.float64)
+    for start in range(0, n, _ROWS):
+        mean64 += old[start:start + _ROWS].astype(np.float64).sum(axis=0)
+    mean64 /= n
+    mean32 = torch.from_numpy(mean64.astype(np.float32))
+    covariance = torch.zeros((width, width), dtype=torch.float32)
+    for start in range(0, n, _ROWS):
+        centred = torch.from_numpy(old[start:start + _ROWS].astype(np.float32)) - mean32
+        covariance.addmm_(centred.T, centred)
+    covariance /= n
     positive_definite = bool(torch.linalg.cholesky_ex(_RESIZE_EPSILON * covariance).info.eq(0).all())
     if not positive_definite:
         return np.repeat(mean64[None, :], added, axis=0)
     weights = rng.standard_normal((n, added))
-    rows = np.zeros((added, old.shape[1]), np.float64)
-    for start in range(0, n, 4096):  # chunks: float64 copies of a large vocabulary stay small
-        block = old[start:start + 4096].astype(np.float64) - mean64
-        rows += weights[start:start + 4096].T @ block
+    rows = np.zeros((added, width), np.float64)
+    for start in range(0, n, _ROWS):
+        rows += weights[start:start + _ROWS].T @ (old[start:start + _ROWS].astype(np.float64) - mean64)
     return mean64[None, :] + np.sqrt(_RESIZE_EPSILON / n) * rows
 
 
@@ -170,15 +175,34 @@ class GrownTensor:
         return len(self.shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        old = np.asarray(self.source)
-        added = self.shape[0] - old.shape[0]
+        data = np.empty(self.shape, self.dtype)
+        rows = self.source.shape[0]
+        old = data[:rows]
+        _read_into(self.source, old)  # the old rows straight into the output: one copy of the table
+        added = self.shape[0] - rows
         if old.ndim == 1:  # an output head's bias: N(mean, (1e-9 x std)^2), as transformers
             values = old.astype(np.float32)
             extra = values.mean() + 1e-9 * values.std(ddof=1) * _stream(self.seed, self.name).standard_normal(added)
         else:
-            extra = mean_resized_rows(_as_float32(old), added, _stream(self.seed, self.name))
-        data = np.concatenate([old, extra.astype(self.dtype)], axis=0)
+            extra = mean_resized_rows(old, added, _stream(self.seed, self.name))
+        data[rows:] = extra.astype(self.dtype)
         return data if dtype is None else data.astype(dtype)
+
+
+def _read_into(source: Any, out: np.ndarray) -> None:
+    """``source``'s values into ``out``: read from its file when it is a lazy checkpoint tensor."""
+    import os
+
+    from vedforge.lazy_tensor import LazyTensor, read_exactly
+
+    if type(source) is LazyTensor and np.dtype(source.dtype) == out.dtype:
+        fd = os.open(source.path, os.O_RDONLY)
+        try:
+            read_exactly(fd, memoryview(out.reshape(-1).view(np.uint8)), source.offset, source.path)
+        finally:
+            os.close(fd)
+    else:
+        out[...] = np.asarray(source)
 
 
 def _lookup(state: Mapping[str, Any], candidates: Iterable[str]) -> Optional[str]:
