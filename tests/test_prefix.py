@@ -429,3 +429,53 @@ def test_plan_command_shows_a_refused_prefix_pair_with_its_reason(tmp_path):
     assert len(planned) == 1 and planned[0]["architecture"] == "prefix"
     assert planned[0]["token_ids"]["added_tokens"] == ["<image>", "<pad>"]
     assert not (tmp_path / "sweep").exists()
+
+
+def test_mistral_lm(prefix_checkpoints, tmp_path):
+    # No embedded Mistral: a tiny random one with the tiny Llama tokenizer (Mistral uses Llama's).
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
+                           tie_word_embeddings=False)
+    torch.manual_seed(0)
+    MistralForCausalLM(config).save_pretrained(tmp_path / "mistral")
+    for item in (assets_dir() / "llama_tiny").iterdir():
+        if item.name != "config.json":
+            shutil.copy(item, tmp_path / "mistral" / item.name)
+    out = forge(prefix_recipe(tmp_path / "out", decoder="mistral", checkpoints={"mistral": tmp_path / "mistral"})).output_dir
+    model, processor = _load(out)
+    assert model.config.text_config.model_type == "mistral"
+    with torch.no_grad():
+        model.generate(**_chat_inputs(processor), max_new_tokens=2)
+
+
+def test_a_tower_without_cls_token_plugs_in_as_a_family_record(tmp_path, monkeypatch):
+    # SigLIP's record (a two-tower checkpoint whose vision tower is taken, no CLS token) is data:
+    # with it, the select strategy defaults to "full" and every patch is an image token.
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    from vedforge import families
+
+    monkeypatch.setitem(families.FAMILIES, "siglip", families.ModelFamily(
+        "siglip", "SigLIP (vision tower taken)", "encoder", vision_tower=True, prefix_select_strategy="full",
+        prefix_leading_tokens=0))
+    config = SiglipConfig(
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4),
+        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         max_position_embeddings=16))
+    torch.manual_seed(0)
+    SiglipModel(config).save_pretrained(tmp_path / "siglip")
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
+    out = forge(prefix_recipe(tmp_path / "out", encoder="siglip", checkpoints={"siglip": tmp_path / "siglip"})).output_dir
+    model, processor = _load(out)
+    assert model.config.vision_feature_select_strategy == "full" and model.config.image_seq_length == 16
+    assert processor.num_additional_image_tokens == 0
+    inputs = _chat_inputs(processor)
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=2)
+    with pytest.raises(VedforgeError, match="has none"):
+        forge(prefix_recipe(tmp_path / "out2", "prefix.vision_feature_select_strategy=default", encoder="siglip",
+                            checkpoints={"siglip": tmp_path / "siglip"}))

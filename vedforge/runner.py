@@ -156,6 +156,10 @@ def fetch(plan: Any) -> dict[str, Any]:
 def _load_message(plan: Any) -> str:
     reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
     drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    if _is_prefix(plan) and drawing:
+        return "; ".join(([f"Indexing the {' and '.join(reading)} weights"] if reading else [])
+                         + [f"Drawing the random {' and '.join(drawing)} weights (transformers' PyTorch initialisation, "
+                            "seeded from the recipe)"])
     return "; ".join(
         ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
         + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
