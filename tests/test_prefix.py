@@ -305,6 +305,7 @@ REFUSALS = {
     "bert": ([*PREFIX, "decoder=bert_tiny"], UnsupportedModelError, "not a decoder-only language model"),
     "bart": ([*PREFIX, "decoder=bart_tiny"], UnsupportedModelError, "not a decoder-only language model"),
     "swin": ([*PREFIX, "encoder=swin_tiny"], UnsupportedModelError, "Encoder model types architecture=prefix takes"),
+    "convnext": ([*PREFIX, "encoder=convnext_tiny"], UnsupportedModelError, "does not emit one token per image patch"),
     "vision_as_lm": ([*PREFIX, "decoder=vit_tiny"], UnsupportedModelError, "is a vision model"),
     "llama_cross": (["backend=pt", "decoder=llama_tiny"], UnsupportedModelError, "architecture=prefix backend=pt pairs it"),
     "prefix_settings": (["prefix.projector=linear"], RecipeError, "apply to architecture=prefix only"),
@@ -479,3 +480,13 @@ def test_a_tower_without_cls_token_plugs_in_as_a_family_record(tmp_path, monkeyp
     with pytest.raises(VedforgeError, match="has none"):
         forge(prefix_recipe(tmp_path / "out2", "prefix.vision_feature_select_strategy=default", encoder="siglip",
                             checkpoints={"siglip": tmp_path / "siglip"}))
+
+
+@pytest.mark.parametrize("encoder, tokens", [("beit_tiny", 16), ("deit_tiny", 17), ("dinov2_tiny", 16), ("clip_vision_tiny", 16)])
+def test_every_tower_family_generates(tmp_path, encoder, tokens):
+    out = forge(prefix_recipe(tmp_path / "out", encoder=encoder, decoder="qwen2_tiny")).output_dir
+    model, processor = _load(out)
+    inputs = _chat_inputs(processor)
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == model.config.image_seq_length == tokens
+    with torch.no_grad():
+        model.generate(**inputs, max_new_tokens=2)

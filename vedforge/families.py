@@ -122,7 +122,7 @@ def _roberta_like(model_type: str, label: str) -> ModelFamily:
 FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     # Vision models whose Flax port can serve as the encoder.
     _cls_tower("vit", "ViT"),
-    _encoder("beit", "BEiT", drop_path_rng=True),
+    _cls_tower("beit", "BEiT", drop_path_rng=True),
     _cls_tower("dinov2", "DINOv2"),
     _cls_tower("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
     # A full CLIP checkpoint: vedforge takes its vision tower (model type clip_vision_model).
@@ -130,7 +130,9 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     # Vision models with no Flax port in transformers 4.x.
     _encoder("swin", "Swin", built_with="pytorch"),
-    _encoder("deit", "DeiT", built_with="pytorch"),
+    # DeiT (distilled) puts a distillation token after its CLS token; LLaVA's "default" drops the CLS
+    # only, so the distillation token is one more image token.
+    _encoder("deit", "DeiT", built_with="pytorch", prefix_select_strategy="default", prefix_leading_tokens=2),
     _encoder("convnext", "ConvNeXt", built_with="pytorch",
              torch_compat_fix="its output is a feature map, not a sequence, and its config has no hidden_size"),
     _encoder("detr", "DETR (its object-query states are the decoder's memory)", built_with="pytorch",

@@ -161,9 +161,9 @@ def check_prefix_encoder(model_type: str, where: str) -> Any:
     if family is not None and family.role == "decoder":
         reason = "is a text model, not a vision tower"
     elif family is not None:
-        reason = ("does not emit one token per image patch in its hidden states (LlavaForConditionalGeneration splices "
-                  "the tower's patch tokens into the text), or has an extra leading token LLaVA's feature selection "
-                  "does not drop")
+        reason = ("does not emit one token per image patch in its hidden states (a hierarchical or convolutional "
+                  "tower, or object queries), and LlavaForConditionalGeneration splices the tower's patch tokens into "
+                  "the text")
     else:
         reason = "is not a vision tower vedforge pairs LLaVA-style"
     raise UnsupportedModelError(
