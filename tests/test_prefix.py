@@ -197,25 +197,6 @@ def test_same_recipe_same_bytes_and_the_seed_moves_only_new_tensors(prefix_check
                       "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"}
 
 
-@pytest.mark.parametrize("decoder", ["llama_tiny", "qwen2_tiny", "gemma_tiny"])
-def test_token_ids_agree_across_config_generation_config_and_tokenizer(tmp_path, decoder):
-    from transformers import AutoTokenizer, GenerationConfig, LlavaConfig
-
-    out = forge(prefix_recipe(tmp_path / "out", decoder=decoder)).output_dir
-    config, generation = LlavaConfig.from_pretrained(out), GenerationConfig.from_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    text = config.text_config
-    for name in ("bos", "pad"):
-        ids = {getattr(tokenizer, f"{name}_token_id"), getattr(text, f"{name}_token_id"), getattr(generation, f"{name}_token_id")}
-        assert len(ids) == 1, (name, ids)
-    eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
-    assert tokenizer.eos_token_id == text.eos_token_id and tokenizer.eos_token_id in eos
-    assert config.pad_token_id == tokenizer.pad_token_id and tokenizer.pad_token_id != tokenizer.eos_token_id
-    assert tokenizer.convert_tokens_to_ids("<image>") == config.image_token_id
-    assert len(tokenizer) <= text.vocab_size
-    assert tokenizer("<image><image>", add_special_tokens=False)["input_ids"] == [config.image_token_id] * 2
-
-
 def test_a_padded_vocabulary_takes_the_new_tokens_in_existing_rows_and_tied_embeddings_stay_tied(prefix_checkpoints, tmp_path):
     # qwen2_tiny: 544 rows for 512 tokens, tied embeddings, a pad token of its own (as Qwen2.5).
     out = forge(prefix_recipe(tmp_path / "out", decoder="qwen2", checkpoints=prefix_checkpoints)).output_dir
