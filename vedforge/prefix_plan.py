@@ -220,6 +220,8 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     dec_family = check_prefix_lm(lm_checkpoint.model_type, sources["decoder"].describe())
     lm = copy.deepcopy(lm_checkpoint)
     apply_overrides(lm, recipe.decoder.config_overrides, "decoder")
+    # The LM as its tensors are (random weights are drawn for it); `lm` then gains the added tokens.
+    lm_as_saved = copy.deepcopy(lm)
 
     settings = recipe.prefix
     strategy = settings.vision_feature_select_strategy or enc_family.prefix_select_strategy
@@ -256,7 +258,8 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
         num_additional_image_tokens=leading)
 
     parts = {"encoder": _plan_part(recipe, "encoder", sources["encoder"], PartConfig(enc_checkpoint, tower), enc_family),
-             "decoder": _plan_part(recipe, "decoder", sources["decoder"], PartConfig(lm_checkpoint, lm), dec_family)}
+             "decoder": _plan_part(recipe, "decoder", sources["decoder"], PartConfig(lm_checkpoint, lm_as_saved),
+                                   dec_family)}
     config = transformers.LlavaConfig(
         vision_config=tower, text_config=lm, image_token_index=tokens.image,
         projector_hidden_act=PROJECTOR_ACTIVATION[settings.projector], vision_feature_select_strategy=strategy,

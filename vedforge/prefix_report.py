@@ -22,9 +22,10 @@ def prefix_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = Tru
         }
     else:
         summary["parameters"] = {"total": counts["total"]}
+    parts = {role: {**_part_summary(plan.part(role)), "built_with": "pytorch"} for role in ("encoder", "decoder")}
     summary.update(
-        encoder=_part_summary(plan.encoder),
-        decoder=_part_summary(plan.decoder),
+        encoder=parts["encoder"],
+        decoder=parts["decoder"],
         backend=plan.recipe.backend,
         seed=plan.recipe.seed,
         prefix={
