@@ -471,3 +471,19 @@ def test_every_tower_family_generates(tmp_path, encoder, tokens):
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == model.config.image_seq_length == tokens
     with torch.no_grad():
         model.generate(**inputs, max_new_tokens=2)
+
+
+@pytest.mark.slow
+def test_byte_identical_rebuilds_across_hash_seeds(prefix_checkpoints, tmp_path):
+    from tests_support import run_cli
+
+    hashes = []
+    for hash_seed in ("0", "4242"):
+        out = tmp_path / f"out{hash_seed}"
+        result = run_cli(*PREFIX, f"encoder.name_or_path={prefix_checkpoints['clip']}", "encoder.weights=pretrained",
+                         f"decoder.name_or_path={prefix_checkpoints['llama']}", "decoder.weights=pretrained",
+                         f"output.dir={out}", cwd=tmp_path, env={"PYTHONHASHSEED": hash_seed})
+        assert result.returncode == 0, result.stderr
+        files = json.loads((out / "vedforge_manifest.json").read_text())["files"]
+        hashes.append({name: f["sha256"] for name, f in files.items()})
+    assert hashes[0] == hashes[1]
