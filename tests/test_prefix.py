@@ -373,6 +373,8 @@ def test_offline_prefix_recipe_forges(tmp_path):
 def test_prefix_recipes_compose_as_prefix_pt_recipes(recipe):
     cfg = compose_recipe([f"recipe={recipe}"])
     assert (cfg.architecture.name.value, cfg.backend.name.value) == ("prefix", "pt")
+    if recipe != "compare_prefix_pairs":
+        assert cfg.encoder.weights.value == cfg.decoder.weights.value == "pretrained"
     if recipe == "siglip_smollm2_prefix":
         assert cfg.encoder.name_or_path == "google/siglip-base-patch16-224"
         assert cfg.decoder.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
