@@ -288,6 +288,7 @@ REFUSALS = {
     "swin": ([*PREFIX, "encoder=swin_tiny"], UnsupportedModelError, "Encoder model types architecture=prefix takes"),
     "convnext": ([*PREFIX, "encoder=convnext_tiny"], UnsupportedModelError, "does not emit one token per image patch"),
     "vision_as_lm": ([*PREFIX, "decoder=vit_tiny"], UnsupportedModelError, "is a vision model"),
+    "no_causal_head": ([*PREFIX], UnsupportedModelError, "has no causal language-model head"),
     "llama_cross": (["backend=pt", "decoder=llama_tiny"], UnsupportedModelError, "architecture=prefix backend=pt pairs it"),
     "prefix_settings": (["prefix.projector=linear"], RecipeError, "apply to architecture=prefix only"),
     "zero_init": ([*PREFIX, "cross_attention.init=zero"], RecipeError, "cross_attention.init applies"),
@@ -303,6 +304,11 @@ def test_impossible_combinations_are_refused_at_plan_time_with_the_reason(tmp_pa
     overrides, error, reason = REFUSALS[case]
     if case == "vision_as_lm":
         overrides = [*PREFIX, "decoder.name_or_path=builtin:vit_tiny"]
+    if case == "no_causal_head":  # a sequence-to-sequence model: AutoModelForCausalLM has no class for it
+        from transformers import T5Config
+
+        T5Config(vocab_size=64, d_model=16, num_layers=1, num_heads=2, d_ff=32).save_pretrained(tmp_path / "t5")
+        overrides = [*PREFIX, f"decoder.name_or_path={tmp_path / 't5'}", "decoder.weights=pretrained"]
     with no_weight_file_opened() as opened, pytest.raises(error) as caught:
         build_plan(compose_recipe([*overrides, f"output.dir={tmp_path / 'out'}"]))
     assert reason in str(caught.value)
@@ -391,6 +397,9 @@ def test_a_sweep_mixes_architectures_and_records_a_refused_pair_as_failed(tmp_pa
     summary = json.loads((sweep / "summary.json").read_text())
     rows = {row["pair"]: row for row in summary["rows"]}
     assert summary["forged"] == 3 and len(rows) == 4
+    assert {pair: row["architecture"] for pair, row in rows.items()} == {
+        pair: pair.split("architecture=")[1].split("__")[0] for pair in rows}
+    assert "| architecture |" in (sweep / "summary.md").read_text()
     failed = rows["vit_tiny__llama_tiny__architecture=cross_attention__backend=pt"]
     assert failed["status"] == "failed" and "architecture=prefix backend=pt pairs it" in failed["error"]
     for pair in ("vit_tiny__gpt2_tiny__architecture=prefix__backend=pt", "vit_tiny__llama_tiny__architecture=prefix__backend=pt"):
