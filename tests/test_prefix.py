@@ -498,3 +498,17 @@ def test_byte_identical_rebuilds_across_hash_seeds(prefix_checkpoints, tmp_path)
         files = json.loads((out / "vedforge_manifest.json").read_text())["files"]
         hashes.append({name: f["sha256"] for name, f in files.items()})
     assert hashes[0] == hashes[1]
+
+
+def test_the_lms_own_generation_config_is_kept_with_the_forges_ids(prefix_checkpoints, tmp_path):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    lm = tmp_path / "qwen2"
+    shutil.copytree(prefix_checkpoints["qwen2"], lm)
+    tokenizer = AutoTokenizer.from_pretrained(lm)
+    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+    GenerationConfig(eos_token_id=eos, do_sample=True, temperature=0.7, top_p=0.8).save_pretrained(lm)
+    out = forge(prefix_recipe(tmp_path / "out", decoder="qwen2", checkpoints={"qwen2": lm})).output_dir
+    generation = GenerationConfig.from_pretrained(out)
+    assert generation.eos_token_id == eos and (generation.do_sample, generation.temperature) == (True, 0.7)
+    assert generation.pad_token_id == tokenizer.pad_token_id
