@@ -512,3 +512,23 @@ def test_the_lms_own_generation_config_is_kept_with_the_forges_ids(prefix_checkp
     generation = GenerationConfig.from_pretrained(out)
     assert generation.eos_token_id == eos and (generation.do_sample, generation.temperature) == (True, 0.7)
     assert generation.pad_token_id == tokenizer.pad_token_id
+
+
+def test_hub_checkpoints_from_the_cache_offline_are_recorded_with_their_commits(prefix_checkpoints, tmp_path):
+    from test_sources import add_to_cache
+
+    cache = tmp_path / "hub"
+    commits = {"vit": "a" * 40, "llama": "b" * 40}
+    add_to_cache(cache, "org/tiny-vit", commits["vit"], prefix_checkpoints["vit"])
+    add_to_cache(cache, "org/tiny-llama", commits["llama"], prefix_checkpoints["llama"])
+    cfg = compose_recipe([*PREFIX, "encoder.name_or_path=org/tiny-vit", "encoder.weights=pretrained",
+                          "decoder.name_or_path=org/tiny-llama", "decoder.weights=pretrained", f"hub.cache_dir={cache}",
+                          "hub.offline=true", f"output.dir={tmp_path / 'out'}"])
+    result = forge(cfg)
+    inputs = result.manifest["inputs"]
+    assert (inputs["encoder"]["commit"], inputs["decoder"]["commit"]) == (commits["vit"], commits["llama"])
+    forged = _safetensors(result.output_dir / "model.safetensors")
+    lm = _safetensors(prefix_checkpoints["llama"] / "model.safetensors")
+    assert np.array_equal(forged["language_model.model.norm.weight"], lm["model.norm.weight"])
+    card = (result.output_dir / "README.md").read_text()
+    assert "- org/tiny-vit" in card and "- org/tiny-llama" in card
