@@ -64,7 +64,8 @@ class PrefixPlan:
         """The dtype of the new projector tensors: the LM's embedding table's."""
         import numpy as np
 
-        embed = next((s for n, s in self.lm_shapes.items() if n.endswith("embed_tokens.weight") or n.endswith("wte.weight")), None)
+        table = f"{self.decoder.family.input_embeddings}.weight"
+        embed = next((spec for name, spec in self.lm_shapes.items() if name.endswith(table)), None)
         return np.dtype(embed.dtype) if embed is not None else np.dtype("float32")
 
     @cached_property
