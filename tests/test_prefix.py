@@ -532,3 +532,22 @@ def test_hub_checkpoints_from_the_cache_offline_are_recorded_with_their_commits(
     assert np.array_equal(forged["language_model.model.norm.weight"], lm["model.norm.weight"])
     card = (result.output_dir / "README.md").read_text()
     assert "- org/tiny-vit" in card and "- org/tiny-llama" in card
+
+
+def test_a_checkpoint_missing_a_tensor_is_refused_at_plan_time_and_nothing_is_written(prefix_checkpoints, tmp_path):
+    from safetensors.numpy import save_file
+
+    from vedforge.errors import CorruptCheckpointError
+
+    lm = tmp_path / "llama"
+    shutil.copytree(prefix_checkpoints["llama"], lm)
+    tensors = _safetensors(lm / "model.safetensors")
+    del tensors["model.norm.weight"]
+    save_file(tensors, str(lm / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(VedforgeError, match="has no tensor for 'language_model.model.norm.weight'"):
+        forge(prefix_recipe(tmp_path / "out", decoder="llama", checkpoints={"llama": lm}))
+    assert not (tmp_path / "out").exists()
+    (lm / "model.safetensors").write_bytes((lm / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(CorruptCheckpointError, match="cannot be parsed as safetensors"):
+        forge(prefix_recipe(tmp_path / "out", decoder="llama", checkpoints={"llama": lm}))
+    assert not (tmp_path / "out").exists()
