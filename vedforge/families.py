@@ -42,8 +42,8 @@ class ModelFamily:
     # none ("default" drops the tower's leading CLS token, "full" keeps every token, for towers
     # without one such as SigLIP); None: LlavaForConditionalGeneration cannot take this tower.
     prefix_select_strategy: str | None = None
-    # Tokens the tower emits before its patch tokens (1 for a CLS token; DINOv2 adds its
-    # config's num_register_tokens): the processor's num_additional_image_tokens.
+    # Tokens the tower emits before its patch tokens (1 for a CLS token, 2 for DeiT's CLS and
+    # distillation tokens, 0 for SigLIP): the processor's num_additional_image_tokens.
     prefix_leading_tokens: int = 0
     # --- decoders ---
     # Can be a VisionEncoderDecoderModel decoder (it takes cross-attention layers).
@@ -74,16 +74,6 @@ class ModelFamily:
     position_offset: bool = False
     # The decoder's layer count inside the combined model's config.
     decoder_layer_attribute: str = "num_hidden_layers"
-
-    @property
-    def architectures(self) -> tuple[str, ...]:
-        """The architectures (``architecture.name``) this family can take part in."""
-        if self.role == "encoder":
-            can_cross = True
-            can_prefix = self.prefix_select_strategy is not None
-        else:
-            can_cross, can_prefix = self.cross_attention, self.prefix_lm
-        return tuple(name for name, ok in (("cross_attention", can_cross), ("prefix", can_prefix)) if ok)
 
     @property
     def needs_flax_compat(self) -> bool:
