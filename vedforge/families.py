@@ -226,7 +226,7 @@ def decoder_family(model_type: str, where: str) -> DecoderFamily:
         reason = "is a vision model, not a text decoder"
     else:
         reason = REFUSED.get(model_type, "has no Flax causal-LM port with cross-attention that vedforge supports")
-    hint = (f" architecture=prefix backend=pt pairs it LLaVA-style instead (LlavaForConditionalGeneration)."
+    hint = (" architecture=prefix backend=pt pairs it LLaVA-style instead (LlavaForConditionalGeneration)."
             if model_type in PREFIX_LMS else "")
     raise UnsupportedModelError(
         f"The decoder {where} has model type '{model_type}', which {reason}. "

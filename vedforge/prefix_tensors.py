@@ -159,7 +159,7 @@ class GrownTensor:
     """A checkpoint's embedding table or output head with rows added for new tokens, computed when
     the writer asks for it (it reads the whole table then, as resizing must)."""
 
-    __slots__ = ("name", "source", "shape", "dtype", "seed", "transposed")
+    __slots__ = ("name", "source", "shape", "dtype", "seed")
 
     def __init__(self, name: str, source: Any, rows: int, seed: int):
         self.name, self.source, self.seed = name, source, seed
