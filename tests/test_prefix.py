@@ -551,3 +551,13 @@ def test_a_checkpoint_missing_a_tensor_is_refused_at_plan_time_and_nothing_is_wr
     with pytest.raises(CorruptCheckpointError, match="cannot be parsed as safetensors"):
         forge(prefix_recipe(tmp_path / "out", decoder="llama", checkpoints={"llama": lm}))
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override", ["prefix.projector=mlp3x_gelu", "prefix.vision_feature_select_strategy=cls",
+                                      "prefix.vision_feature_layer=last", "architecture=llava", "prefix.projecter=linear"])
+def test_bad_prefix_settings_fail_when_hydra_composes_the_recipe(override):
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with pytest.raises((HydraException, OmegaConfBaseException)):
+        compose_recipe([*PREFIX, override])
