@@ -73,6 +73,7 @@ def test_a_missing_script_is_one_clear_message(tmp_path, args, fragment):
     assert fragment in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # two Flax training runs, ~25 s
 def test_stock_beit_fails_to_train_without_the_fix_and_trains_with_it(beit_gpt2, tmp_path):
     script = tmp_path / "one_step.py"
     script.write_text(textwrap.dedent("""

@@ -51,6 +51,7 @@ def _train_flax(tmp_path: Path, encoder: str, decoder: str) -> dict:
     return result
 
 
+@pytest.mark.slow  # a Flax training script run end to end, ~25 s
 def test_beit_bert_trains_in_an_unchanged_flax_script(tmp_path):
     """The hardest pairing in the default suite: BEiT's drop path (rate 0.1), BERT's keyword
     decode and its [SEP] eos, all through an ordinary optax loop."""
