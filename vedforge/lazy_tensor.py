@@ -50,13 +50,13 @@ def truncated_tensor(path: Path) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"The weights file '{path}' ends inside a tensor: it is truncated.")
 
 
-class LazyTensor:
-    """An array stored at ``offset`` in ``path``; ``np.asarray(t)`` reads it."""
+class DeferredArray:
+    """An array known by its shape and dtype whose values are made only when ``np.asarray`` asks
+    (read from a file, drawn from a seed, or computed), so the writer holds one at a time."""
 
-    __slots__ = ("path", "offset", "shape", "dtype")
-
-    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
-        self.path, self.offset, self.shape, self.dtype = path, offset, tuple(shape), np.dtype(dtype)
+    __slots__ = ()
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
     @property
     def size(self) -> int:
@@ -69,6 +69,15 @@ class LazyTensor:
     @property
     def ndim(self) -> int:
         return len(self.shape)
+
+
+class LazyTensor(DeferredArray):
+    """An array stored at ``offset`` in ``path``; ``np.asarray(t)`` reads it."""
+
+    __slots__ = ("path", "offset", "shape", "dtype")
+
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset, self.shape, self.dtype = path, offset, tuple(shape), np.dtype(dtype)
 
     def file_ranges(self) -> list[FileRange]:
         """Where the array's C-order bytes lie, in order, in the checkpoint file(s)."""

@@ -1,4 +1,5 @@
-"""The stages of a prefix forge after its plan: load, assemble, write (the runner drives them).
+"""The stages of a prefix forge after its plan: load, assemble, and the manifest (the runner drives
+them, and writes the files as for every forge).
 
 The tower's and the LM's tensors are indexed lazily (safetensors headers, or memory-mapped
 ``.bin`` files) and written one by one by vedforge's streaming writer, so a forge never holds a
@@ -10,12 +11,10 @@ derived from the recipe's.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from vedforge.artifacts import MANIFEST, StagedArtifact, file_table
 from vedforge.seeding import derive_seed
 
 log = logging.getLogger("vedforge")
@@ -128,37 +127,3 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
-
-
-def write_prefix(plan: Any, sources: dict[str, Any], report: Any, tensors: dict[str, Any], staged: StagedArtifact,
-                 hydra_records: Optional[Path], timer: Any, started: float) -> dict[str, Any]:
-    """Every file of the artifact into the staging directory; returns the manifest."""
-    import time
-
-    from omegaconf import OmegaConf
-
-    from vedforge.manifest import write_manifest
-    from vedforge.prefix_card import render_prefix_card
-    from vedforge.progress import byte_progress
-    from vedforge.runner import _write_recipe_records
-
-    out = staged.path
-    recipe_text = OmegaConf.to_yaml(OmegaConf.create(plan.recipe.data))
-    with timer.step("write_weights", f"Writing the weights to {staged.final}"), \
-            byte_progress("Reading and writing weights", plan.write_bytes):
-        weight_hashes: dict[Path, str] = {}
-        for layout in plan.layouts:
-            weight_hashes.update(layout.layout.write(out, tensors[layout.layout.tensors], plan.recipe.output.max_shard_size,
-                                                     staged.sync_in_background))
-    with timer.step("write", "Writing the config, processor (tokenizer, image processor, chat template) and model card"):
-        plan.config.save_pretrained(out)
-        plan.generation.save_pretrained(out)
-        plan.processor.save_pretrained(out)
-        _write_recipe_records(out, recipe_text, hydra_records, staged.final)
-    manifest = build_prefix_manifest(plan, sources, report)
-    (out / "README.md").write_text(render_prefix_card(manifest=manifest, recipe_yaml=recipe_text))
-    manifest["files"] = file_table(
-        out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()})
-    manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
-    write_manifest(out / MANIFEST, manifest)
-    return manifest

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from vedforge.errors import VedforgeError
+from vedforge.lazy_tensor import DeferredArray
 
 TOWER, PROJECTOR, LM_BASE, LM_HEAD = "vision_tower.", "multi_modal_projector.", "language_model.model.", "language_model.lm_head."
 # transformers' resize_token_embeddings(mean_resizing=True): new rows ~ N(mean, 1e-9 * covariance).
@@ -88,7 +89,7 @@ def _stream(seed: int, name: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
 
 
-class NewTensor:
+class NewTensor(DeferredArray):
     """A tensor the forge makes, drawn when the writer asks for it: ``normal`` (mean 0, ``std``),
     ``zeros``, ``ones`` or ``identity``; its values depend on the recipe seed and its name only."""
 
@@ -96,14 +97,6 @@ class NewTensor:
 
     def __init__(self, name: str, shape: tuple[int, ...], dtype: Any, kind: str, seed: int, std: float = 0.0):
         self.name, self.shape, self.dtype, self.kind, self.seed, self.std = name, tuple(shape), np.dtype(dtype), kind, seed, std
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         if self.kind == "zeros":
@@ -155,7 +148,7 @@ def mean_resized_rows(old: np.ndarray, added: int, rng: np.random.Generator) -> 
     return mean64[None, :] + np.sqrt(_RESIZE_EPSILON / n) * rows
 
 
-class GrownTensor:
+class GrownTensor(DeferredArray):
     """A checkpoint's embedding table or output head with rows added for new tokens, computed when
     the writer asks for it (it reads the whole table then, as resizing must)."""
 
@@ -165,14 +158,6 @@ class GrownTensor:
         self.name, self.source, self.seed = name, source, seed
         self.shape = (rows,) + tuple(source.shape[1:])
         self.dtype = np.dtype(source.dtype)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.empty(self.shape, self.dtype)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vedforge.checkpoint import FlatState
+from vedforge.lazy_tensor import DeferredArray
 
 Path_ = tuple[str, ...]
 
@@ -202,7 +203,7 @@ def draw(init: Init, shape: tuple[int, ...], dtype: Any, rng: np.random.Generato
     return values.astype(dtype, copy=False)
 
 
-class SeededTensor:
+class SeededTensor(DeferredArray):
     """A tensor of a random part, drawn when the writer asks for it: its values depend only on
     the recipe seed, the part's role and its path, so holding it until then buys nothing."""
 
@@ -211,14 +212,6 @@ class SeededTensor:
     def __init__(self, path: Path_, shape: tuple[int, ...], dtype: Any, init: Init, seed: int, role: str):
         self.path, self.shape, self.dtype = tuple(path), tuple(shape), np.dtype(dtype)
         self.init, self.seed, self.role = init, seed, role
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = draw(self.init, self.shape, self.dtype, _stream(self.seed, self.role, self.path))

@@ -8,7 +8,6 @@ appears under the output name until the artifact is complete.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -238,12 +237,7 @@ def assemble_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, 
 def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
           hydra_records: Optional[Path], timer: "_Timer", started: float) -> dict[str, Any]:
     """Stage 4: every file of the artifact into the staging directory; returns the manifest."""
-    if _is_prefix(plan):
-        from vedforge.prefix_forge import write_prefix
-
-        return write_prefix(plan, sources, assembly, tensors, staged, hydra_records, timer, started)
-    from vedforge.manifest import build_manifest, write_manifest
-    from vedforge.model_card import render_model_card
+    from vedforge.manifest import write_manifest
     from vedforge.progress import byte_progress
 
     out = staged.path
@@ -255,14 +249,25 @@ def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, 
             # Each file's fsync starts once it is complete, while the next one is written.
             weight_hashes.update(layout.layout.write(out, tensors[layout.layout.tensors], plan.recipe.output.max_shard_size,
                                                      staged.sync_in_background))
-    with timer.step("write", "Writing configs, processor, tokenizer and model card"):
-        plan.config.save_pretrained(out)
-        plan.generation.save_pretrained(out)
-        plan.processor.save_pretrained(out)
-        plan.tokenizer.save_pretrained(out)
+    if _is_prefix(plan):
+        from vedforge.prefix_forge import build_prefix_manifest as build_manifest
+        from vedforge.prefix_card import render_prefix_card as render_card
+
+        step = "Writing the config, processor (tokenizer, image processor, chat template) and model card"
+        # A LlavaProcessor saves its tokenizer itself.
+        savers = (plan.config, plan.generation, plan.processor)
+    else:
+        from vedforge.manifest import build_manifest
+        from vedforge.model_card import render_model_card as render_card
+
+        step = "Writing configs, processor, tokenizer and model card"
+        savers = (plan.config, plan.generation, plan.processor, plan.tokenizer)
+    with timer.step("write", step):
+        for saver in savers:
+            saver.save_pretrained(out)
         _write_recipe_records(out, recipe_text, hydra_records, staged.final)
     manifest = build_manifest(plan, sources, assembly)
-    (out / "README.md").write_text(render_model_card(manifest=manifest, recipe_yaml=recipe_text))
+    (out / "README.md").write_text(render_card(manifest=manifest, recipe_yaml=recipe_text))
     manifest["files"] = file_table(
         out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
     )
