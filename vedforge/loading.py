@@ -17,7 +17,6 @@ from typing import Any, Mapping
 from vedforge.checkpoint import FlatState, read_state
 from vedforge.errors import ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError, first_line
 from vedforge.families import check_encoder_type, decoder_family, family_of
-from vedforge.seeding import derive_seed
 from vedforge.sources import ResolvedSource
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ import json
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from vedforge.sources import ResolvedSource
 
@@ -53,23 +53,33 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     return json.loads((directory / "vedforge_manifest.json").read_text())
 
 
-def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any) -> dict[str, Any]:
-    """The manifest of a forge of ``plan`` (a :class:`vedforge.plan.ForgePlan`) from ``sources``,
-    with the parameters ``assembly`` holds; the file table and timings are added once written."""
+def manifest_head(plan: Any, sources: dict[str, ResolvedSource],
+                  initialisation: Callable[[Any, str], Optional[dict[str, Any]]]) -> dict[str, Any]:
+    """The fields every manifest opens with: format, recipe, versions, inputs (each random part
+    described by ``initialisation(plan, role)``), seed, backend and weight layouts."""
     recipe = plan.recipe
-    ids = plan.ids
     return {
         "format_version": 1,
         "recipe": recipe.data,
         "versions": package_versions(),
         "inputs": {
             role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
-                                 weights=recipe.part(role).weights, initialisation=_initialisation(plan, role))
+                                 weights=recipe.part(role).weights, initialisation=initialisation(plan, role))
             for role in ("encoder", "decoder")
         },
         "seed": recipe.seed,
         "backend": recipe.backend,
         "weight_layouts": [layout.layout.name for layout in plan.layouts],
+    }
+
+
+def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any) -> dict[str, Any]:
+    """The manifest of a forge of ``plan`` (a :class:`vedforge.plan.ForgePlan`) from ``sources``,
+    with the parameters ``assembly`` holds; the file table and timings are added once written."""
+    recipe = plan.recipe
+    ids = plan.ids
+    return {
+        **manifest_head(plan, sources, _initialisation),
         "token_ids": {
             "policy": recipe.token_policy.kind,
             "decoder_start": ids.decoder_start, "pad": ids.pad, "eos": ids.eos, "bos": ids.bos,

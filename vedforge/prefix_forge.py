@@ -72,24 +72,16 @@ def _initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
 
 def build_prefix_manifest(plan: Any, sources: dict[str, Any], report: Any) -> dict[str, Any]:
     """The manifest of a prefix forge; the file table and timings are added once written."""
-    from vedforge.manifest import describe_input, package_versions
+    from vedforge.manifest import manifest_head
     from vedforge.prefix_tensors import GENERATION
 
     recipe, tokens, config = plan.recipe, plan.tokens, plan.config
+    head = manifest_head(plan, sources, _initialisation)
     return {
-        "format_version": 1,
-        "recipe": recipe.data,
-        "versions": {**package_versions(), "torch": _torch_version()},
+        **head,
+        "versions": {**head["versions"], "torch": _torch_version()},
         "architecture": "prefix",
         "model_class": "LlavaForConditionalGeneration",
-        "inputs": {
-            role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
-                                 weights=recipe.part(role).weights, initialisation=_initialisation(plan, role))
-            for role in ("encoder", "decoder")
-        },
-        "seed": recipe.seed,
-        "backend": recipe.backend,
-        "weight_layouts": [layout.layout.name for layout in plan.layouts],
         "prefix": {
             "projector": recipe.prefix.projector,
             "projector_hidden_act": config.projector_hidden_act,
