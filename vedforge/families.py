@@ -38,6 +38,9 @@ class ModelFamily:
     # Why transformers' PyTorch VisionEncoderDecoderModel cannot run this encoder as is (fixed
     # by vedforge.torch_compat), or None.
     torch_compat_fix: str | None = None
+    # Which of the tower's output tokens a LLaVA-style projector takes: "default" drops a
+    # leading CLS token, "full" keeps every token (towers without a CLS token, e.g. SigLIP).
+    vision_feature_select_strategy: str = "default"
     # --- decoders ---
     # Used when the config names neither decoder_start_token_id nor bos_token_id.
     conventional_start: str | None = None
@@ -93,6 +96,12 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     _encoder("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     # Vision models with no Flax port in transformers 4.x.
+    # SigLIP: a two-tower checkpoint gives its vision tower (model type siglip_vision_model),
+    # which has no CLS token, so every output token is an image patch.
+    _encoder("siglip", "SigLIP (vision tower taken)", built_with="pytorch", vision_tower=True,
+             vision_feature_select_strategy="full",
+             layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
+    _encoder("siglip_vision_model", "SigLIP vision tower", built_with="pytorch", vision_feature_select_strategy="full"),
     _encoder("swin", "Swin", built_with="pytorch"),
     _encoder("deit", "DeiT", built_with="pytorch"),
     _encoder("convnext", "ConvNeXt", built_with="pytorch",
