@@ -23,6 +23,7 @@ Peak RSS is ``ru_maxrss`` from ``wait4``: the largest of the forge process and a
     python benchmarks/prefix_bench.py --work-dir /tmp/prefix-bench            # 3 runs each
     python benchmarks/prefix_bench.py --work-dir /tmp/prefix-bench --runs 5 --override prefix.projector=linear
     python benchmarks/prefix_bench.py --work-dir /tmp/prefix-bench --build-only
+    python benchmarks/prefix_bench.py --work-dir /tmp/prefix-bench --runs 1 --load-output   # also load the result
     python benchmarks/prefix_bench.py --work-dir /tmp/prefix-bench-small --scale small   # a quick check of the script
 
 Wall time includes interpreter start-up and imports. Nothing is fetched from the network.
@@ -36,6 +37,7 @@ import os
 import shutil
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -251,6 +253,20 @@ def output_dtypes(out: Path) -> dict[str, int]:
     return counts
 
 
+LOAD_OUTPUT = r'''
+import sys, torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+model, info = LlavaForConditionalGeneration.from_pretrained(sys.argv[1], dtype="auto", output_loading_info=True)
+problems = {kind: names for kind, names in info.items() if names}
+assert not problems, problems
+dtypes = sorted({str(p.dtype) for p in model.parameters()})
+assert dtypes == ["torch.bfloat16"], dtypes
+processor = AutoProcessor.from_pretrained(sys.argv[1])
+print(f"{type(model).__name__}: {sum(p.numel() for p in model.parameters()):,} parameters, {dtypes[0]}, "
+      f"no missing or unexpected keys; {type(processor).__name__}, image token {processor.image_token!r}")
+'''
+
+
 def forge_command(py: str, tower: Path, lm: Path, out: Path, overrides: list[str]) -> list[str]:
     return [py, "-m", "vedforge", "architecture=prefix", "backend=pt",
             f"encoder.name_or_path={tower}", "encoder.weights=pretrained",
@@ -268,6 +284,9 @@ def main() -> None:
                         help="another recipe override for the forge (repeatable)")
     parser.add_argument("--flows", default="vedforge,floor", help="comma-separated: vedforge, floor")
     parser.add_argument("--build-only", action="store_true", help="build and check the inputs, then stop")
+    parser.add_argument("--load-output", action="store_true",
+                        help="afterwards, load the last forge with LlavaForConditionalGeneration.from_pretrained "
+                             "(about 3 GiB of memory) and check its keys and dtype")
     args = parser.parse_args()
     py = sys.executable
     env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "JAX_PLATFORMS": "cpu"}
@@ -298,8 +317,15 @@ def main() -> None:
                     nbytes = out_weight_bytes or sum(p.stat().st_size for p in inputs)
                     wall, rss = run([py, "-c", FLOOR, *map(str, inputs), str(out / "w"), str(nbytes)], env)
                 results[flow].append((wall, rss))
-                shutil.rmtree(out, ignore_errors=True)
+                if not (args.load_output and flow == "vedforge" and i == args.runs - 1):
+                    shutil.rmtree(out, ignore_errors=True)
                 print(f"  run {i + 1} {flow:9s} {wall:7.2f} s  {rss / 2**30:5.2f} GiB", flush=True)
+        if args.load_output and "vedforge" in results:
+            loaded = subprocess.run([py, "-c", LOAD_OUTPUT, str(scratch / f"vedforge-{args.runs - 1}")],
+                                    env={**os.environ, **env}, capture_output=True, text=True)
+            if loaded.returncode != 0:
+                raise SystemExit(f"the forged checkpoint does not load as expected:\n{loaded.stderr[-3000:]}")
+            print(f"  loaded: {loaded.stdout.strip()}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
