@@ -47,7 +47,13 @@ from transformers import (
     DetrImageProcessor,
     Dinov2Config,
     GPT2Config,
+    GemmaConfig,
+    GemmaTokenizerFast,
     GPT2TokenizerFast,
+    LlamaConfig,
+    LlamaTokenizerFast,
+    Qwen2Config,
+    Qwen2TokenizerFast,
     ResNetConfig,
     SiglipConfig,
     SiglipImageProcessor,
@@ -65,6 +71,10 @@ ENCODERS = ("vit_tiny", "beit_tiny", "dinov2_tiny", "clip_tiny")
 # No Flax port in transformers: verified with PyTorch models instead.
 PT_ENCODERS = ("swin_tiny", "deit_tiny", "convnext_tiny", "detr_tiny", "siglip_tiny")
 DECODERS = ("gpt2_tiny", "bert_tiny", "roberta_tiny", "bart_tiny")
+# Decoder-only chat LMs without cross-attention, for architecture=prefix (no Flax port checked).
+PREFIX_LMS = ("llama_tiny", "qwen2_tiny", "gemma_tiny")
+# Longer than the captioning decoders': a prompt holds an image's tokens too.
+PREFIX_MAX_POSITIONS = 256
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -559,6 +569,92 @@ def bart_config(tok: BartTokenizerFast) -> BartConfig:
 
 
 # --------------------------------------------------------------------------
+# Decoder-only chat LMs (architecture=prefix)
+# --------------------------------------------------------------------------
+
+# The chat templates of the models each tiny LM stands in for, in the same layout: TinyLlama-Chat
+# (Zephyr style), Qwen2.5-Instruct (ChatML, without its tool-calling branches) and Gemma.
+LLAMA_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + eos_token }}"
+    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + eos_token }}{% endif %}"
+    "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}{% endfor %}"
+)
+QWEN2_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' %}{{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    "{%- endif %}{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' "
+    "else message['role'] %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+LM_DIMS = dict(hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+               num_key_value_heads=HEADS // 2, max_position_embeddings=PREFIX_MAX_POSITIONS)
+
+
+def _chat_bpe(corpus: list[str], leading: list[str], trailing: list[str]) -> Tokenizer:
+    tok = _byte_level_bpe(corpus, leading, BPE_VOCAB - len(trailing))
+    tok = _with_tokens_appended(tok, [AddedToken(t, special=True, normalized=False) for t in trailing])
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def make_llama_tokenizer(corpus: list[str]) -> LlamaTokenizerFast:
+    # <unk>, <s>, </s> first, as in Llama's vocabulary; no pad token (TinyLlama has none of its own).
+    tok = _chat_bpe(corpus, ["<unk>", "<s>", "</s>"], [])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    return LlamaTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", add_bos_token=True,
+        add_eos_token=False, model_max_length=PREFIX_MAX_POSITIONS, clean_up_tokenization_spaces=False,
+        chat_template=LLAMA_CHAT_TEMPLATE,
+    )
+
+
+def make_qwen2_tokenizer(corpus: list[str]) -> Qwen2TokenizerFast:
+    # Qwen2.5-Instruct: no bos, pad <|endoftext|>, eos <|im_end|>; the specials last.
+    tok = _chat_bpe(corpus, [], ["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    return Qwen2TokenizerFast(
+        tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
+        model_max_length=PREFIX_MAX_POSITIONS, clean_up_tokenization_spaces=False, chat_template=QWEN2_CHAT_TEMPLATE,
+    )
+
+
+def make_gemma_tokenizer(corpus: list[str]) -> GemmaTokenizerFast:
+    # Gemma's layout: <pad>=0, <eos>=1, <bos>=2, <unk>=3, then the turn markers.
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+    tok = _chat_bpe(corpus, specials, [])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return GemmaTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        add_bos_token=True, add_eos_token=False, model_max_length=PREFIX_MAX_POSITIONS,
+        clean_up_tokenization_spaces=False, chat_template=GEMMA_CHAT_TEMPLATE,
+    )
+
+
+def llama_config(tok) -> LlamaConfig:
+    # Untied output head, as TinyLlama: the forge grows the embeddings and the head separately.
+    return LlamaConfig(**LM_DIMS, vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       tie_word_embeddings=False, architectures=["LlamaForCausalLM"])
+
+
+def qwen2_config(tok) -> Qwen2Config:
+    # A vocabulary padded past the tokenizer, as Qwen2.5's (151936 rows for 151665 tokens), and tied
+    # embeddings, as Qwen2.5-0.5B: added tokens take existing rows.
+    return Qwen2Config(**LM_DIMS, vocab_size=len(tok) + 32, bos_token_id=None,
+                       eos_token_id=tok.eos_token_id, tie_word_embeddings=True, architectures=["Qwen2ForCausalLM"])
+
+
+def gemma_config(tok) -> GemmaConfig:
+    return GemmaConfig(**LM_DIMS, head_dim=HIDDEN // HEADS, vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+                       architectures=["GemmaForCausalLM"])
+
+
+# --------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------
 
@@ -580,7 +676,7 @@ def write_encoder(name: str, config, processor) -> None:
 
 
 def write_decoder(name: str, config, tokenizer) -> None:
-    assert config.vocab_size == len(tokenizer), (name, config.vocab_size, len(tokenizer))
+    assert config.vocab_size == len(tokenizer) or name == "qwen2_tiny", (name, config.vocab_size, len(tokenizer))
     out = _fresh_dir(name)
     config.to_json_file(out / "config.json", use_diff=True)
     tokenizer.save_pretrained(out)
@@ -608,6 +704,14 @@ def generate() -> None:
         ("bert_tiny", make_bert_tokenizer, bert_config),
         ("roberta_tiny", make_roberta_tokenizer, roberta_config),
         ("bart_tiny", make_bart_tokenizer, bart_config),
+    ):
+        tok = make_tok(corpus)
+        write_decoder(name, make_cfg(tok), tok)
+
+    for name, make_tok, make_cfg in (
+        ("llama_tiny", make_llama_tokenizer, llama_config),
+        ("qwen2_tiny", make_qwen2_tokenizer, qwen2_config),
+        ("gemma_tiny", make_gemma_tokenizer, gemma_config),
     ):
         tok = make_tok(corpus)
         write_decoder(name, make_cfg(tok), tok)
@@ -742,6 +846,43 @@ def verify() -> None:
         print(f"ok {name}: {type(tok).__name__} len={len(tok)}, {type(model).__name__}, logits {logits.shape}")
 
 
+def verify_prefix_lms() -> None:
+    """Each chat LM's tokenizer round-trips, has its chat template and the ids its config names; its
+    PyTorch causal LM runs (without torch, only the tokenizer is checked)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM
+    except ImportError:
+        torch = None
+    for name in PREFIX_LMS:
+        path = ASSETS / name
+        _check_files(path)
+        cfg = AutoConfig.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path)
+        assert tok.is_fast and tok.chat_template, name
+        assert len(tok) <= cfg.vocab_size, (name, len(tok), cfg.vocab_size)
+        ids = tok(ROUND_TRIP)["input_ids"]
+        assert tok.decode(ids, skip_special_tokens=True).strip() == ROUND_TRIP, (name, tok.decode(ids))
+        for attr in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            expected = getattr(cfg, attr)
+            if expected is not None:
+                assert getattr(tok, attr) == expected, (name, attr, getattr(tok, attr), expected)
+        chat = tok.apply_chat_template([{"role": "user", "content": ROUND_TRIP}], add_generation_prompt=True,
+                                       tokenize=False)
+        assert ROUND_TRIP in chat, (name, chat)
+        if torch is None:
+            print(f"ok {name}: {type(tok).__name__} len={len(tok)} (no torch: model not built)")
+            continue
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg).eval()
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits
+        assert tuple(logits.shape) == (1, len(ids), cfg.vocab_size), (name, tuple(logits.shape))
+        print(f"ok {name}: {type(tok).__name__} len={len(tok)}, {type(model).__name__}, logits {tuple(logits.shape)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="only verify the existing assets")
@@ -749,6 +890,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.check:
         generate()
     verify()
+    verify_prefix_lms()
     return 0
 
 

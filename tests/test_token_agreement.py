@@ -75,3 +75,28 @@ def test_bert_tokenizer_ends_with_sep_as_config_says(tiny_checkpoints, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(out)
     assert tokenizer.eos_token == "[SEP]"
     assert "a caption " + tokenizer.eos_token == "a caption [SEP]"
+
+
+# architecture=prefix: a LLaVA model's text config, generation config and tokenizer name the same
+# bos and pad, the tokenizer's eos is among the generation config's, and <image> is config.image_token_id.
+@pytest.mark.parametrize("decoder", ["llama_tiny", "qwen2_tiny", "gemma_tiny"])
+def test_prefix_token_ids_agree_across_config_generation_config_and_tokenizer(tmp_path, decoder):
+    pytest.importorskip("torch")
+    from transformers import AutoTokenizer, GenerationConfig, LlavaConfig
+
+    from conftest import compose_recipe
+
+    out = forge(compose_recipe(["architecture=prefix", "backend=pt", f"decoder={decoder}",
+                                f"output.dir={tmp_path / 'out'}"])).output_dir
+    config, generation = LlavaConfig.from_pretrained(out), GenerationConfig.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = config.text_config
+    for name in ("bos", "pad"):
+        ids = {getattr(tokenizer, f"{name}_token_id"), getattr(text, f"{name}_token_id"), getattr(generation, f"{name}_token_id")}
+        assert len(ids) == 1, (name, ids)
+    eos = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+    assert tokenizer.eos_token_id == text.eos_token_id and tokenizer.eos_token_id in eos
+    assert config.pad_token_id == tokenizer.pad_token_id and tokenizer.pad_token_id != tokenizer.eos_token_id
+    assert tokenizer.convert_tokens_to_ids("<image>") == config.image_token_id
+    assert len(tokenizer) <= text.vocab_size
+    assert tokenizer("<image><image>", add_special_tokens=False)["input_ids"] == [config.image_token_id] * 2

@@ -161,7 +161,7 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
         return EXIT_INTERNAL_ERROR
 
 
-_GROUPS = ("encoder", "decoder", "token_policy", "backend", "recipe")
+_GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
 # rejects it with a bare traceback, so it is caught before Hydra sees it.
 _NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false", re.IGNORECASE)

@@ -38,10 +38,23 @@ class ModelFamily:
     # Why transformers' PyTorch VisionEncoderDecoderModel cannot run this encoder as is (fixed
     # by vedforge.torch_compat), or None.
     torch_compat_fix: str | None = None
-    # Which of the tower's output tokens a LLaVA-style projector takes: "default" drops a
-    # leading CLS token, "full" keeps every token (towers without a CLS token, e.g. SigLIP).
-    vision_feature_select_strategy: str = "default"
+    # In a prefix (LLaVA) pairing: LLaVA's vision_feature_select_strategy when the recipe names
+    # none ("default" drops the tower's leading CLS token, "full" keeps every token, for towers
+    # without one such as SigLIP); None: LlavaForConditionalGeneration cannot take this tower.
+    prefix_select_strategy: str | None = None
+    # Tokens the tower emits before its patch tokens (1 for a CLS token, 2 for DeiT's CLS and
+    # distillation tokens, 0 for SigLIP): the processor's num_additional_image_tokens.
+    prefix_leading_tokens: int = 0
     # --- decoders ---
+    # Can be a VisionEncoderDecoderModel decoder (it takes cross-attention layers).
+    cross_attention: bool = True
+    # Can be the language model of a prefix (LLaVA) pairing: AutoModelForCausalLM builds it
+    # and LlavaForConditionalGeneration holds it.
+    prefix_lm: bool = False
+    # The LM base model's input embedding module. transformers 5's LlavaForConditionalGeneration
+    # ties its head to `model.language_model.embed_tokens`; an LM whose table is named otherwise
+    # (GPT-2's `wte`) is forged with the head as an untied copy, so it loads in 4.57 and 5.
+    input_embeddings: str = "embed_tokens"
     # Used when the config names neither decoder_start_token_id nor bos_token_id.
     conventional_start: str | None = None
     conventional_end: str | None = None
@@ -76,6 +89,16 @@ def _encoder(model_type: str, label: str, **kw) -> ModelFamily:
     return ModelFamily(model_type, label, "encoder", **kw)
 
 
+def _cls_tower(model_type: str, label: str, **kw) -> ModelFamily:
+    """A ViT-style tower: a CLS token, then the patch tokens."""
+    return ModelFamily(model_type, label, "encoder", prefix_select_strategy="default", prefix_leading_tokens=1, **kw)
+
+
+def _prefix_lm(model_type: str, label: str) -> ModelFamily:
+    """A decoder-only language model without cross-attention: a prefix pairing's LM only."""
+    return ModelFamily(model_type, label, "decoder", cross_attention=False, prefix_lm=True)
+
+
 def _bert_like(model_type: str, label: str, **kw) -> ModelFamily:
     return ModelFamily(model_type, label, "decoder", conventional_start="[CLS]", conventional_end="[SEP]",
                        keyword_decode=True, **kw)
@@ -88,29 +111,31 @@ def _roberta_like(model_type: str, label: str) -> ModelFamily:
 
 FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     # Vision models whose Flax port can serve as the encoder.
-    _encoder("vit", "ViT"),
-    _encoder("beit", "BEiT", drop_path_rng=True),
-    _encoder("dinov2", "DINOv2"),
-    _encoder("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
+    _cls_tower("vit", "ViT"),
+    _cls_tower("beit", "BEiT", drop_path_rng=True),
+    _cls_tower("dinov2", "DINOv2"),
+    _cls_tower("clip_vision_model", "CLIP vision tower", needs_flax_registration=True),
     # A full CLIP checkpoint: vedforge takes its vision tower (model type clip_vision_model).
-    _encoder("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
+    _cls_tower("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     # Vision models with no Flax port in transformers 4.x.
     # SigLIP: a two-tower checkpoint gives its vision tower (model type siglip_vision_model),
     # which has no CLS token, so every output token is an image patch.
     _encoder("siglip", "SigLIP (vision tower taken)", built_with="pytorch", vision_tower=True,
-             vision_feature_select_strategy="full",
+             prefix_select_strategy="full",
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
-    _encoder("siglip_vision_model", "SigLIP vision tower", built_with="pytorch", vision_feature_select_strategy="full"),
+    _encoder("siglip_vision_model", "SigLIP vision tower", built_with="pytorch", prefix_select_strategy="full"),
     _encoder("swin", "Swin", built_with="pytorch"),
-    _encoder("deit", "DeiT", built_with="pytorch"),
+    # DeiT (distilled) puts a distillation token after its CLS token; LLaVA's "default" drops the CLS
+    # only, so the distillation token is one more image token.
+    _encoder("deit", "DeiT", built_with="pytorch", prefix_select_strategy="default", prefix_leading_tokens=2),
     _encoder("convnext", "ConvNeXt", built_with="pytorch",
              torch_compat_fix="its output is a feature map, not a sequence, and its config has no hidden_size"),
     _encoder("detr", "DETR (its object-query states are the decoder's memory)", built_with="pytorch",
              torch_compat_fix="its output has no hidden_states field"),
     # Text decoders with a Flax causal-LM port that takes cross-attention.
     ModelFamily("gpt2", "GPT-2", "decoder", cross_attention_output=("crossattention", "c_proj"),
-                layer_attributes=(("n_layer",),)),
+                layer_attributes=(("n_layer",),), prefix_lm=True, input_embeddings="wte"),
     ModelFamily("bart", "BART", "decoder", init_std_attr="init_std",
                 aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
                 layer_attributes=(("encoder_layers",), ("decoder_layers",)), decoder_layer_attribute="decoder_layers"),
@@ -118,6 +143,11 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     _roberta_like("roberta", "RoBERTa"),
     _roberta_like("xlm-roberta", "XLM-RoBERTa"),
     _roberta_like("roberta-prelayernorm", "RoBERTa-PreLayerNorm"),
+    # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
+    _prefix_lm("llama", "Llama"),
+    _prefix_lm("qwen2", "Qwen2"),
+    _prefix_lm("mistral", "Mistral"),
+    _prefix_lm("gemma", "Gemma"),
 )}
 
 # Views of FAMILIES by role and by how the encoder is built.
@@ -125,7 +155,11 @@ ENCODER_TYPES: dict[str, str] = {t: f.label for t, f in FAMILIES.items() if f.ro
 PYTORCH_ONLY_ENCODER_TYPES: dict[str, str] = {
     t: f.label for t, f in FAMILIES.items() if f.role == "encoder" and f.built_with == "pytorch"
 }
-DECODER_FAMILIES: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder"}
+DECODER_FAMILIES: dict[str, ModelFamily] = {
+    t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.cross_attention}
+# The towers and language models a prefix (LLaVA) pairing takes.
+PREFIX_ENCODERS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "encoder" and f.prefix_select_strategy}
+PREFIX_LMS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.prefix_lm}
 
 
 def family_of(model_type: str) -> ModelFamily | None:
@@ -198,7 +232,9 @@ def decoder_family(model_type: str, where: str) -> DecoderFamily:
         reason = "is a vision model, not a text decoder"
     else:
         reason = REFUSED.get(model_type, "has no Flax causal-LM port with cross-attention that vedforge supports")
+    hint = (" architecture=prefix backend=pt pairs it LLaVA-style instead (LlavaForConditionalGeneration)."
+            if model_type in PREFIX_LMS else "")
     raise UnsupportedModelError(
         f"The decoder {where} has model type '{model_type}', which {reason}. "
-        f"Supported decoder model types: {_describe(DECODER_FAMILIES)}."
+        f"Supported decoder model types: {_describe(DECODER_FAMILIES)}.{hint}"
     )

@@ -184,8 +184,9 @@ class ForgePlan:
         return self.encoder.family.torch_compat_fix is not None
 
 
-def build_plan(cfg: DictConfig) -> ForgePlan:
-    """Plan the forge of ``cfg`` (a composed recipe) without reading any weight.
+def build_plan(cfg: DictConfig) -> Any:
+    """Plan the forge of ``cfg`` (a composed recipe) without reading any weight: a :class:`ForgePlan`,
+    or for ``architecture=prefix`` a :class:`vedforge.prefix_plan.PrefixPlan`.
 
     Raises:
         VedforgeError: every problem that needs no weights to be found.
@@ -204,6 +205,10 @@ def build_plan(cfg: DictConfig) -> ForgePlan:
         # Refused at once, not after minutes of loading, when PyTorch is needed but missing.
         require_torch("backend=pt" if recipe.backend == "pt" else "output.pytorch=true")
     check_destination(output_dir, overwrite=recipe.output.overwrite)
+    if recipe.architecture == "prefix":
+        from vedforge.prefix_plan import plan_prefix
+
+        return plan_prefix(recipe)
     return _plan_forge(recipe)
 
 

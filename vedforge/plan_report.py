@@ -34,6 +34,10 @@ def plan_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = True)
     only the total parameter count is given."""
     from vedforge.plan import SKIP
 
+    if getattr(plan, "architecture", None) == "prefix":
+        from vedforge.prefix_report import prefix_summary
+
+        return prefix_summary(plan, pair=pair, tensors=tensors)
     summary: dict[str, Any] = {"output_dir": str(plan.output_dir), "outcome": "skipped" if plan.outcome == SKIP else "forge"}
     if pair is not None:
         summary["pair"] = pair
@@ -115,6 +119,10 @@ def render_text(summary: dict[str, Any]) -> str:
     outcome = summary["outcome"]
     if outcome == "refused":
         return f"{head}REFUSED -> {summary['output_dir']}\n  {summary['reason']}"
+    if summary.get("architecture") == "prefix" and outcome == "forge":
+        from vedforge.prefix_report import render_prefix_text
+
+        return render_prefix_text(summary)
     if outcome == "skipped":
         counts = summary.get("parameters") or {}
         return (f"{head}SKIPPED (already complete) -> {summary['output_dir']}\n  "

@@ -75,6 +75,15 @@ class HubRecipe:
 
 
 @dataclass(frozen=True)
+class PrefixRecipe:
+    """The LLaVA-style pairing's settings (architecture=prefix)."""
+
+    projector: str  # "mlp2x_gelu" or "linear"
+    vision_feature_layer: int
+    vision_feature_select_strategy: Optional[str]  # None: from the encoder family
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe, typed."""
 
@@ -88,6 +97,8 @@ class Recipe:
     hub: HubRecipe
     # The recipe as recorded in the manifest (no output location, no secret).
     data: dict[str, Any]
+    architecture: str = "cross_attention"  # or "prefix"
+    prefix: Optional[PrefixRecipe] = None  # architecture=prefix only
 
     def part(self, role: str) -> PartRecipe:
         return self.encoder if role == "encoder" else self.decoder
@@ -101,6 +112,11 @@ class Recipe:
 def recipe_dict(cfg: DictConfig) -> dict[str, Any]:
     """The recipe as plain data, resolved, without run-specific or secret values."""
     data = OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+    if data.get("architecture", {}).get("name", "cross_attention") == "cross_attention":
+        # A cross-attention recipe is recorded as before the architecture choice existed, so its
+        # manifest (and resume, and verify) stay byte for byte what they were.
+        data.pop("architecture", None)
+        data.pop("prefix", None)
     for key in _NOT_RECIPE:
         data.get("output", {}).pop(key, None)
     if data.get("hub", {}).get("token") is not None:
@@ -122,6 +138,13 @@ def typed_recipe(cfg: DictConfig) -> Recipe:
                           option_value(node.weights), dict(overrides))
 
     policy = cfg.token_policy
+    architecture = option_value(cfg.architecture.name) if "architecture" in cfg else "cross_attention"
+    prefix = None
+    if architecture == "prefix":
+        node = cfg.prefix
+        strategy = node.vision_feature_select_strategy
+        prefix = PrefixRecipe(option_value(node.projector), int(node.vision_feature_layer),
+                              None if strategy is None else option_value(strategy))
     return Recipe(
         encoder=part("encoder"),
         decoder=part("decoder"),
@@ -137,4 +160,6 @@ def typed_recipe(cfg: DictConfig) -> Recipe:
         ),
         hub=HubRecipe(cfg.hub.cache_dir, bool(cfg.hub.offline), cfg.hub.token, bool(cfg.hub.trust_remote_code)),
         data=recipe_dict(cfg),
+        architecture=architecture,
+        prefix=prefix,
     )

@@ -113,7 +113,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         staged.check()
         with timer.step("load", _load_message(plan)):
             states, loads = load(plan, sources, cache or PartCache())
-        with timer.step("assemble", "Adding cross-attention"):
+        with timer.step("assemble", "Adding the projector and the image token" if _is_prefix(plan) else "Adding cross-attention"):
             assembly, tensors = assemble_weights(plan, states)
         del states
         try:
@@ -137,8 +137,17 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     return ForgeResult(final, manifest, loads=loads)
 
 
+def _is_prefix(plan: Any) -> bool:
+    """True for the plan of a prefix (LLaVA-style) forge, whose stages live in vedforge.prefix_forge."""
+    return getattr(plan, "architecture", "cross_attention") == "prefix"
+
+
 def fetch(plan: Any) -> dict[str, Any]:
     """Stage 1: the plan's checkpoints with their weights on disk (hub weights downloaded)."""
+    if _is_prefix(plan):
+        from vedforge.prefix_plan import fetch_prefix_sources
+
+        return fetch_prefix_sources(plan)
     from vedforge.plan import fetch_sources
 
     return fetch_sources(plan)
@@ -147,6 +156,10 @@ def fetch(plan: Any) -> dict[str, Any]:
 def _load_message(plan: Any) -> str:
     reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
     drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    if _is_prefix(plan) and drawing:
+        return "; ".join(([f"Indexing the {' and '.join(reading)} weights"] if reading else [])
+                         + [f"Drawing the random {' and '.join(drawing)} weights (transformers' PyTorch initialisation, "
+                            "seeded from the recipe)"])
     return "; ".join(
         ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
         + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
@@ -156,6 +169,10 @@ def _load_message(plan: Any) -> str:
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
     """Stage 2: each part's tensors (indexed lazily, or drawn for random weights), shared through
     ``cache`` with the other forges of a sweep; and whether each had to be read."""
+    if _is_prefix(plan):
+        from vedforge.prefix_forge import load_prefix
+
+        return load_prefix(plan, sources, cache)
     from vedforge.loading import load_part_state
 
     recipe = plan.recipe
@@ -182,6 +199,10 @@ def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str
 
 def assemble_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """Stage 3: the combined model's tensors, and per weight layout the tensors it writes."""
+    if _is_prefix(plan):
+        from vedforge.prefix_forge import assemble_prefix_weights
+
+        return assemble_prefix_weights(plan, states)
     from vedforge.assembly import assemble
     from vedforge.plan import report_torch_encoder
 
@@ -217,6 +238,10 @@ def assemble_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, 
 def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
           hydra_records: Optional[Path], timer: "_Timer", started: float) -> dict[str, Any]:
     """Stage 4: every file of the artifact into the staging directory; returns the manifest."""
+    if _is_prefix(plan):
+        from vedforge.prefix_forge import write_prefix
+
+        return write_prefix(plan, sources, assembly, tensors, staged, hydra_records, timer, started)
     from vedforge.manifest import build_manifest, write_manifest
     from vedforge.model_card import render_model_card
     from vedforge.progress import byte_progress

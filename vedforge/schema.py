@@ -50,6 +50,27 @@ class WeightFormat(Enum):
     safetensors = "safetensors"  # model.safetensors in Flax layout (never sharded: stock Flax cannot load that)
 
 
+class ArchitectureName(Enum):
+    """How the vision encoder and the language model are joined."""
+
+    cross_attention = "cross_attention"  # VisionEncoderDecoderModel: the decoder cross-attends to the image
+    prefix = "prefix"  # LlavaForConditionalGeneration: projected image features spliced into the LM's input
+
+
+class ProjectorKind(Enum):
+    """The new projector from vision features to the language model's embeddings (architecture=prefix)."""
+
+    mlp2x_gelu = "mlp2x_gelu"  # Linear, GELU, Linear: LLaVA-1.5's projector
+    linear = "linear"  # one linear map, as LLaVA-1 (LLaVA's second Linear starts as the identity, no activation)
+
+
+class SelectStrategy(Enum):
+    """Which of the tower's output tokens become image tokens (LLaVA's vision_feature_select_strategy)."""
+
+    default = "default"  # drop the leading CLS token
+    full = "full"  # keep every token
+
+
 @dataclass
 class SourceConfig:
     """One pretrained part of the pairing: the vision encoder or the text decoder."""
@@ -121,6 +142,24 @@ class CrossAttentionConfig:
 
 
 @dataclass
+class ArchitectureConfig:
+    """Which model the forge builds."""
+
+    name: ArchitectureName = ArchitectureName.cross_attention
+
+
+@dataclass
+class PrefixConfig:
+    """The LLaVA-style pairing (architecture=prefix); ignored by architecture=cross_attention."""
+
+    projector: ProjectorKind = ProjectorKind.mlp2x_gelu
+    # The tower's hidden state the projector reads (-2: the penultimate layer, as LLaVA-1.5).
+    vision_feature_layer: int = -2
+    # null: from the encoder family (towers with a CLS token: default; without, such as SigLIP: full).
+    vision_feature_select_strategy: Optional[SelectStrategy] = None
+
+
+@dataclass
 class ForgeConfig:
     """A complete recipe: one encoder, one decoder, one token policy and how to write them."""
 
@@ -130,6 +169,8 @@ class ForgeConfig:
     backend: BackendConfig = MISSING
     seed: int = 0
     cross_attention: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    prefix: PrefixConfig = field(default_factory=PrefixConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     hub: HubConfig = field(default_factory=HubConfig)
 

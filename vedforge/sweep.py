@@ -25,7 +25,7 @@ JOBS_DIR = ".vedforge_jobs"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 PLANNED = "planned_pairs"
-_COLUMNS = ("pair", "encoder", "decoder", "backend", "token_policy", "status", "output_dir", "parameters", "new_parameters",
+_COLUMNS = ("pair", "encoder", "decoder", "backend", "architecture", "token_policy", "status", "output_dir", "parameters", "new_parameters",
             "artifact_bytes", "wall_s", "error")
 
 
@@ -180,6 +180,12 @@ def write_summary(sweep_dir: Path, rows: Optional[list[dict[str, Any]]] = None) 
     return summary
 
 
+def _architecture(cfg: DictConfig) -> str:
+    """The recipe's ``architecture.name`` (cross_attention for recipes from before the choice)."""
+    node = cfg.get("architecture")
+    return option_value(node.name) if node is not None else "cross_attention"
+
+
 def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
                wall_s: float, error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
     """One summary row."""
@@ -191,6 +197,7 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
         "encoder": choices.get("encoder") or cfg.encoder.name_or_path,
         "decoder": choices.get("decoder") or cfg.decoder.name_or_path,
         "backend": option_value(cfg.backend.name),
+        "architecture": _architecture(cfg),
         "token_policy": choices.get("token_policy"),
         "status": status,
         "output_dir": str(output_dir) if output_dir else None,
@@ -216,6 +223,7 @@ def lost_job_record(sweep_config: DictConfig, pair: str, error: str) -> dict[str
         "encoder": choices.get("encoder") or sweep_config.encoder.name_or_path,
         "decoder": choices.get("decoder") or sweep_config.decoder.name_or_path,
         "backend": option_value(sweep_config.backend.name),
+        "architecture": _architecture(sweep_config),
         "token_policy": choices.get("token_policy"),
         "status": "failed",
         "output_dir": None,

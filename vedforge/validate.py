@@ -61,8 +61,36 @@ def recipe_problems(cfg: Any) -> list[str]:
             "writes the Flax weights to; use output.format=msgpack with output.pytorch=true, or backend=pt for "
             "PyTorch weights only"
         )
+    problems += _architecture_problems(cfg)
     if cfg.seed < 0:
         problems.append(f"seed={cfg.seed} must be zero or positive")
+    return problems
+
+
+def _architecture_problems(cfg: Any) -> list[str]:
+    """Settings that do not fit the chosen architecture (``architecture.name``)."""
+    architecture = option_value(cfg.architecture.name) if cfg.get("architecture") is not None else "cross_attention"
+    prefix = cfg.get("prefix")
+    if architecture != "prefix":
+        changed = []
+        if prefix is not None:
+            defaults = {"projector": "mlp2x_gelu", "vision_feature_layer": -2, "vision_feature_select_strategy": None}
+            changed = [f"prefix.{key}" for key, value in defaults.items() if option_value(prefix.get(key)) != value]
+        if changed:
+            return [f"{', '.join(changed)} set, but they apply to architecture=prefix only (this recipe is "
+                    f"architecture={architecture}); add architecture=prefix backend=pt, or leave them out"]
+        return []
+    problems = []
+    if option_value(cfg.backend.name) != "pt":
+        problems.append(
+            f"architecture=prefix builds transformers' LlavaForConditionalGeneration, which exists in PyTorch only "
+            f"(transformers has no Flax LLaVA), so backend={option_value(cfg.backend.name)} cannot forge it; add backend=pt"
+        )
+    if option_value(cfg.cross_attention.init) != "random":
+        problems.append(
+            "cross_attention.init applies to architecture=cross_attention only: a prefix pairing has no "
+            "cross-attention (its new projector is seeded from the recipe); leave cross_attention.init out"
+        )
     return problems
 
 
