@@ -9,7 +9,7 @@ Usage:
     python scripts/make_tiny_assets.py --check    # verify existing assets only
 
 Writing needs no torch. Verifying the encoders that only have a PyTorch port in
-transformers (swin, deit, convnext, detr) builds them with torch; without it their
+transformers (swin, deit, convnext, detr, siglip) builds them with torch; without it their
 processors are still checked but the model forward is skipped.
 """
 
@@ -55,6 +55,8 @@ from transformers import (
     Qwen2Config,
     Qwen2TokenizerFast,
     ResNetConfig,
+    SiglipConfig,
+    SiglipImageProcessor,
     RobertaConfig,
     RobertaTokenizerFast,
     SwinConfig,
@@ -67,7 +69,7 @@ ASSETS = REPO_ROOT / "vedforge" / "assets"
 
 ENCODERS = ("vit_tiny", "beit_tiny", "dinov2_tiny", "clip_tiny")
 # No Flax port in transformers: verified with PyTorch models instead.
-PT_ENCODERS = ("swin_tiny", "deit_tiny", "convnext_tiny", "detr_tiny")
+PT_ENCODERS = ("swin_tiny", "deit_tiny", "convnext_tiny", "detr_tiny", "siglip_tiny")
 DECODERS = ("gpt2_tiny", "bert_tiny", "roberta_tiny", "bart_tiny")
 # Decoder-only chat LMs without cross-attention, for architecture=prefix (no Flax port checked).
 PREFIX_LMS = ("llama_tiny", "qwen2_tiny", "gemma_tiny")
@@ -470,6 +472,34 @@ def detr_assets():
     return config, processor
 
 
+def siglip_assets():
+    # A full two-tower checkpoint config, as google/siglip-base-patch16-224 ships; vedforge
+    # takes its vision tower. SigLIP's vision tower has no class token.
+    text_vocab = 300
+    text_config = dict(
+        vocab_size=text_vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=FFN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        max_position_embeddings=16,
+        # The stock bos/eos (49406/49407) point past a tiny vocab.
+        pad_token_id=1,
+        bos_token_id=text_vocab - 2,
+        eos_token_id=1,
+    )
+    vision_config = dict(**VISION_DIMS, intermediate_size=FFN)
+    config = SiglipConfig(text_config=text_config, vision_config=vision_config, architectures=["SiglipModel"])
+    # As the released SigLIP processors: a plain resize to the square input, mean and std 0.5.
+    processor = SiglipImageProcessor(
+        size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        resample=3,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return config, processor
+
+
 def gpt2_config(tok: GPT2TokenizerFast) -> GPT2Config:
     return GPT2Config(
         vocab_size=len(tok),
@@ -665,6 +695,7 @@ def generate() -> None:
         ("deit_tiny", deit_assets),
         ("convnext_tiny", convnext_assets),
         ("detr_tiny", detr_assets),
+        ("siglip_tiny", siglip_assets),
     ):
         write_encoder(name, *factory())
 
@@ -710,6 +741,7 @@ PT_ENCODER_OUTPUT = {
     "deit_tiny": (1, (IMAGE_SIZE // PATCH_SIZE) ** 2 + 2, HIDDEN),
     "convnext_tiny": (1, HIDDEN, IMAGE_SIZE // 8, IMAGE_SIZE // 8),
     "detr_tiny": (1, 10, HIDDEN),
+    "siglip_tiny": (1, (IMAGE_SIZE // PATCH_SIZE) ** 2, HIDDEN),
 }
 
 
@@ -742,7 +774,8 @@ def verify_pt_encoders(image) -> None:
             print(f"ok {name}: {type(proc).__name__}, {sorted(inputs)} (no torch: model not built)")
             continue
         torch.manual_seed(0)
-        model = AutoModel.from_config(cfg).eval()
+        # A two-tower checkpoint (SigLIP) is verified through the tower vedforge takes.
+        model = AutoModel.from_config(getattr(cfg, "vision_config", cfg)).eval()
         with torch.no_grad():
             hidden = model(**proc(images=image, return_tensors="pt")).last_hidden_state
         assert tuple(hidden.shape) == PT_ENCODER_OUTPUT[name], (name, tuple(hidden.shape))

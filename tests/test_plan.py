@@ -125,6 +125,21 @@ def test_every_weight_free_refusal_happens_at_plan_time(tiny_checkpoints, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_plan_refuses_siglip_for_flax_with_the_reason_and_reads_nothing(tmp_path):
+    pytest.importorskip("torch")
+    cfg = compose_recipe(["encoder=siglip_tiny", "backend=flax", f"output.dir={tmp_path / 'out'}"])
+    with no_weight_file_opened() as opened, pytest.raises(UnsupportedModelError) as refused:
+        build_plan(cfg)
+    message = str(refused.value)
+    assert "'siglip'" in message and "no Flax implementation" in message and "backend=pt" in message
+    assert opened == [] and not (tmp_path / "out").exists()
+    # The same recipe with backend=pt plans a forge of the vision tower alone.
+    plan = build_plan(compose_recipe(["encoder=siglip_tiny", "backend=pt", f"output.dir={tmp_path / 'out'}"]))
+    assert plan.outcome == FORGE and plan.config.encoder.model_type == "siglip_vision_model"
+    assert plan.encoder.family.built_with == "pytorch"
+    assert not any("text_model" in name for name in plan.encoder.shapes)
+
+
 def _run_plan(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     env.pop("USE_TORCH", None)

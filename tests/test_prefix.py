@@ -443,38 +443,32 @@ def test_mistral_lm(prefix_checkpoints, tmp_path):
         model.generate(**_chat_inputs(processor), max_new_tokens=2)
 
 
-def test_a_tower_without_cls_token_plugs_in_as_a_family_record(tmp_path, monkeypatch):
-    # SigLIP's record (a two-tower checkpoint whose vision tower is taken, no CLS token) is data:
-    # with it, the select strategy defaults to "full" and every patch is an image token.
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+def test_siglip_tower_has_no_cls_token_so_every_patch_is_an_image_token(tmp_path):
+    # SigLIP's family record: a two-tower checkpoint whose vision tower is taken, no CLS token, so
+    # the select strategy defaults to "full"; the tower's tensors come through bit for bit.
+    from tests_support import save_torch_siglip_checkpoint
 
-    from vedforge import families
-
-    monkeypatch.setitem(families.FAMILIES, "siglip", families.ModelFamily(
-        "siglip", "SigLIP (vision tower taken)", "encoder", vision_tower=True, prefix_select_strategy="full",
-        prefix_leading_tokens=0))
-    config = SiglipConfig(
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4),
-        text_config=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-                         max_position_embeddings=16))
-    torch.manual_seed(0)
-    SiglipModel(config).save_pretrained(tmp_path / "siglip")
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "siglip")
-    out = forge(prefix_recipe(tmp_path / "out", encoder="siglip", checkpoints={"siglip": tmp_path / "siglip"})).output_dir
+    checkpoint = save_torch_siglip_checkpoint(tmp_path / "siglip", seed=0)
+    out = forge(prefix_recipe(tmp_path / "out", encoder="siglip", checkpoints={"siglip": checkpoint})).output_dir
     model, processor = _load(out)
+    assert type(model.model.vision_tower).__name__ == "SiglipVisionModel"
     assert model.config.vision_feature_select_strategy == "full" and model.config.image_seq_length == 16
     assert processor.num_additional_image_tokens == 0
     inputs = _chat_inputs(processor)
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
     with torch.no_grad():
         model.generate(**inputs, max_new_tokens=2)
+    source, forged = _safetensors(checkpoint / "model.safetensors"), _safetensors(out / "model.safetensors")
+    tower = {name: tensor for name, tensor in source.items() if name.startswith("vision_model.")}
+    assert tower and all(np.array_equal(forged[f"vision_tower.{name}"], tensor) for name, tensor in tower.items())
+    assert not any(name.startswith("vision_tower.text_model") for name in forged)
     with pytest.raises(VedforgeError, match="has none"):
         forge(prefix_recipe(tmp_path / "out2", "prefix.vision_feature_select_strategy=default", encoder="siglip",
-                            checkpoints={"siglip": tmp_path / "siglip"}))
+                            checkpoints={"siglip": checkpoint}))
 
 
-@pytest.mark.parametrize("encoder, tokens", [("beit_tiny", 16), ("deit_tiny", 17), ("dinov2_tiny", 16), ("clip_vision_tiny", 16)])
+@pytest.mark.parametrize("encoder, tokens", [("beit_tiny", 16), ("deit_tiny", 17), ("dinov2_tiny", 16), ("clip_vision_tiny", 16),
+                                             ("siglip_tiny", 16)])
 def test_every_tower_family_generates(tmp_path, encoder, tokens):
     out = forge(prefix_recipe(tmp_path / "out", encoder=encoder, decoder="qwen2_tiny")).output_dir
     model, processor = _load(out)

@@ -15,7 +15,7 @@ from conftest import DECODERS, ENCODERS, compose_recipe, local_recipe  # noqa: E
 from vedforge.errors import RecipeError, UnsupportedModelError  # noqa: E402
 from vedforge.runner import forge  # noqa: E402
 
-PYTORCH_ONLY = ("swin", "deit", "convnext", "detr")
+PYTORCH_ONLY = ("swin", "deit", "convnext", "detr", "siglip")
 
 
 def _pairs(encoders, decoders):
@@ -116,7 +116,8 @@ def test_encoders_without_flax_port_forge_with_backend_pt(tmp_path, encoder, dec
                                    f"output.dir={tmp_path / 'out'}"]))
     out = result.output_dir
     model = _pt_model(out)
-    assert model.encoder.config.model_type == encoder
+    # A two-tower checkpoint (SigLIP) gives its vision tower.
+    assert model.encoder.config.model_type in (encoder, f"{encoder}_vision_model")
     pixels = _processed_image(out)
     tokens = _pt_greedy(model, pixels)
     assert tokens.shape[0] == 1 and tokens[0, 0] == model.config.decoder_start_token_id
@@ -159,7 +160,7 @@ def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
         forge(compose_recipe(["output.pytorch=true", "output.format=safetensors", f"output.dir={tmp_path}"]))
 
 
-@pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr"))
+@pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr", "siglip"))
 def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, monkeypatch, encoder):
     import transformers
     from PIL import Image
@@ -187,3 +188,67 @@ def test_pytorch_only_forge_is_reproducible_verifiable_and_resumable(tmp_path):
     checks = verify(first.output_dir)
     assert checks and all(c.status == "ok" for c in checks), [(c.name, c.status) for c in checks if c.status != "ok"]
     assert forge(recipe).skipped
+
+
+# --- SigLIP: a two-tower checkpoint whose vision tower has no class token ----------------------
+
+
+@pytest.fixture
+def stock_class(monkeypatch):
+    """transformers' VisionEncoderDecoderModel as shipped, even after another test's install()."""
+    import transformers
+
+    from vedforge import torch_compat
+
+    monkeypatch.setattr(transformers.VisionEncoderDecoderModel, "__init__", torch_compat._STOCK_INIT)
+    monkeypatch.setattr(transformers.VisionEncoderDecoderModel, "forward", torch_compat._STOCK_FORWARD)
+    return transformers.VisionEncoderDecoderModel
+
+
+@pytest.mark.parametrize("decoder", ("gpt2", "bart"))
+def test_siglip_forge_loads_and_generates_with_stock_transformers(tmp_path, stock_class, decoder):
+    result = forge(compose_recipe(["encoder=siglip_tiny", f"decoder={decoder}_tiny", "backend=pt",
+                                   f"output.dir={tmp_path / 'out'}"]))
+    out = result.output_dir
+    model, info = stock_class.from_pretrained(out, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [], info
+    model.eval()
+    assert type(model.encoder).__name__ == "SiglipVisionModel"
+    assert model.config.encoder.model_type == "siglip_vision_model"
+    assert not any(name.startswith("encoder.text_model") for name in model.state_dict())
+    assert result.manifest["needs_torch_compat"] is False
+
+    pixels = torch.from_numpy(_processed_image(out))
+    other = torch.from_numpy(np.ascontiguousarray(_processed_image(out)[..., ::-1]))
+    ids = torch.tensor([[model.config.decoder_start_token_id, 5, 9]])
+    with torch.no_grad():
+        first = model(pixel_values=pixels, decoder_input_ids=ids)
+        second = model(pixel_values=other, decoder_input_ids=ids)
+    # Every patch is memory (no class token to drop): (32 / 8) ** 2 tokens of the tower's width.
+    assert first.encoder_last_hidden_state.shape == (1, 16, model.config.encoder.hidden_size)
+    # The decoder reads the image: another image gives other logits.
+    assert not torch.allclose(first.logits, second.logits)
+    tokens = model.generate(pixels, max_new_tokens=4, do_sample=False)
+    assert tokens.shape[0] == 1 and tokens[0, 0] == model.config.decoder_start_token_id
+
+
+@pytest.mark.parametrize("tower_only", (False, True), ids=("two-tower", "vision-tower"))
+def test_pretrained_siglip_vision_tower_comes_through_bit_for_bit(tmp_path, tower_only):
+    from safetensors.numpy import load_file
+
+    from tests_support import save_torch_siglip_checkpoint
+
+    checkpoint = save_torch_siglip_checkpoint(tmp_path / "siglip", seed=4, tower_only=tower_only)
+    result = forge(compose_recipe([f"encoder.name_or_path={checkpoint}", "encoder.weights=pretrained",
+                                   "decoder=gpt2_tiny", "backend=pt", f"output.dir={tmp_path / 'out'}"]))
+    source = {name: tensor for name, tensor in load_file(checkpoint / "model.safetensors").items()
+              if name.startswith("vision_model.")}
+    forged = load_file(result.output_dir / "model.safetensors")
+    encoder = {name.removeprefix("encoder."): tensor for name, tensor in forged.items() if name.startswith("encoder.")}
+    # The vision tower, whole and unchanged; the text tower and the contrastive scale stay behind.
+    assert sorted(encoder) == sorted(source)
+    for name, tensor in source.items():
+        np.testing.assert_array_equal(encoder[name], tensor, err_msg=name)
+    manifest = result.manifest
+    assert manifest["inputs"]["encoder"]["model_type"] == ("siglip_vision_model" if tower_only else "siglip")
+    assert manifest["parameters"]["encoder"] == sum(int(np.prod(t.shape)) for t in source.values())

@@ -405,3 +405,30 @@ def test_forge_from_hub_cache_records_revisions_and_commits(cache, saved, tmp_pa
     np.testing.assert_array_equal(_leaf(forged["encoder"], kernel), _leaf(tagged, kernel))
     assert not np.array_equal(_leaf(tagged, kernel), _leaf(main, kernel))
     assert network_calls == []
+
+
+def test_siglip_option_forges_the_vision_tower_of_its_hub_repo(cache, tmp_path, network_calls):
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    from tests_support import save_torch_siglip_checkpoint
+    from vedforge.runner import forge
+
+    repo = "google/siglip-base-patch16-224"
+    option = compose_recipe(["encoder=siglip"]).encoder
+    assert option.name_or_path == repo and option.weights.name == "pretrained" and option.revision is None
+    # A two-tower SigLIP checkpoint in the cache under the option's repo id stands in for the real one.
+    checkpoint = save_torch_siglip_checkpoint(tmp_path / "siglip", seed=5)
+    add_to_cache(cache, repo, COMMIT_MAIN, checkpoint)
+    result = forge(compose_recipe(["encoder=siglip", "decoder=gpt2_tiny", "backend=pt", f"hub.cache_dir={cache}",
+                                   "hub.offline=true", f"output.dir={tmp_path / 'out'}"]))
+
+    assert result.manifest["inputs"]["encoder"] == {
+        "name_or_path": repo, "kind": "hub", "revision": "main", "commit": COMMIT_MAIN,
+        "model_type": "siglip", "weights": "pretrained",
+    }
+    forged = load_file(result.output_dir / "model.safetensors")
+    source = load_file(checkpoint / "model.safetensors")
+    name = "vision_model.embeddings.patch_embedding.weight"
+    np.testing.assert_array_equal(forged[f"encoder.{name}"], source[name])
+    assert network_calls == []

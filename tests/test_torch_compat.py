@@ -30,8 +30,8 @@ STOCK = transformers.VisionEncoderDecoderModel
 HAS_IMAGE_TO_TEXT = int(transformers.__version__.split(".")[0]) < 5
 HIDDEN = 32
 # Encoder tokens for one 32x32 image: a 4x4 map or grid, DeiT's 16 patches plus class and
-# distillation tokens, DETR's 10 object queries.
-TOKENS = {"swin": 16, "deit": 18, "convnext": 16, "detr": 10}
+# distillation tokens, DETR's 10 object queries, SigLIP's 16 patches (no class token).
+TOKENS = {"swin": 16, "deit": 18, "convnext": 16, "detr": 10, "siglip": 16}
 
 
 def _images() -> list[Image.Image]:
@@ -49,6 +49,8 @@ def _pixels(name: str) -> dict:
 
 def _config(name: str, *, prepare: bool = True, **decoder_changes) -> VisionEncoderDecoderConfig:
     encoder = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
+    # A two-tower checkpoint (SigLIP) pairs through its vision tower, as vedforge takes it.
+    encoder = getattr(encoder, "vision_config", encoder)
     if prepare:
         torch_compat.prepare_encoder_config(encoder)
     decoder = AutoConfig.from_pretrained(
@@ -122,8 +124,8 @@ def test_stock_class_cannot_run_detr(stock):
         model.generate(**_pixels("detr"), max_new_tokens=2)
 
 
-@pytest.mark.parametrize("name", ["swin", "deit"])
-def test_stock_class_runs_swin_and_deit_and_the_shim_changes_nothing(stock, name):
+@pytest.mark.parametrize("name", ["swin", "deit", "siglip"])
+def test_stock_class_runs_swin_deit_and_siglip_and_the_shim_changes_nothing(stock, name):
     assert not torch_compat.needs_compat(AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny").model_type)
     reference, shim = _build(stock, name), _build(torch_compat.VisionEncoderDecoderModel, name)
     pixels = _pixels(name)

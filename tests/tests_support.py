@@ -57,6 +57,24 @@ def resized_checkpoint(checkpoints: dict[str, Path], name: str, dest: Path, **co
     return dest
 
 
+def save_torch_siglip_checkpoint(dest: Path, *, seed: int, tower_only: bool = False) -> Path:
+    """Save the embedded tiny SigLIP with random weights as transformers' PyTorch classes do
+    (SigLIP has no Flax port): a full two-tower ``SiglipModel``, or with ``tower_only`` a bare
+    ``SiglipVisionModel``, plus its image processor."""
+    import torch
+    from transformers import AutoConfig, AutoImageProcessor, SiglipModel, SiglipVisionModel
+
+    from vedforge.resources import assets_dir
+
+    src = assets_dir() / "siglip_tiny"
+    config = AutoConfig.from_pretrained(src)
+    torch.manual_seed(seed)
+    model = SiglipVisionModel(config.vision_config) if tower_only else SiglipModel(config)
+    model.save_pretrained(dest)
+    AutoImageProcessor.from_pretrained(src).save_pretrained(dest)
+    return dest
+
+
 _WEIGHT_SUFFIXES = (".msgpack", ".safetensors", ".bin", ".h5", ".ckpt")
 
 

@@ -119,6 +119,12 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     _cls_tower("clip", "CLIP (vision tower taken)", vision_tower=True, needs_flax_registration=True,
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     # Vision models with no Flax port in transformers 4.x.
+    # SigLIP: a two-tower checkpoint gives its vision tower (model type siglip_vision_model),
+    # which has no CLS token, so every output token is an image patch.
+    _encoder("siglip", "SigLIP (vision tower taken)", built_with="pytorch", vision_tower=True,
+             prefix_select_strategy="full",
+             layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
+    _encoder("siglip_vision_model", "SigLIP vision tower", built_with="pytorch", prefix_select_strategy="full"),
     _encoder("swin", "Swin", built_with="pytorch"),
     # DeiT (distilled) puts a distillation token after its CLS token; LLaVA's "default" drops the CLS
     # only, so the distillation token is one more image token.

@@ -1,4 +1,4 @@
-"""Vision encoders that exist only in PyTorch (Swin, DeiT, ConvNeXt, DETR), for ``backend=pt``.
+"""Vision encoders that exist only in PyTorch (Swin, DeiT, ConvNeXt, DETR, SigLIP), for ``backend=pt``.
 
 The decoder of such a pairing is still assembled by vedforge's Flax-layout engine, so its
 tensors (copied and new) are the very ones a Flax forge of the same decoder would carry.
