@@ -159,26 +159,68 @@ def test_pretrained_tensors_come_through_bit_for_bit_in_their_dtype(prefix_check
 
 
 def test_the_forge_streams_lm_tensors_from_the_file(prefix_checkpoints, tmp_path, monkeypatch):
-    # Unchanged tensors are copied file to file by the writer, never materialised as arrays.
+    # Unchanged tensors, and the old rows of the grown tables, are copied file to file by the
+    # writer; the grown tables are read in row blocks only, to draw their new rows.
     from vedforge import lazy_tensor, prefix_tensors
 
-    read, grown = [], []
-    real_array, real_read_into = lazy_tensor.LazyTensor.__array__, prefix_tensors._read_into
+    whole, blocks = [], []
+    real_block = prefix_tensors._FileRows.__getitem__
 
     def recording_array(self, dtype=None, copy=None):
-        read.append(self.shape)
-        return real_array(self, dtype, copy)
+        whole.append(getattr(self, "name", self.shape))
+        raise AssertionError("a tensor was read whole")
 
-    def recording_read_into(source, out):
-        grown.append(tuple(source.shape))
-        return real_read_into(source, out)
+    def recording_block(self, rows):
+        blocks.append((self.tensor.path.name, self.tensor.offset))
+        return real_block(self, rows)
 
     monkeypatch.setattr(lazy_tensor.LazyTensor, "__array__", recording_array)
-    monkeypatch.setattr(prefix_tensors, "_read_into", recording_read_into)
+    monkeypatch.setattr(prefix_tensors.GrownTensor, "__array__", recording_array)
+    monkeypatch.setattr(prefix_tensors._FileRows, "__getitem__", recording_block)
     out = forge(prefix_recipe(tmp_path / "out", encoder="vit", decoder="llama", checkpoints=prefix_checkpoints)).output_dir
-    # Only the two tables that grow are read into memory (straight into the grown table), once each.
-    assert read == [] and len(grown) == 2, (read, grown)
+    assert whole == []
+    # The two tables that grow (untied embeddings and head), each read in blocks more than once:
+    # for the mean, the covariance and the new rows.
+    assert len(set(blocks)) == 2 and len(blocks) >= 4, blocks
     assert len(_safetensors(out / "model.safetensors")) > 20
+
+
+def test_a_streamed_grown_table_has_the_bytes_of_the_whole_one(tmp_path):
+    # The writer's parts (old rows by file range, new rows drawn from row blocks) are the bytes
+    # of the table grown in memory, for bf16 and float32 tables.
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from vedforge.checkpoint_writer import _tensor_chunks
+    from vedforge.lazy_tensor import FileRange
+    from vedforge.prefix_tensors import GrownTensor
+    from vedforge.prefix_weights import read_part_tensors
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, ml_dtypes.bfloat16):
+        folder = tmp_path / np.dtype(dtype).name
+        folder.mkdir()
+        save_file({"table": rng.standard_normal((9000, 24)).astype(dtype),
+                   "bias": rng.standard_normal(9000).astype(dtype)}, str(folder / "model.safetensors"))
+        state = read_part_tensors(folder)
+        for name in ("table", "bias"):
+            grown = GrownTensor(name, state[name], state[name].shape[0] + 3, seed=7)
+            streamed = b"".join(bytes(c) if not isinstance(c, FileRange) else
+                                _read_range_bytes(c) for c in _tensor_chunks(grown))
+            in_memory = GrownTensor(name, np.asarray(_whole(state[name])), state[name].shape[0] + 3, seed=7)
+            assert streamed == np.asarray(in_memory).tobytes(), (dtype, name)
+
+
+def _whole(tensor):
+    from vedforge.lazy_tensor import LazyTensor
+
+    return LazyTensor.__array__(tensor)
+
+
+def _read_range_bytes(r) -> bytes:
+    with open(r.path, "rb") as f:
+        f.seek(r.offset)
+        return f.read(r.length)
 
 
 def test_same_recipe_same_bytes_and_the_seed_moves_only_new_tensors(prefix_checkpoints, tmp_path):

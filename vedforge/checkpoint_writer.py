@@ -118,6 +118,20 @@ def _slice_ranges(ranges: list[FileRange], start: int, length: int) -> list[File
     return out
 
 
+def _tensor_chunks(arr: object) -> Iterator[Chunk]:
+    """``arr``'s bytes in order: file ranges of a tensor read unchanged, the parts of a tensor
+    that streams itself (``parts()``: file ranges and arrays, as a grown embedding table), or
+    the array."""
+    ranges = _file_ranges(arr)
+    if ranges is not None:
+        yield from ranges
+    elif hasattr(arr, "parts"):
+        for part in arr.parts():
+            yield part if isinstance(part, FileRange) else _raw_bytes(np.asarray(part))
+    else:
+        yield _raw_bytes(np.asarray(arr))
+
+
 class _Files:
     """Read-only descriptors of the input files, opened once per stream."""
 
@@ -418,8 +432,7 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
     def chunks() -> Iterator[Chunk]:
         yield struct.pack("<Q", len(text)) + text
         for _, arr in items:
-            ranges = _file_ranges(arr)
-            yield from ranges if ranges is not None else [_raw_bytes(np.asarray(arr))]
+            yield from _tensor_chunks(arr)
 
     return _write_stream(path, chunks())
 

@@ -112,18 +112,19 @@ class NewTensor(DeferredArray):
         return data if dtype is None else data.astype(dtype)
 
 
-_ROWS = 4096  # rows per chunk: float32 and float64 copies of a large vocabulary stay small
+_ROWS = 1024  # rows per chunk: float32 and float64 copies of a large vocabulary stay small
 
 
-def mean_resized_rows(old: np.ndarray, added: int, rng: np.random.Generator) -> np.ndarray:
+def mean_resized_rows(old: Any, added: int, rng: np.random.Generator) -> np.ndarray:
     """``added`` new rows for the table ``old`` (any float dtype), as ``resize_token_embeddings`` draws them.
 
     transformers samples N(mean, 1e-9 x covariance) when 1e-9 x covariance is positive definite
     (checked by a Cholesky factorisation in float32, as transformers checks it) and repeats the
     mean otherwise. A sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with
     ``w ~ N(0, I_n)``, which has exactly that covariance, in float64 with a fixed summation
-    order: the same bytes on every machine, without factorising the covariance. The table is
-    read in chunks of rows, so no float32 copy of it is ever whole.
+    order: the same bytes on every machine, without factorising the covariance. The table (an
+    array, or anything with ``shape`` whose row slices are arrays) is read in blocks of rows, so
+    neither it nor a float32 copy of it is ever whole.
     """
     import torch
 
@@ -149,8 +150,9 @@ def mean_resized_rows(old: np.ndarray, added: int, rng: np.random.Generator) -> 
 
 
 class GrownTensor(DeferredArray):
-    """A checkpoint's embedding table or output head with rows added for new tokens, computed when
-    the writer asks for it (it reads the whole table then, as resizing must)."""
+    """A checkpoint's embedding table or output head with rows added for new tokens, made when the
+    writer asks for it. The writer streams it (:meth:`parts`): the old rows go file to file, and
+    only row blocks of the table are read, to draw the new rows."""
 
     __slots__ = ("name", "source", "shape", "dtype", "seed")
 
@@ -159,35 +161,65 @@ class GrownTensor(DeferredArray):
         self.shape = (rows,) + tuple(source.shape[1:])
         self.dtype = np.dtype(source.dtype)
 
+    def new_rows(self) -> np.ndarray:
+        """The added rows, as transformers' ``resize_token_embeddings`` draws them."""
+        added = self.shape[0] - self.source.shape[0]
+        rng = _stream(self.seed, self.name)
+        if len(self.shape) == 1:  # an output head's bias: N(mean, (1e-9 x std)^2), as transformers
+            values = np.asarray(self.source).astype(np.float32)
+            extra = values.mean() + 1e-9 * values.std(ddof=1) * rng.standard_normal(added)
+        else:
+            extra = mean_resized_rows(_rows_of(self.source), added, rng)
+        return extra.astype(self.dtype)
+
+    def parts(self) -> list[Any]:
+        """The tensor's bytes in order, for the writer: the old rows where they lie in the
+        checkpoint file (kernel-copied) or as an array, then the new rows."""
+        if _plain_file_tensor(self.source):
+            return [*self.source.file_ranges(), self.new_rows()]
+        return [np.asarray(self.source), self.new_rows()]
+
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.empty(self.shape, self.dtype)
         rows = self.source.shape[0]
-        old = data[:rows]
-        _read_into(self.source, old)  # the old rows straight into the output: one copy of the table
-        added = self.shape[0] - rows
-        if old.ndim == 1:  # an output head's bias: N(mean, (1e-9 x std)^2), as transformers
-            values = old.astype(np.float32)
-            extra = values.mean() + 1e-9 * values.std(ddof=1) * _stream(self.seed, self.name).standard_normal(added)
-        else:
-            extra = mean_resized_rows(old, added, _stream(self.seed, self.name))
-        data[rows:] = extra.astype(self.dtype)
+        data[:rows] = np.asarray(self.source)
+        data[rows:] = self.new_rows()
         return data if dtype is None else data.astype(dtype)
 
 
-def _read_into(source: Any, out: np.ndarray) -> None:
-    """``source``'s values into ``out``: read from its file when it is a lazy checkpoint tensor."""
-    import os
+def _plain_file_tensor(source: Any) -> bool:
+    from vedforge.lazy_tensor import LazyTensor
 
-    from vedforge.lazy_tensor import LazyTensor, read_exactly
+    return type(source) is LazyTensor
 
-    if type(source) is LazyTensor and np.dtype(source.dtype) == out.dtype:
-        fd = os.open(source.path, os.O_RDONLY)
+
+class _FileRows:
+    """Row blocks of a 2-D checkpoint tensor, each read from its file when sliced."""
+
+    def __init__(self, tensor: Any):
+        self.tensor, self.shape, self.dtype = tensor, tuple(tensor.shape), np.dtype(tensor.dtype)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        import os
+
+        from vedforge.lazy_tensor import read_exactly
+
+        start, stop, _ = rows.indices(self.shape[0])
+        out = np.empty((stop - start,) + self.shape[1:], self.dtype)
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        fd = os.open(self.tensor.path, os.O_RDONLY)
         try:
-            read_exactly(fd, memoryview(out.reshape(-1).view(np.uint8)), source.offset, source.path)
+            read_exactly(fd, memoryview(out.reshape(-1).view(np.uint8)), self.tensor.offset + start * row_bytes,
+                         self.tensor.path)
         finally:
             os.close(fd)
-    else:
-        out[...] = np.asarray(source)
+        return out
+
+
+def _rows_of(source: Any) -> Any:
+    """What :func:`mean_resized_rows` slices: row blocks read on demand from a checkpoint file,
+    or the array itself."""
+    return _FileRows(source) if _plain_file_tensor(source) else np.asarray(source)
 
 
 def _lookup(state: Mapping[str, Any], candidates: Iterable[str]) -> Optional[str]:
