@@ -10,14 +10,11 @@ derived from the recipe's.
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Optional
 
 import numpy as np
 
 from vedforge.seeding import derive_seed
-
-log = logging.getLogger("vedforge")
 
 
 def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
@@ -31,25 +28,11 @@ def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
     return {name: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
 
 
-def load_prefix(plan: Any, sources: dict[str, Any], cache: Any) -> tuple[dict[str, Any], dict[str, int]]:
-    """Each part's tensors by name, shared through ``cache`` with the other forges of a sweep."""
+def read_prefix_part(part: Any, source: Any, seed: int) -> dict[str, Any]:
+    """A part's tensors by PyTorch name: drawn for random weights, else indexed lazily."""
     from vedforge.prefix_weights import read_part_tensors
 
-    states, loads = {}, {}
-    for role in ("encoder", "decoder"):
-        part, source = plan.part(role), sources[role]
-        random_weights = part.recipe.random_weights
-        key = ("prefix", role, str(source.path), part.recipe.weights, plan.recipe.seed if random_weights else None,
-               part.recipe.overrides_key())
-
-        def read(p=part, s=source, rw=random_weights):
-            return _random_state(p, plan.recipe.seed) if rw else read_part_tensors(s.path)
-
-        states[role], loaded = cache.get(key, read)
-        loads[role] = int(loaded)
-        if not loaded:
-            log.info("Reusing the %s checkpoint already read in this sweep", role)
-    return states, loads
+    return _random_state(part, seed) if part.recipe.random_weights else read_part_tensors(source.path)
 
 
 def assemble_prefix_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -13,7 +13,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -168,32 +168,34 @@ def _load_message(plan: Any) -> str:
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
     """Stage 2: each part's tensors (indexed lazily, or drawn for random weights), shared through
     ``cache`` with the other forges of a sweep; and whether each had to be read."""
-    if _is_prefix(plan):
-        from vedforge.prefix_forge import load_prefix
-
-        return load_prefix(plan, sources, cache)
-    from vedforge.loading import load_part_state
-
-    recipe = plan.recipe
     states, loads = {}, {}
     for role in ("encoder", "decoder"):
-        part, source = plan.part(role), sources[role]
-        random_weights = part.recipe.random_weights
-        key = (role, str(source.path), part.recipe.weights, recipe.seed if random_weights else None,
-               part.recipe.overrides_key(), part.built_with_torch)
-        if part.built_with_torch:
-            from vedforge.torch_encoder import load_torch_encoder_state
-
-            def read(s=source, p=part, rw=random_weights):
-                return load_torch_encoder_state(s, p.config.model, random_weights=rw, seed=recipe.seed)
-        else:
-            def read(s=source, p=part, rw=random_weights):
-                return load_part_state(s, p.config, random_weights=rw, seed=recipe.seed)
+        key, read = _part_reader(plan, plan.part(role), sources[role])
         states[role], loaded = cache.get(key, read)
         loads[role] = int(loaded)
         if not loaded:
             log.info("Reusing the %s checkpoint already read in this sweep", role)
     return states, loads
+
+
+def _part_reader(plan: Any, part: Any, source: Any) -> tuple[tuple, Callable[[], Any]]:
+    """The cache key of a part's tensors and the function that reads them: by PyTorch name for a
+    prefix forge, else as the Flax state (or, for a PyTorch-built encoder, its PyTorch state)."""
+    seed, random_weights = plan.recipe.seed, part.recipe.random_weights
+    key = (part.role, str(source.path), part.recipe.weights, seed if random_weights else None,
+           part.recipe.overrides_key())
+    if _is_prefix(plan):
+        from vedforge.prefix_forge import read_prefix_part
+
+        return ("prefix", *key), lambda: read_prefix_part(part, source, seed)
+    if part.built_with_torch:
+        from vedforge.torch_encoder import load_torch_encoder_state
+
+        return (*key, True), lambda: load_torch_encoder_state(source, part.config.model,
+                                                              random_weights=random_weights, seed=seed)
+    from vedforge.loading import load_part_state
+
+    return (*key, False), lambda: load_part_state(source, part.config, random_weights=random_weights, seed=seed)
 
 
 def assemble_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
