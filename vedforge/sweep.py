@@ -186,13 +186,10 @@ def _architecture(cfg: DictConfig) -> str:
     return option_value(node.name) if node is not None else "cross_attention"
 
 
-def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
-               wall_s: float, error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
-    """One summary row."""
-    from hydra.core.hydra_config import HydraConfig
-
-    choices = HydraConfig.get().runtime.choices
-    row: dict[str, Any] = {
+def _row(cfg: DictConfig, choices: Any, pair: str, *, status: str, output_dir: Optional[Path],
+         wall_s: Optional[float], error: Optional[str], loads: Optional[dict]) -> dict[str, Any]:
+    """A summary row from a job's config and Hydra's config-group ``choices`` for it."""
+    return {
         "pair": pair,
         "encoder": choices.get("encoder") or cfg.encoder.name_or_path,
         "decoder": choices.get("decoder") or cfg.decoder.name_or_path,
@@ -201,10 +198,19 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
         "token_policy": choices.get("token_policy"),
         "status": status,
         "output_dir": str(output_dir) if output_dir else None,
-        "wall_s": round(wall_s, 3),
+        "wall_s": None if wall_s is None else round(wall_s, 3),
         "error": error,
         "loads": loads or {},
     }
+
+
+def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
+               wall_s: float, error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
+    """One summary row."""
+    from hydra.core.hydra_config import HydraConfig
+
+    row = _row(cfg, HydraConfig.get().runtime.choices, pair, status=status, output_dir=output_dir, wall_s=wall_s,
+               error=error, loads=loads)
     if manifest:
         row.update(
             parameters=manifest["parameters"]["total"],
@@ -217,17 +223,5 @@ def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[
 def lost_job_record(sweep_config: DictConfig, pair: str, error: str) -> dict[str, Any]:
     """The summary row of a pair whose job left no record of its own (its worker died, or wrote
     where the sweep cannot read), from the job's config as the launcher composed it."""
-    choices = sweep_config.hydra.runtime.choices
-    return {
-        "pair": pair,
-        "encoder": choices.get("encoder") or sweep_config.encoder.name_or_path,
-        "decoder": choices.get("decoder") or sweep_config.decoder.name_or_path,
-        "backend": option_value(sweep_config.backend.name),
-        "architecture": _architecture(sweep_config),
-        "token_policy": choices.get("token_policy"),
-        "status": "failed",
-        "output_dir": None,
-        "wall_s": None,
-        "error": error,
-        "loads": {},
-    }
+    return _row(sweep_config, sweep_config.hydra.runtime.choices, pair, status="failed", output_dir=None,
+                wall_s=None, error=error, loads=None)
