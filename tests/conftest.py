@@ -14,8 +14,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from vedforge.resources import assets_dir, config_dir
-from vedforge.schema import register_schema
+from vedforge.core.resources import assets_dir, config_dir
+from vedforge.recipe.schema import register_schema
 
 ENCODERS = ("vit", "beit", "dinov2", "clip")
 DECODERS = ("gpt2", "bert", "roberta", "bart")
@@ -32,7 +32,7 @@ def save_tiny_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1, saf
     from transformers import AutoConfig
 
     from vedforge.compat import register_clip_vision
-    from vedforge.loading import checkpoint_class
+    from vedforge.sources.loading import checkpoint_class
 
     register_clip_vision()
     src = assets_dir() / f"{name}_tiny"

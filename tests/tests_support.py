@@ -22,7 +22,7 @@ def save_random_checkpoint(cls, config, dest: Path, *, seed: int, safetensors: b
     import numpy as np
     from flax.traverse_util import unflatten_dict
 
-    from vedforge.random_init import UnknownInitializerError, random_part_state
+    from vedforge.families.random_init import UnknownInitializerError, random_part_state
 
     params = {}
     for path, tensor in random_part_state(cls, config, seed=seed, role="checkpoint").items():
@@ -44,7 +44,7 @@ def resized_checkpoint(checkpoints: dict[str, Path], name: str, dest: Path, **co
     """A copy of tiny checkpoint ``name`` whose config is changed and whose weights are re-initialised to fit."""
     from transformers import AutoConfig
 
-    from vedforge.loading import checkpoint_class
+    from vedforge.sources.loading import checkpoint_class
 
     config = AutoConfig.from_pretrained(checkpoints[name])
     for key, value in config_changes.items():
@@ -64,7 +64,7 @@ def save_torch_siglip_checkpoint(dest: Path, *, seed: int, tower_only: bool = Fa
     import torch
     from transformers import AutoConfig, AutoImageProcessor, SiglipModel, SiglipVisionModel
 
-    from vedforge.resources import assets_dir
+    from vedforge.core.resources import assets_dir
 
     src = assets_dir() / "siglip_tiny"
     config = AutoConfig.from_pretrained(src)

@@ -1,3 +1,3 @@
-from vedforge.entry import entry
+from vedforge.cli.entry import entry
 
 entry()

@@ -1,5 +1,5 @@
 """``hydra/launcher=ray`` as vedforge configures it: hydra-ray-launcher's launcher, fixed for
-clusters that already run (the work is in :mod:`vedforge.ray_launcher`).
+clusters that already run (the work is in :mod:`vedforge.sweeps.ray_launcher`).
 
 Hydra instantiates launchers only from the ``hydra_plugins`` package, and finds them by importing
 every public module in it; this one registers its config under the plugin's own name, ``ray``,
@@ -43,7 +43,7 @@ if _PluginRayLauncher is not None:
         """hydra-ray-launcher's launcher that also sweeps on a cluster that already runs."""
 
         def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-            from vedforge.ray_launcher import launch
+            from vedforge.sweeps.ray_launcher import launch
 
             return launch(self, job_overrides, initial_job_idx)
 

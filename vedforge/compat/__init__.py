@@ -36,7 +36,7 @@ from transformers.models.vision_encoder_decoder.modeling_flax_vision_encoder_dec
     FlaxVisionEncoderDecoderModule as _StockModule,
 )
 
-from vedforge.families import FAMILIES
+from vedforge.families.registry import FAMILIES
 
 # Decoders whose position embeddings start after the padding index.
 _PADDING_OFFSET_TYPES = tuple(t for t, f in FAMILIES.items() if f.position_offset)

@@ -14,7 +14,7 @@ import runpy
 import sys
 
 from vedforge.compat import install
-from vedforge.errors import EXIT_USER_ERROR
+from vedforge.core.errors import EXIT_USER_ERROR
 
 USAGE = "usage: python -m vedforge.compat SCRIPT [ARGS...]  |  python -m vedforge.compat -m MODULE [ARGS...]"
 

@@ -1,0 +1,100 @@
+"""Multirun sweeps: readable pair directories, a complete summary despite failures, shared loading, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests_support import run_cli
+from vedforge.core.errors import EXIT_USER_ERROR
+from vedforge.sweeps.summary import job_subdir
+
+
+def test_job_subdir_names_the_pair_and_other_recipe_overrides():
+    assert job_subdir("vit", "gpt2", ["decoder=gpt2", "encoder=vit"]) == "vit__gpt2"
+    assert job_subdir("vit", "gpt2", ["decoder=gpt2", "encoder=vit", "seed=1"]) == "vit__gpt2__seed=1"
+    assert job_subdir("vit", "gpt2", ["decoder.name_or_path=builtin:x"]) == "vit__gpt2__decoder.name_or_path=builtin:x"
+    assert job_subdir("vit", "gpt2", ["output.overwrite=true", "hub.offline=true", "seed=2"]) == "vit__gpt2__seed=2"
+
+
+def test_sweep_pair_directories_carry_no_override_punctuation(tmp_path):
+    result = run_cli("-m", "encoder=beit_tiny", "+encoder.config_overrides.drop_path_rate=0.0,0.1",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pairs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "vedforge_manifest.json").is_file())
+    assert pairs == ["beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.0",
+                     "beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.1"]
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    assert sorted(row["pair"] for row in summary["rows"]) == pairs
+
+
+@pytest.fixture(scope="module")
+def failing_sweep(tmp_path_factory):
+    """A 2x2 sweep in which the pairs with the missing builtin decoder fail."""
+    root = tmp_path_factory.mktemp("sweep")
+    args = ["-m", "encoder=vit_tiny,beit_tiny", "decoder.name_or_path=builtin:gpt2_tiny,builtin:nope",
+            f"hydra.sweep.dir={root / 'sweep'}"]
+    return root, args, run_cli(*args, cwd=root)
+
+
+def test_one_failing_pair_does_not_lose_the_others(failing_sweep):
+    root, _, result = failing_sweep
+    sweep = root / "sweep"
+    assert result.returncode == EXIT_USER_ERROR
+    assert "decoder.name_or_path=builtin:nope" in " ".join(result.stderr.split())
+    summary = json.loads((sweep / "summary.json").read_text())
+    rows = {row["pair"]: row for row in summary["rows"]}
+    assert len(rows) == 4
+    good = [r for r in rows.values() if "gpt2_tiny" in r["pair"] and "nope" not in r["pair"]]
+    bad = [r for r in rows.values() if "nope" in r["pair"]]
+    assert len(good) == 2 and len(bad) == 2
+    for row in good:
+        assert row["status"] == "forged" and row["parameters"] > 0 and row["artifact_bytes"] > 0
+        assert (sweep / row["pair"] / "flax_model.msgpack").is_file()
+    for row in bad:
+        assert row["status"] == "failed" and "nope" in row["error"] and row["output_dir"] is None
+        assert not (sweep / row["pair"] / "flax_model.msgpack").exists()
+    assert sorted(summary["failed"]) == sorted(r["pair"] for r in bad)
+    table = (sweep / "summary.md").read_text()
+    assert all(pair in table for pair in rows)
+
+
+def test_each_checkpoint_is_read_once_per_sweep(failing_sweep):
+    root, _, _ = failing_sweep
+    summary = json.loads((root / "sweep" / "summary.json").read_text())
+    # Two encoders, one loadable decoder: 2 + 1 reads for two forged pairs (not 2 x 2).
+    assert summary["checkpoint_loads"] == {"encoder": 2, "decoder": 1}
+
+
+def test_rerunning_the_sweep_skips_complete_pairs(failing_sweep):
+    root, args, _ = failing_sweep
+    sweep = root / "sweep"
+    before = {p: p.stat().st_mtime_ns for p in sweep.glob("*__*/flax_model.msgpack")}
+    again = run_cli(*args, cwd=root)
+    assert again.returncode == EXIT_USER_ERROR  # the bad pairs still fail
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["skipped"] == 2 and summary["forged"] == 0
+    assert summary["checkpoint_loads"] == {"encoder": 0, "decoder": 0}
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*__*/flax_model.msgpack")} == before
+
+
+def test_resume_false_forges_again(failing_sweep):
+    root, args, _ = failing_sweep
+    again = run_cli(*args, "output.resume=false", "output.overwrite=true", cwd=root)
+    summary = json.loads((root / "sweep" / "summary.json").read_text())
+    assert again.returncode == EXIT_USER_ERROR
+    assert summary["forged"] == 2 and summary["skipped"] == 0
+
+
+def test_altered_artifact_is_not_skipped(tiny_checkpoints, tmp_path):
+    from conftest import local_recipe
+    from vedforge.core.errors import OutputError
+    from vedforge.pipeline.runner import forge
+
+    first = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+    assert forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out")).skipped
+    weights = first.output_dir / "flax_model.msgpack"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(OutputError):  # damaged: neither skipped nor silently replaced
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))

@@ -1,0 +1,86 @@
+"""Vision encoders that exist only in PyTorch (Swin, DeiT, ConvNeXt, DETR, SigLIP), for ``backend=pt``.
+
+The decoder of such a pairing is still assembled by vedforge's Flax-layout engine, so its
+tensors (copied and new) are the very ones a Flax forge of the same decoder would carry.
+Only the encoder is built by transformers' PyTorch classes; its state dict goes into the
+PyTorch checkpoint as is.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from vedforge.core.errors import CorruptCheckpointError
+from vedforge.core.seeding import derive_seed
+from vedforge.sources.resolve import ResolvedSource
+
+
+def standin_trace_config(config: Any) -> Any:
+    """A copy of the combined config whose encoder is a two-layer ViT of the same hidden size.
+
+    The decoder's parameter tree depends on the encoder only through its hidden size (the
+    cross-attention's keys and values, or ``enc_to_dec_proj``), so tracing the combined Flax
+    model with this stand-in gives the decoder's exact tree.
+    """
+    from transformers import ViTConfig
+
+    traced = copy.deepcopy(config)
+    traced.encoder = ViTConfig(hidden_size=int(config.encoder.hidden_size), num_hidden_layers=2, num_attention_heads=1,
+                               intermediate_size=4, image_size=4, patch_size=4)
+    return traced
+
+
+def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
+    """Shape and dtype of every tensor of the encoder's state dict, named as inside
+    ``VisionEncoderDecoderModel`` (``encoder.``...), and the names that are buffers: the
+    model is built on the meta device, which allocates nothing."""
+    import jax
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(model_config)
+    specs = {f"encoder.{name}": jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+             for name, t in model.state_dict().items()}
+    return specs, {f"encoder.{name}" for name, _ in model.named_buffers()}
+
+
+def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
+    """The manifest's record of how a random PyTorch-built encoder's weights were made."""
+    return {
+        "method": "transformers' PyTorch initialisation (the model class's _init_weights), no XLA",
+        "generator": f"torch.manual_seed({derive_seed(seed, 'encoder-weights')}), derived from the recipe seed",
+        "distributions": f"the initialisers transformers' PyTorch {model_config.model_type} classes apply",
+        "seed": seed,
+    }
+
+
+def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, random_weights: bool,
+                             seed: int) -> tuple[dict[str, np.ndarray], list[str], set[str]]:
+    """The encoder's PyTorch state dict, named as inside ``VisionEncoderDecoderModel`` (``encoder.``...),
+    the names of tensors the checkpoint lacked (initialised by transformers, seeded), and the
+    names that are buffers (batch-norm statistics) rather than parameters.
+
+    With ``random_weights`` the architecture is initialised from a seed derived from the recipe's.
+    """
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(derive_seed(seed, "encoder-weights"))
+    if random_weights:
+        model, missing = AutoModel.from_config(model_config), []
+    else:
+        try:
+            model, info = AutoModel.from_pretrained(str(source.path), config=model_config, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise CorruptCheckpointError(
+                f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "
+                f"{str(exc).splitlines()[0][:300]}"
+            ) from None
+        missing = sorted(info.get("missing_keys", []))
+    state = {f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    buffers = {f"encoder.{name}" for name, _ in model.named_buffers()}
+    return state, [f"encoder.{name}" for name in missing], buffers

@@ -1,0 +1,83 @@
+"""The one interface the forge pipeline uses: what differs between architectures.
+
+The pipeline (:mod:`vedforge.pipeline`) plans, fetches, loads, assembles, writes and publishes
+every forge the same way; an :class:`Architecture` supplies the parts that differ: its plan, how a
+part's tensors are read, how new and grown tensors are assembled, which config objects are saved,
+the manifest's architecture fields, the model card, and its section of ``vedforge plan``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Mapping, Optional
+
+from vedforge.recipe.typed import Recipe
+
+
+class Architecture(ABC):
+    """One way of joining a vision encoder and a text decoder (one folder under ``architectures/``)."""
+
+    #: the ``architecture`` config option that selects it
+    name: str
+
+    @abstractmethod
+    def plan(self, recipe: Recipe) -> Any:
+        """Everything a forge of ``recipe`` decides without reading a weight. The plan has at least
+        ``recipe``, ``output_dir``, ``outcome``, ``part(role)`` (:class:`~vedforge.architectures.parts.PartPlan`),
+        ``layouts``, ``write_bytes`` and ``download_bytes``.
+
+        Raises:
+            VedforgeError: every problem that needs no weights to be found.
+        """
+
+    @abstractmethod
+    def fetch(self, plan: Any) -> dict[str, Any]:
+        """The plan's sources (by role) with the weights this architecture reads on disk."""
+
+    @abstractmethod
+    def load_message(self, plan: Any) -> str:
+        """What the load stage does, for the log."""
+
+    @abstractmethod
+    def part_reader(self, plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], Any]]:
+        """The cache key of a part's tensors and the function that reads (or draws) them; a sweep
+        shares states with equal keys between its forges."""
+
+    #: what the assemble stage does, for the log
+    assemble_message: str
+
+    @abstractmethod
+    def assemble(self, plan: Any, states: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The combined model's tensors: a report of where each came from, and per weight layout
+        (``layout.tensors``) the tensors it writes."""
+
+    @abstractmethod
+    def saved_objects(self, plan: Any) -> tuple[str, tuple[Any, ...]]:
+        """What to log, and the objects whose ``save_pretrained`` writes the configs, processor
+        and tokenizer."""
+
+    @abstractmethod
+    def extra_versions(self, plan: Any) -> dict[str, str]:
+        """Versions of packages beyond the common set that decide this forge's output."""
+
+    @abstractmethod
+    def initialisation(self, plan: Any, role: str) -> Optional[dict[str, Any]]:
+        """How a random-weight part is drawn, for the manifest; None for pretrained weights."""
+
+    @abstractmethod
+    def manifest_fields(self, plan: Any, sources: Mapping[str, Any], assembly: Any) -> dict[str, Any]:
+        """The manifest's fields after the common head (:func:`vedforge.pipeline.manifest.manifest_head`);
+        the pipeline adds the file table and timings."""
+
+    @abstractmethod
+    def render_card(self, manifest: Mapping[str, Any], recipe_yaml: str) -> str:
+        """The model card (README.md) of the artifact."""
+
+    @abstractmethod
+    def summary(self, plan: Any, *, pair: Optional[str], tensors: bool) -> dict[str, Any]:
+        """The plan as plain data (``vedforge plan --json``); without ``tensors``, only the total
+        parameter count, so nothing is traced."""
+
+    @abstractmethod
+    def render_text(self, summary: Mapping[str, Any]) -> str:
+        """One pair's planned forge (a :meth:`summary`) as a few lines of text."""

@@ -1,0 +1,37 @@
+"""The lines of a plan report every architecture shares: one input, as data and as text."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vedforge.core.units import human_bytes
+
+
+def part_summary(part: Any) -> dict[str, Any]:
+    """One input of a plan as plain data."""
+    source = part.source
+    entry: dict[str, Any] = {
+        "name_or_path": part.recipe.name_or_path,
+        "kind": source.kind,
+        "model_type": part.config.checkpoint.model_type,
+        "family": part.family.label,
+        "built_with": part.family.built_with,
+        "weights": part.recipe.weights,
+        "weight_files": [{"name": f.name, "bytes": f.bytes, "on_disk": f.on_disk} for f in part.files],
+        "read_bytes": part.read_bytes,
+        "download_bytes": part.download_bytes,
+    }
+    if source.kind == "hub":
+        entry.update(revision=source.revision, commit=source.commit)
+    else:
+        entry["path"] = str(source.path)
+    return entry
+
+
+def part_line(role: str, part: dict[str, Any]) -> str:
+    """One input (a :func:`part_summary`) as two lines of text."""
+    where = (f"{part['name_or_path']} @ {part.get('revision')} ({part.get('commit')})" if part["kind"] == "hub"
+             else f"{part['name_or_path']} ({part['kind']}: {part['path']})")
+    fetched = (f"{human_bytes(part['download_bytes'])} to download, {human_bytes(part['read_bytes'])} to read"
+               if part["weights"] == "pretrained" else "no weights read")
+    return f"  {role}: {where}\n    {part['model_type']} ({part['family']}, {part['built_with']}), {part['weights']} weights; {fetched}"

@@ -1,0 +1,52 @@
+"""What every architecture's plan is made of: its located, configured inputs and its weight layouts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from vedforge.families.registry import ModelFamily
+from vedforge.recipe.typed import PartRecipe
+from vedforge.sources.resolve import ResolvedSource
+from vedforge.sources.weight_files import WeightFile
+from vedforge.weights.layouts import WeightLayout
+
+# A plan's outcome: forge the recipe, or skip it because its output is already complete.
+FORGE, SKIP = "forge", "skip"
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    """One input of the pairing, located and configured."""
+
+    recipe: PartRecipe
+    source: ResolvedSource  # configs, tokenizer and processor on disk; weights maybe not yet
+    config: Any  # vedforge.sources.loading.PartConfig
+    family: ModelFamily
+    files: tuple[WeightFile, ...]  # the weights to read (none for random weights)
+    saved_config: Any  # the config the checkpoint's tensors were saved with (no overrides)
+
+    @property
+    def role(self) -> str:
+        return self.recipe.role
+
+    @property
+    def built_with_torch(self) -> bool:
+        return self.family.built_with == "pytorch"
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(f.bytes or 0 for f in self.files)
+
+    @property
+    def download_bytes(self) -> int:
+        return sum(f.bytes or 0 for f in self.files if not f.on_disk)
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    """A weight layout to write and the files it will write."""
+
+    layout: WeightLayout
+    files: tuple[str, ...]
+    bytes: int  # tensor bytes (the files add a few header bytes)

@@ -1,0 +1,124 @@
+"""The stages of a prefix forge after its plan: load, assemble, and the manifest fields (the
+pipeline drives them, and writes the files as for every forge).
+
+The tower's and the LM's tensors are indexed lazily (safetensors headers, or memory-mapped
+``.bin`` files) and written one by one by vedforge's streaming writer, so a forge never holds a
+whole ``LlavaForConditionalGeneration`` in memory and the checkpoints' dtypes are kept. Random-weight
+parts (the embedded tiny models) are drawn by transformers' PyTorch initialisation from a seed
+derived from the recipe's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from vedforge.core.seeding import derive_seed
+
+
+def load_message(plan: Any) -> str:
+    reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
+    drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    if not drawing:
+        return f"Reading the {' and '.join(reading)} weights"
+    return "; ".join(([f"Indexing the {' and '.join(reading)} weights"] if reading else [])
+                     + [f"Drawing the random {' and '.join(drawing)} weights (transformers' PyTorch initialisation, "
+                        "seeded from the recipe)"])
+
+
+def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
+    """A random-weight part's state dict, drawn by transformers' PyTorch initialisation."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    torch.manual_seed(derive_seed(seed, f"{part.role}-weights"))
+    cls = AutoModel if part.role == "encoder" else AutoModelForCausalLM
+    model = cls.from_config(part.config.model)
+    return {name: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
+
+
+def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Any]:
+    """The cache key of a part's tensors (by PyTorch name) and the function that reads or draws them."""
+    part = plan.part(role)
+    seed, random_weights = plan.recipe.seed, part.recipe.random_weights
+    key = ("prefix", part.role, str(source.path), part.recipe.weights, seed if random_weights else None,
+           part.recipe.overrides_key())
+    return key, lambda: read_prefix_part(part, source, seed)
+
+
+def read_prefix_part(part: Any, source: Any, seed: int) -> dict[str, Any]:
+    """A part's tensors by PyTorch name: drawn for random weights, else indexed lazily."""
+    from vedforge.architectures.prefix.weights import read_part_tensors
+
+    return _random_state(part, seed) if part.recipe.random_weights else read_part_tensors(source.path)
+
+
+def assemble_prefix_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The tensors to write (lazy), and the report of where each came from."""
+    tensors, report = plan.assemble(states["encoder"], states["decoder"])
+    return report, {"pytorch": tensors}
+
+
+def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
+    part = plan.part(role)
+    if not part.recipe.random_weights:
+        return None
+    kind = "AutoModel" if role == "encoder" else "AutoModelForCausalLM"
+    return {
+        "method": f"transformers' PyTorch initialisation ({kind}.from_config, the model class's _init_weights)",
+        "generator": f"torch.manual_seed({derive_seed(plan.recipe.seed, f'{role}-weights')}), derived from the recipe seed",
+        "seed": plan.recipe.seed,
+    }
+
+
+def extra_versions(plan: Any) -> dict[str, str]:
+    """torch builds the plan's meta-device model and draws random parts: its version decides the output too."""
+    return {"torch": _torch_version()}
+
+
+def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str, Any]:
+    """The fields after the common head (see :func:`vedforge.pipeline.manifest.manifest_head`)."""
+    from vedforge.architectures.prefix.tensors import GENERATION
+
+    recipe, tokens, config = plan.recipe, plan.tokens, plan.config
+    return {
+        "architecture": "prefix",
+        "model_class": "LlavaForConditionalGeneration",
+        "prefix": {
+            "projector": recipe.prefix.projector,
+            "projector_hidden_act": config.projector_hidden_act,
+            "vision_feature_layer": config.vision_feature_layer,
+            "vision_feature_select_strategy": plan.select_strategy,
+            "select_strategy_from": "recipe" if recipe.prefix.vision_feature_select_strategy else "encoder family",
+            "num_additional_image_tokens": plan.leading_tokens,
+            "patch_size": plan.processor.patch_size,
+            "image_token": plan.processor.image_token,
+            "image_token_index": tokens.image,
+            "image_seq_length": plan.image_seq_length,
+            "chat_template": plan.chat_template_source,
+            "tie_word_embeddings": bool(config.tie_word_embeddings),
+            "head_copied_from": plan.head_from,
+            "dtype": str(plan.dtype),
+            "new_weights": GENERATION,
+        },
+        "token_ids": {
+            "policy": recipe.token_policy.kind, "image": tokens.image, "pad": tokens.pad, "eos": tokens.eos,
+            "bos": tokens.bos, "added_tokens": list(tokens.added), "old_vocab_size": tokens.old_vocab,
+            "vocab_size": tokens.vocab_size,
+        },
+        "parameters": report.parameter_counts(),
+        "new_tensors": {part: names for part, names in report.new.items() if names},
+        "resized_tensors": {"decoder": report.grown} if report.grown else {},
+        "unused_checkpoint_tensors": {part: names for part, names in report.unused.items() if names},
+        "needs_compat": False,
+        "needs_drop_path_rng": None,
+        "needs_keyword_decode": False,
+        "needs_torch_compat": False,
+    }
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__

@@ -1,0 +1,87 @@
+"""Read a checkpoint's PyTorch-layout tensors by name, lazily, for a prefix forge.
+
+safetensors files (single or sharded) are indexed from their headers: each tensor is a
+:class:`vedforge.weights.lazy_tensor.LazyTensor` the writer copies from the file. Older checkpoints with
+only ``pytorch_model*.bin`` files are memory-mapped by torch (``mmap=True``), so their tensors
+too are read only when written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vedforge.core.errors import CorruptCheckpointError, NotACheckpointError
+from vedforge.sources.resolve import weight_pattern_sets
+
+
+def _files(path: Path) -> list[Path]:
+    from vedforge.weights.checkpoint import _shards_from_index
+    from vedforge.weights.formats import SAFE_INDEX
+
+    if (path / SAFE_INDEX).is_file():
+        return _shards_from_index(path / SAFE_INDEX)
+    for patterns in weight_pattern_sets(torch_weights=True):
+        found = sorted(p for pattern in patterns for p in path.glob(pattern) if not p.name.endswith(".index.json"))
+        if found:
+            return found
+    raise NotACheckpointError(
+        f"No PyTorch-layout weights in '{path}' (model*.safetensors or pytorch_model*.bin), which architecture=prefix "
+        "reads. Set weights=random to use only its config.")
+
+
+def read_part_tensors(path: Path, *, header_only: bool = False) -> dict[str, Any]:
+    """Every tensor of the checkpoint in ``path`` by its PyTorch name, read only when converted to
+    an array (with ``header_only``, shape specs: nothing but headers is read)."""
+    import jax
+
+    from vedforge.weights.checkpoint import safetensors_format
+    from vedforge.weights.lazy_tensor import index_safetensors
+
+    files = _files(path)
+    tensors: dict[str, Any] = {}
+    if files[0].suffix == ".safetensors":
+        if safetensors_format(files[0]) == "flax":
+            raise CorruptCheckpointError(
+                f"The weights in '{files[0]}' are in Flax layout; architecture=prefix reads PyTorch-layout checkpoints. "
+                "Convert it first (vedforge convert, or transformers' save_pretrained in PyTorch).")
+        for file in files:
+            tensors.update(index_safetensors(file)[0])
+    else:
+        for file in files:
+            tensors.update(_torch_file(file))
+    if header_only:
+        return {name: jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(t.dtype)) for name, t in tensors.items()}
+    return tensors
+
+
+def _torch_file(file: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        state = torch.load(file, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise CorruptCheckpointError(f"The weights file '{file}' cannot be read by torch ({type(exc).__name__}: {exc}).") from None
+    return {name: _MappedTensor(t) for name, t in state.items()}
+
+
+class _MappedTensor:
+    """A tensor of a memory-mapped ``.bin`` file, as numpy when the writer asks for it."""
+
+    __slots__ = ("tensor", "shape", "dtype")
+
+    def __init__(self, tensor: Any):
+        import ml_dtypes
+
+        self.tensor, self.shape = tensor, tuple(tensor.shape)
+        name = str(tensor.dtype).removeprefix("torch.")
+        self.dtype = np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        import torch
+
+        tensor = self.tensor.contiguous()
+        data = tensor.view(torch.int16).numpy().view(self.dtype) if self.dtype.name == "bfloat16" else tensor.numpy()
+        return data if dtype is None else data.astype(dtype)

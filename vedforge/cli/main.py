@@ -1,0 +1,228 @@
+"""The ``vedforge`` command: Hydra composes the recipe, the runner forges it.
+
+Exit codes: 0 success, 2 a problem with the recipe, inputs or environment (the message
+says what to change), 3 an internal error; ``vedforge verify`` exits 1 when a rebuilt file
+differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+import sys
+from pathlib import Path
+
+from vedforge.cli.messages import debug_enabled as _debug, report
+from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
+from vedforge.sweeps.summary import SweepSummary, register_resolvers
+
+# At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
+# import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
+register_resolvers()
+
+# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
+_HYDRA_ERROR_EXIT = 1
+
+
+def run_task(cfg) -> None:
+    """Hydra's task function: forge one recipe and translate failures into exit codes."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from vedforge.recipe.backends import configure_torch_import, needs_torch
+    from vedforge.pipeline.runner import forge
+    from vedforge.core.secrets import redact
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        # A sweep decided this for all of its jobs when it started (SweepSummary).
+        configure_torch_import(needs_torch(cfg))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    records = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    # Hydra wrote the command line, token included, before this job started.
+    redact([run_dir, sweep_dir], cfg.hub.token)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        try:
+            run_sweep_job(cfg, hydra_cfg, records)
+        finally:
+            redact([run_dir, sweep_dir], cfg.hub.token)
+        return
+    try:
+        result = forge(cfg, hydra_records=records)
+        if _private_run_dir is not None:
+            from vedforge.cli.run_records import append_log
+
+            append_log(_private_run_dir, result.output_dir)
+        redact([result.output_dir, run_dir], cfg.hub.token)
+    except VedforgeError as exc:
+        if _debug():
+            raise
+        report(str(exc))
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as exc:
+        if _debug():
+            raise
+        report(
+            f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; "
+            "rerun with VEDFORGE_DEBUG=1 for the traceback and report it.",
+            internal=True,
+        )
+        sys.exit(EXIT_INTERNAL_ERROR)
+
+
+def run_sweep_job(cfg, hydra_cfg, records) -> None:
+    """Forge one pair of a sweep and record its outcome; never raise, so the sweep goes on."""
+    import logging
+    import time
+    import traceback
+
+    from vedforge.pipeline.runner import forge
+    from vedforge.sweeps.summary import log_pair_done, record_for, write_job_record, write_summary
+
+    pair = str(hydra_cfg.sweep.subdir)
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    started = time.perf_counter()
+
+    def unpublished(status: str, error: str) -> dict:
+        return record_for(cfg, pair, status=status, output_dir=None, manifest=None,
+                          wall_s=time.perf_counter() - started, error=error)
+
+    try:
+        result = forge(cfg, hydra_records=records, cache=_shared_cache())
+        row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
+                         manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
+    except VedforgeError as exc:
+        row = unpublished("failed", str(exc))
+    except KeyboardInterrupt:
+        # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
+        # call on_multirun_end), and let the interrupt end the run.
+        write_job_record(sweep_dir, pair, unpublished(
+            "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
+        write_summary(sweep_dir)
+        raise
+    except Exception as exc:
+        if _debug():
+            traceback.print_exc()
+        row = unpublished("failed", f"internal error: {type(exc).__name__}: {exc}")
+    if row["status"] == "failed":
+        logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
+    write_job_record(sweep_dir, pair, row)
+    log_pair_done(sweep_dir)
+
+
+_sweep_cache = None
+# Hydra's run directory when it is a private temporary one (vedforge.cli.run_records).
+_private_run_dir = None
+
+
+def _shared_cache():
+    """The checkpoint cache shared by the sweep jobs of this process, created on first use
+    (importing the runner at start-up would slow down --help)."""
+    global _sweep_cache
+    if _sweep_cache is None:
+        from vedforge.pipeline.runner import PartCache
+
+        _sweep_cache = PartCache()
+    return _sweep_cache
+
+
+def _run_subcommand(name: str, argv: list[str]) -> int:
+    """Run ``vedforge verify`` or ``vedforge convert`` and translate failures into exit codes."""
+    from importlib import import_module
+
+    command = import_module(f"vedforge.cli.{name}_command").main
+    try:
+        return command(argv)
+    except VedforgeError as exc:
+        if _debug():
+            raise
+        report(str(exc))
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        report("interrupted. Nothing partial was published; run the same command again.")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if _debug():
+            raise
+        report(f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; rerun with "
+               "VEDFORGE_DEBUG=1 for the traceback and report it.", internal=True)
+        return EXIT_INTERNAL_ERROR
+
+
+_GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
+# What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
+# rejects it with a bare traceback, so it is caught before Hydra sees it.
+_NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false", re.IGNORECASE)
+
+
+def _bad_group_override(argv: list[str]) -> str | None:
+    """The message for a group override whose option Hydra would read as a number or boolean."""
+    from vedforge.core.resources import group_options
+
+    for arg in argv:
+        group, _, value = arg.lstrip("+~").partition("=")
+        if group in _GROUPS and any(_NOT_A_NAME.fullmatch(v.strip()) for v in value.split(",")):
+            options = group_options(group)
+            listed = f"Options: {', '.join(options)}." if options else "See vedforge --help for the options."
+            return f"The override '{arg}' is not one of the {group} options: an option is a name, not a number or a boolean. {listed}"
+    return None
+
+
+def entry() -> None:
+    """The ``vedforge`` command and ``python -m vedforge``: :func:`main`, then a quick exit."""
+    main()
+    # Interpreter teardown would walk every object JAX and transformers created, a fifth of a
+    # second spent after the artifact is complete; the collector skips frozen objects.
+    gc.freeze()
+
+
+def main() -> None:
+    """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
+    if sys.argv[1:2] in (["verify"], ["convert"]):
+        sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
+    if sys.argv[1:2] == ["plan"]:
+        from vedforge.cli.plan_command import main as plan_main
+
+        sys.exit(plan_main(sys.argv[2:]))
+    from vedforge.sweeps.launchers import missing_launcher
+
+    bad = _bad_group_override(sys.argv[1:]) or missing_launcher(sys.argv[1:])
+    if bad:
+        report(bad)
+        sys.exit(EXIT_USER_ERROR)
+    import hydra
+
+    from vedforge.core.resources import config_dir
+    from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
+    from vedforge.recipe.schema import register_schema
+
+    global _private_run_dir
+    register_schema()
+    # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
+    _private_run_dir = private_run_dir(sys.argv[1:])
+    if _private_run_dir is not None:
+        sys.argv.append(run_dir_override(_private_run_dir))
+    app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
+    try:
+        app()
+    except SystemExit as exc:
+        if exc.code == _HYDRA_ERROR_EXIT:
+            sys.exit(EXIT_USER_ERROR)
+        raise
+    except KeyboardInterrupt:
+        report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
+               "command again to resume.")
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if _private_run_dir is not None:
+            remove_run_dir(_private_run_dir)
+    if SweepSummary.empty is not None:
+        swept = ", ".join(SweepSummary.empty) or "none"
+        report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "
+               "at least one value, e.g. seed=range(0,3) or encoder=vit_tiny,beit_tiny.")
+        sys.exit(EXIT_USER_ERROR)
+    if SweepSummary.failed:
+        report(f"{len(SweepSummary.failed)} pair(s) of the sweep failed: {', '.join(SweepSummary.failed)}. "
+               "The others are complete; see the sweep's summary.md for each error.")
+        sys.exit(EXIT_USER_ERROR)

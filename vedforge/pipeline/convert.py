@@ -1,0 +1,409 @@
+"""``vedforge convert SRC OUT``: a Flax vision-encoder-decoder directory becomes a PyTorch one.
+
+SRC is what ``FlaxVisionEncoderDecoderModel.save_pretrained`` writes (a vedforge forge, or a
+checkpoint a training run saved): ``flax_model.msgpack``, its shards with
+``flax_model.msgpack.index.json``, or Flax-layout ``model.safetensors``; beside it the config,
+and where present the generation config, tokenizer and image processor. OUT gets PyTorch
+``model.safetensors`` (sharded past ``max_shard_size``), the configs, the tokenizer and image
+processor, a model card and a manifest, published as a forge is: all at once, or not at all.
+
+The weights stream as a forge's do: the input is indexed from its headers, each tensor is
+converted when the writer reaches it (:mod:`vedforge.weights.pytorch_layout`) and tensors that need
+no change are copied file to file by the kernel, so memory stays at a few tensors whatever
+the checkpoint's size. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
+no alternative: in transformers 4.51-4.57 it leaves the parameters on the meta device, and
+transformers 5 cannot read Flax files at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
+from vedforge.core.errors import CorruptCheckpointError, NotACheckpointError, OutputError, VedforgeError, first_line
+
+# What transformers' PyTorch save_pretrained shards at.
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+_CONFIG = "config.json"
+_GENERATION_CONFIG = "generation_config.json"
+_PROCESSOR_FILES = ("preprocessor_config.json",)
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json", "vocab.txt", "merges.txt",
+                    "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
+_WHAT_SRC_IS = ("a directory written by FlaxVisionEncoderDecoderModel.save_pretrained (a vedforge forge, or a "
+                "checkpoint a training run saved)")
+
+
+@dataclass
+class ConversionResult:
+    """What a conversion produced."""
+
+    output_dir: Path
+    manifest: dict[str, Any]
+
+
+@dataclass
+class FlaxSource:
+    """A Flax vision-encoder-decoder checkpoint directory, indexed but not read."""
+
+    path: Path
+    config: Any  # transformers.VisionEncoderDecoderConfig
+    layout: str  # "msgpack" or "safetensors"
+    weight_files: list[Path]
+    params: dict[tuple[str, ...], Any]  # Flax paths -> lazy tensors
+
+
+def read_flax_source(src: Path) -> FlaxSource:
+    """Check that ``src`` is a Flax vision-encoder-decoder checkpoint and index its weights.
+
+    Only headers are read: no tensor is loaded.
+
+    Raises:
+        NotACheckpointError: ``src`` is missing, not a directory, not a vision-encoder-decoder
+            checkpoint, or holds no Flax weights.
+        CorruptCheckpointError: its config, index or weight files cannot be parsed, or a shard is missing.
+    """
+    src = src.absolute()
+    if not src.exists():
+        raise NotACheckpointError(f"The source '{src}' does not exist. Give {_WHAT_SRC_IS}.")
+    if not src.is_dir():
+        raise NotACheckpointError(f"The source '{src}' is a file, not a directory. Give {_WHAT_SRC_IS}.")
+    config = _read_config(src)
+    layout, files = _flax_weight_files(src)
+    params = _index_params(src, layout, files)
+    return FlaxSource(src, config, layout, files, params)
+
+
+def _holdings(src: Path) -> str:
+    names = sorted(p.name for p in src.iterdir())
+    shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+    return shown or "nothing"
+
+
+def _read_config(src: Path) -> Any:
+    from transformers import VisionEncoderDecoderConfig
+
+    path = src / _CONFIG
+    if not path.is_file():
+        raise NotACheckpointError(
+            f"'{src}' is not a Flax vision-encoder-decoder checkpoint: it has no {_CONFIG} (it holds: {_holdings(src)}). "
+            f"Give {_WHAT_SRC_IS}."
+        )
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"The config '{path}' cannot be read as JSON ({exc}). Save the checkpoint again.") from None
+    if model_type != "vision-encoder-decoder":
+        raise NotACheckpointError(
+            f"'{src}' is not a vision-encoder-decoder checkpoint: its {_CONFIG} has model_type {model_type!r}, not "
+            f"'vision-encoder-decoder'. vedforge convert takes a combined image-to-text model: {_WHAT_SRC_IS}."
+        )
+    try:
+        return VisionEncoderDecoderConfig.from_pretrained(str(src))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(
+            f"The config '{path}' is not a valid vision-encoder-decoder config ({first_line(exc)})."
+        ) from None
+
+
+def _flax_weight_files(src: Path) -> tuple[str, list[Path]]:
+    from vedforge.weights.checkpoint import find_weight_files, safetensors_format
+    from vedforge.weights.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
+
+    try:
+        layout, files = find_weight_files(src)
+    except NotACheckpointError:
+        raise NotACheckpointError(
+            f"'{src}' holds no Flax weights: expected {FLAX_WEIGHTS}, {FLAX_INDEX} with its shards, or a Flax-layout "
+            f"{SAFE_WEIGHTS} (it holds: {_holdings(src)}). Give {_WHAT_SRC_IS}."
+        ) from None
+    if layout == "safetensors":
+        fmt = safetensors_format(files[0])
+        if fmt != "flax":
+            name = SAFE_WEIGHTS if files[0].name == SAFE_WEIGHTS else SAFE_INDEX
+            already = (" It is already a PyTorch checkpoint: load it with VisionEncoderDecoderModel.from_pretrained."
+                       if fmt == "pt" else "")
+            raise NotACheckpointError(
+                f"'{src}' holds no Flax weights: its {name} is in '{fmt}' layout, not Flax layout.{already} "
+                f"vedforge convert takes {_WHAT_SRC_IS}."
+            )
+    return layout, files
+
+
+def _index_params(src: Path, layout: str, files: list[Path]) -> dict[tuple[str, ...], Any]:
+    from vedforge.weights.checkpoint import read_msgpack, read_safetensors
+    from vedforge.weights.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
+
+    if layout == "msgpack":
+        params = read_msgpack(files)
+    else:
+        params = {tuple(name.split(".")): t for name, t in read_safetensors(files).items()}
+    single = src / (FLAX_WEIGHTS if layout == "msgpack" else SAFE_WEIGHTS)
+    if not single.is_file():  # the files were found through the shard index
+        index = src / (FLAX_INDEX if layout == "msgpack" else SAFE_INDEX)
+        _check_index_covers(index, params, "/" if layout == "msgpack" else ".")
+    return params
+
+
+def _check_index_covers(index: Path, params: dict[tuple[str, ...], Any], separator: str) -> None:
+    """The shard index must name exactly the tensors the shards hold, or it belongs to other files."""
+    listed = set(json.loads(index.read_text())["weight_map"])
+    held = {separator.join(path) for path in params}
+    if listed != held:
+        missing, extra = sorted(listed - held), sorted(held - listed)
+        detail = (f"it lists {len(missing)} tensor(s) no shard holds (e.g. {', '.join(missing[:3])})" if missing else
+                  f"the shards hold {len(extra)} tensor(s) it does not list (e.g. {', '.join(extra[:3])})")
+        raise CorruptCheckpointError(
+            f"The shard index '{index}' does not match its shard files: {detail}. A shard is missing, damaged or from "
+            "another save; save the checkpoint again."
+        )
+
+
+def parameter_counts(params: dict[tuple[str, ...], Any]) -> dict[str, int]:
+    """Parameters per top-level part (encoder, decoder, enc_to_dec_proj) and in total, from shapes."""
+    import numpy as np
+
+    counts: dict[str, int] = {}
+    for path, tensor in params.items():
+        counts[path[0]] = counts.get(path[0], 0) + int(np.prod(tensor.shape, dtype=np.int64))
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+def pytorch_tensors(source: FlaxSource) -> dict[str, Any]:
+    """The PyTorch state dict of ``source``'s model, as lazily converted tensors.
+
+    Raises:
+        NotACheckpointError: the tensors do not cover transformers' ``VisionEncoderDecoderModel``
+            built from the config (a tensor has no place in it, or one of its tensors is missing).
+    """
+    from vedforge.core.errors import BackendError
+    from vedforge.weights.pytorch_layout import to_pytorch_layout
+
+    config = source.config
+    try:
+        return to_pytorch_layout(config, source.params, advice=(
+            f"'{source.path}' is not a complete checkpoint of the model its {_CONFIG} describes: save it again with "
+            "FlaxVisionEncoderDecoderModel.save_pretrained"))
+    except BackendError as exc:
+        raise NotACheckpointError(str(exc)) from None
+    except (ValueError, KeyError, AttributeError, TypeError) as exc:
+        # transformers cannot build the PyTorch model of this config at all.
+        raise NotACheckpointError(
+            f"transformers' PyTorch VisionEncoderDecoderModel cannot be built from the {_CONFIG} of '{source.path}' "
+            f"({config.encoder.model_type} + {config.decoder.model_type}: {type(exc).__name__}: "
+            f"{first_line(exc)})."
+        ) from None
+
+
+def _weights_dtype(tensors: dict[str, Any]) -> Optional[str]:
+    """The one floating dtype of the weights, as PyTorch's save_pretrained records it in the config."""
+    import numpy as np
+
+    names = {np.dtype(t.dtype).name for t in tensors.values() if np.dtype(t.dtype).kind == "f" or
+             np.dtype(t.dtype).name == "bfloat16"}
+    return names.pop() if len(names) == 1 else None
+
+
+def _generation_config(src: Path, config: Any) -> tuple[Any, bool]:
+    """SRC's generation config, or (as transformers does for a checkpoint without one) one
+    derived from the model config; and whether it was derived."""
+    from transformers import GenerationConfig
+
+    if (src / _GENERATION_CONFIG).is_file():
+        try:
+            return GenerationConfig.from_pretrained(str(src)), False
+        except (OSError, ValueError, TypeError) as exc:
+            raise CorruptCheckpointError(
+                f"The generation config '{src / _GENERATION_CONFIG}' cannot be read ({first_line(exc)}). "
+                "Fix or delete it (a generation config is then derived from config.json)."
+            ) from None
+    return GenerationConfig.from_model_config(config), True
+
+
+def _tokenizer(src: Path) -> Any:
+    if not any((src / name).is_file() for name in _TOKENIZER_FILES):
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(src))
+    except Exception as exc:  # tokenizers raises its own exception types for unparsable files
+        raise CorruptCheckpointError(
+            f"The tokenizer files in '{src}' cannot be loaded ({type(exc).__name__}: "
+            f"{first_line(exc)}). Save the tokenizer there again, or "
+            "remove its files to convert the model without it."
+        ) from None
+
+
+def _processor(src: Path) -> Any:
+    if not any((src / name).is_file() for name in _PROCESSOR_FILES):
+        return None
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(src))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptCheckpointError(
+            f"The image processor in '{src}' cannot be loaded ({first_line(exc)}). Save it there again, "
+            "or remove preprocessor_config.json to convert the model without it."
+        ) from None
+
+
+def _source_manifest(src: Path) -> Optional[dict[str, Any]]:
+    """What a vedforge forge recorded about itself, when SRC is one."""
+    try:
+        manifest = json.loads((src / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    return {key: manifest[key] for key in ("recipe", "inputs", "seed", "token_ids", "versions") if key in manifest}
+
+
+def _check_output(src: Path, out: Path, overwrite: bool) -> None:
+    if out == src:
+        raise OutputError(
+            f"The output directory '{out}' is the source directory. Converting in place would replace the Flax "
+            "checkpoint; give another OUT."
+        )
+    if src.is_relative_to(out):
+        raise OutputError(
+            f"The output directory '{out}' contains the source '{src}', which publishing would replace; give another OUT."
+        )
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"The output path '{out}' is a file, not a directory. Give a directory path as OUT.")
+    if is_artifact_dir(out) and not overwrite:
+        raise OutputError(
+            f"The output directory '{out}' already holds files. Choose another OUT, or pass --overwrite to replace it "
+            "once the new directory is complete."
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"The output directory '{out}' cannot be created ({exc.strerror or exc}). Give an OUT you can write to."
+        ) from None
+
+
+def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE,
+            overwrite: bool = False) -> ConversionResult:
+    """Convert the Flax vision-encoder-decoder checkpoint in ``src`` into a PyTorch directory ``out``.
+
+    Args:
+        src: a directory written by ``FlaxVisionEncoderDecoderModel.save_pretrained`` or by vedforge.
+        out: the directory to publish; nothing appears under it until it is complete.
+        max_shard_size: weights larger than this are split into shards plus an index, e.g. ``"5GB"``.
+        overwrite: replace ``out`` if it already holds files (in one step, once the new one is complete).
+
+    Raises:
+        VedforgeError: a problem with ``src``, ``out``, the options or the environment; nothing is
+            written under ``out``, and an existing ``out`` is untouched.
+    """
+    from vedforge.recipe.backends import require_torch
+    from vedforge.core.units import parse_size
+    from vedforge.weights.writer import nbytes
+
+    started = time.perf_counter()
+    try:
+        shard_size = parse_size(max_shard_size)
+    except ValueError:
+        raise VedforgeError(
+            f"--max-shard-size {max_shard_size!r} is not a size; write it like 5GB, 500MB, 2GiB or a byte count."
+        ) from None
+    src, out = Path(src).absolute(), Path(out).absolute()
+    source = read_flax_source(src)
+    _check_output(src, out, overwrite)
+    require_torch("vedforge convert")
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    tensors = pytorch_tensors(source)
+    config = source.config
+    config.architectures = ["VisionEncoderDecoderModel"]
+    dtype = _weights_dtype(tensors)
+    if dtype is not None:
+        config.dtype = dtype
+    generation, derived_generation = _generation_config(src, config)
+    # Generation settings an older config.json holds (max_length, num_beams...) go to the generation
+    # config, as transformers' PyTorch save_pretrained moves them.
+    moved = config._get_non_default_generation_parameters()
+    for name, value in moved.items():
+        setattr(generation, name, value)
+        setattr(config, name, None)
+    tokenizer, processor = _tokenizer(src), _processor(src)
+    from vedforge.families.torch_fixes import needs_compat
+
+    manifest: dict[str, Any] = {
+        "format_version": 1,
+        "conversion": {
+            "source": str(src),
+            "source_layout": source.layout,
+            "max_shard_size": str(max_shard_size),
+            "source_weights": {f.name: f.stat().st_size for f in source.weight_files},
+            "source_forge": _source_manifest(src),
+            "generation_config": "derived from config.json" if derived_generation else "copied",
+            "moved_to_generation_config": sorted(moved),
+            "tokenizer": tokenizer is not None,
+            "image_processor": processor is not None,
+        },
+        "versions": _versions(),
+        "encoder_model_type": config.encoder.model_type,
+        "decoder_model_type": config.decoder.model_type,
+        "weight_layouts": ["pytorch"],
+        "dtype": dtype,
+        "parameters": parameter_counts(source.params),
+        "pytorch_tensors": len(tensors),
+        "pytorch_bytes": sum(nbytes(t) for t in tensors.values()),
+        "needs_torch_compat": needs_compat(config.encoder.model_type),
+    }
+    staged = StagedArtifact(out, overwrite=overwrite)
+    with OutputLock(out):
+        _check_output(src, out, overwrite)  # again under the lock: another process may have written meanwhile
+        try:
+            with staged:
+                from vedforge.weights.writer import write_pytorch_checkpoint
+                from vedforge.pipeline.conversion_card import render_conversion_card
+
+                staging = staged.path
+                write_started = time.perf_counter()
+                hashes = write_pytorch_checkpoint(staging, tensors, shard_size, on_file=staged.sync_in_background)
+                written = time.perf_counter() - write_started
+                config.save_pretrained(staging)
+                generation.save_pretrained(staging)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(staging)
+                if processor is not None:
+                    processor.save_pretrained(staging)
+                (staging / "README.md").write_text(render_conversion_card(manifest))
+                manifest["files"] = file_table(
+                    staging, known={p.relative_to(staging).as_posix(): h for p, h in hashes.items()})
+                manifest["timings_s"] = {"write_weights": round(written, 3),
+                                         "total": round(time.perf_counter() - started, 3)}
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                final = staged.publish()
+        except OSError as exc:
+            kept = " The directory already there is untouched." if is_artifact_dir(out) else ""
+            raise OutputError(
+                f"Writing the converted model to '{out}' failed: {exc.strerror or exc} "
+                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or give "
+                "another OUT."
+            ) from None
+    return ConversionResult(final, manifest)
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from vedforge.pipeline.manifest import package_versions
+
+    versions = package_versions()
+    try:
+        versions["torch"] = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        versions["torch"] = "not installed"
+    return versions

@@ -1,0 +1,76 @@
+"""A forge's plan: everything a forge decides without reading a weight.
+
+:func:`build_plan` reads the recipe and performs the refusals every architecture shares (an
+invalid recipe, a missing torch, an output path that is a file or already holds an artifact), then
+asks the recipe's architecture for the rest: its checkpoints' configs, tokenizer and image
+processor (fetching only those from the hub), and every refusal of its own that needs no weights.
+The stages that follow (:mod:`vedforge.pipeline.runner`) only execute it. ``vedforge plan`` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from vedforge.architectures import architecture
+from vedforge.architectures.parts import FORGE, SKIP
+from vedforge.core.errors import OutputError
+from vedforge.pipeline.artifacts import OutputLock, StagedArtifact, complete_artifact, not_a_directory
+from vedforge.recipe.typed import Recipe, typed_recipe
+
+__all__ = ["FORGE", "SKIP", "SkipPlan", "build_plan", "check_destination"]
+
+
+@dataclass(frozen=True)
+class SkipPlan:
+    """The plan of a recipe whose output already holds a complete, unaltered artifact of it."""
+
+    recipe: Recipe
+    output_dir: Path
+    previous: dict  # that artifact's manifest
+    outcome: str = SKIP
+
+
+def build_plan(cfg: DictConfig) -> Any:
+    """Plan the forge of ``cfg`` (a composed recipe) without reading any weight: a
+    :class:`SkipPlan`, or the plan of the recipe's architecture.
+
+    Raises:
+        VedforgeError: every problem that needs no weights to be found.
+    """
+    recipe = typed_recipe(cfg)
+    output_dir = recipe.output.dir
+    if recipe.output.resume and not recipe.output.overwrite:
+        previous = complete_artifact(output_dir, recipe.data)
+        if previous is not None:
+            return SkipPlan(recipe, output_dir, previous)
+    if recipe.writes_pytorch:
+        from vedforge.recipe.backends import require_torch
+
+        # Refused at once, not after minutes of loading, when PyTorch is needed but missing.
+        require_torch("backend=pt" if recipe.backend == "pt" else "output.pytorch=true")
+    check_destination(output_dir, overwrite=recipe.output.overwrite)
+    return architecture(recipe.architecture).plan(recipe)
+
+
+def check_destination(final: Path, *, overwrite: bool) -> None:
+    """Refuse an output location that cannot take the artifact, creating nothing: a path that
+    is a file or lies under one, an existing artifact without ``overwrite``, a lock held."""
+    error = not_a_directory(final)
+    if error is not None:
+        raise error
+    ancestor = final.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"Cannot write in '{ancestor}' (permission denied). Set output.dir to a location you can write to."
+        )
+    StagedArtifact(final, overwrite=overwrite).check_contents()
+    lock = OutputLock(final)
+    if lock.path.exists():
+        raise lock.refusal()

@@ -1,0 +1,175 @@
+"""Forge one model from a composed recipe: plan, fetch, load, assemble, write, publish.
+
+The order matters: everything that can be decided from configs (sources, model types,
+token ids, the output location) is checked before any weights are read, and nothing
+appears under the output name until the artifact is complete.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from vedforge.architectures import architecture_of
+from vedforge.core.errors import OutputError
+from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
+from vedforge.pipeline.manifest import build_manifest, write_manifest
+from vedforge.pipeline.plan import SKIP, build_plan
+from vedforge.pipeline.plan_report import log_plan
+from vedforge.recipe.typed import ROLES
+from vedforge.weights.progress import byte_progress
+
+log = logging.getLogger("vedforge")
+
+
+@dataclass
+class ForgeResult:
+    """What a forge produced."""
+
+    output_dir: Path
+    manifest: dict[str, Any]
+    # True when output_dir already held a complete artifact of this very recipe.
+    skipped: bool = False
+    # Checkpoints read from disk per role (0 when a sweep's cache already held them).
+    loads: dict[str, int] = field(default_factory=dict)
+
+
+class PartCache:
+    """Checkpoint tensors shared by the forges of one process, so a sweep over N encoders and
+    M decoders reads N + M checkpoints instead of 2 x N x M. States are never mutated."""
+
+    def __init__(self) -> None:
+        self._states: dict[tuple, Any] = {}
+
+    def get(self, key: tuple, load) -> tuple[Any, bool]:
+        """The state for ``key``, and whether it had to be loaded."""
+        if key in self._states:
+            return self._states[key], False
+        state = load()
+        self._states[key] = state
+        return state, True
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, message: str) -> Iterator[None]:
+        log.info(message)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optional[PartCache] = None) -> ForgeResult:
+    """Forge the model described by ``cfg`` into ``cfg.output.dir``: plan, then fetch, load,
+    assemble, write and publish.
+
+    Args:
+        cfg: a composed recipe (see :class:`vedforge.recipe.schema.ForgeConfig`).
+        hydra_records: Hydra's ``.hydra`` directory for this run, copied into the artifact
+            when the artifact is written somewhere other than Hydra's run directory.
+        cache: checkpoint tensors shared with other forges in this process (a sweep).
+
+    Raises:
+        VedforgeError: any problem the user can fix; nothing is written under the output name.
+    """
+    timer = _Timer()
+    started = time.perf_counter()
+    with timer.step("plan", "Planning the forge from configs"):
+        plan = build_plan(cfg)
+    log_plan(plan)
+    if plan.outcome == SKIP:
+        log.info("Already complete, skipped: %s (output.resume=false forges it again)", plan.output_dir)
+        return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0})
+    arch = architecture_of(plan)
+    with timer.step("fetch", "Fetching weights"):
+        sources = arch.fetch(plan)
+    with OutputLock(plan.output_dir):
+        staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
+        staged.check()
+        with timer.step("load", arch.load_message(plan)):
+            states, loads = load(plan, sources, cache or PartCache())
+        with timer.step("assemble", arch.assemble_message):
+            assembly, tensors = arch.assemble(plan, states)
+        del states
+        try:
+            with staged:
+                manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, started)
+                final = staged.publish()
+        except OSError as exc:
+            # A full disk, a quota, a file system turned read-only: nothing was published.
+            kept = " The artifact already there is untouched." if is_artifact_dir(staged.final) else ""
+            raise OutputError(
+                f"Writing the artifact to '{staged.final}' failed: {exc.strerror or exc} "
+                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
+                "output.dir to another location."
+            ) from None
+    counts = manifest["parameters"]
+    log.info(
+        "Forged %s + %s: %s parameters (%s new) in %.1f s -> %s",
+        manifest["inputs"]["encoder"]["model_type"], manifest["inputs"]["decoder"]["model_type"],
+        f"{counts['total']:,}", f"{counts['new']:,}", manifest["timings_s"]["total"], final,
+    )
+    return ForgeResult(final, manifest, loads=loads)
+
+
+def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
+    """Each part's tensors (indexed lazily, or drawn for random weights), shared through ``cache``
+    with the other forges of a sweep; and whether each had to be read."""
+    arch = architecture_of(plan)
+    states, loads = {}, {}
+    for role in ROLES:
+        key, read = arch.part_reader(plan, role, sources[role])
+        states[role], loaded = cache.get(key, read)
+        loads[role] = int(loaded)
+        if not loaded:
+            log.info("Reusing the %s checkpoint already read in this sweep", role)
+    return states, loads
+
+
+def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
+          hydra_records: Optional[Path], timer: "_Timer", started: float) -> dict[str, Any]:
+    """Every file of the artifact into the staging directory; returns the manifest."""
+    arch = architecture_of(plan)
+    out = staged.path
+    recipe_text = OmegaConf.to_yaml(OmegaConf.create(plan.recipe.data))
+    with timer.step("write_weights", f"Writing the weights to {staged.final}"), \
+            byte_progress("Reading and writing weights", plan.write_bytes):
+        weight_hashes: dict[Path, str] = {}
+        for layout in plan.layouts:
+            # Each file's fsync starts once it is complete, while the next one is written.
+            weight_hashes.update(layout.layout.write(out, tensors[layout.layout.tensors], plan.recipe.output.max_shard_size,
+                                                     staged.sync_in_background))
+    step, saved = arch.saved_objects(plan)
+    with timer.step("write", step):
+        for obj in saved:
+            obj.save_pretrained(out)
+        _write_recipe_records(out, recipe_text, hydra_records, staged.final)
+    manifest = build_manifest(plan, sources, assembly)
+    (out / "README.md").write_text(arch.render_card(manifest, recipe_text))
+    manifest["files"] = file_table(
+        out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
+    )
+    manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
+    write_manifest(out / MANIFEST, manifest)
+    return manifest
+
+
+def _write_recipe_records(out: Path, recipe_text: str, hydra_records: Optional[Path], final: Path) -> None:
+    import shutil
+
+    if hydra_records is not None and hydra_records.is_dir():
+        if hydra_records.parent.absolute() != final.absolute():
+            shutil.copytree(hydra_records, out / ".hydra")
+        return
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "config.yaml").write_text(recipe_text)

@@ -1,0 +1,79 @@
+"""Which framework a run needs, and keeping torch out of runs that do not need it.
+
+transformers imports torch whenever it is installed (about 4 s), unless ``USE_TORCH=0`` is
+set before transformers is first imported. A Flax forge never needs torch, so the CLI
+decides from the composed recipe, before anything imports transformers, whether the run
+may use it: ``backend=pt`` or ``output.pytorch=true`` in the recipe or in any job of a sweep.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Any, Iterable
+
+from vedforge.core.errors import BackendError
+from vedforge.recipe.schema import option_value
+
+INSTALL_HINT = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CPU wheel: pip install torch==2.13.0)'
+_FALSE = ("0", "false", "no", "off")
+
+
+def needs_torch(cfg: Any) -> bool:
+    """True when forging ``cfg`` (a composed recipe) writes PyTorch weights."""
+    return option_value(cfg.backend.name) == "pt" or bool(cfg.output.pytorch)
+
+
+def _swept_values(override: str) -> tuple[str, list[str]]:
+    key, _, value = override.lstrip("+~").partition("=")
+    return key.strip(), [v.strip().lower() for v in re.split(r"[,()\[\]\s]+", value) if v.strip()]
+
+
+def sweep_needs_torch(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
+    """True when any job of a sweep may write PyTorch weights: the base recipe does, or an
+    override on the command line or in the recipe's sweeper parameters sweeps in ``pt``."""
+    if needs_torch(cfg):
+        return True
+    pairs = [_swept_values(o) for o in overrides]
+    pairs += [_swept_values(f"{k}={v}") for k, v in (sweeper_params or {}).items()]
+    for key, values in pairs:
+        if key in ("backend", "backend.name") and "pt" in values:
+            return True
+        if key == "output.pytorch" and "true" in values:
+            return True
+    return False
+
+
+def configure_torch_import(needed: bool) -> None:
+    """Before transformers is imported: hide torch from it unless this run needs torch.
+
+    An explicit ``USE_TORCH`` from the user is respected either way.
+    """
+    if not needed:
+        os.environ.setdefault("USE_TORCH", "0")
+
+
+def require_torch(what: str) -> Any:
+    """Import and return torch for ``what`` (e.g. "backend=pt"), or raise :class:`BackendError`
+    saying how to make it available."""
+    if os.environ.get("USE_TORCH", "").lower() in _FALSE:
+        raise BackendError(
+            f"{what} needs PyTorch, but USE_TORCH={os.environ['USE_TORCH']} in the environment hides it from "
+            "transformers. Unset USE_TORCH, or use backend=flax without output.pytorch."
+        )
+    try:
+        import torch
+    except ImportError:
+        raise BackendError(
+            f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it with: "
+            f"{INSTALL_HINT}. Or forge for Flax: backend=flax without output.pytorch."
+        ) from None
+    from transformers.utils import is_torch_available
+
+    if not is_torch_available():
+        raise BackendError(
+            f"{what} needs PyTorch, but transformers was imported in this process with torch hidden "
+            f"(USE_TORCH={os.environ.get('USE_TORCH')!r}). Unset USE_TORCH and run again."
+        )
+    return torch

@@ -1,0 +1,177 @@
+"""Load the configurations and tensors of the encoder and decoder checkpoints.
+
+Configs are loaded and checked first, so an impossible pairing is refused before any
+weights are read. Tensors are then read as flat states laid out for the part's place in
+the combined model.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import logging
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, Mapping
+
+from vedforge.weights.checkpoint import FlatState, read_state
+from vedforge.core.errors import (ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError, VedforgeError,
+                                  first_line)
+from vedforge.families.registry import check_encoder_type, decoder_family, family_of
+from vedforge.sources.resolve import ResolvedSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartConfig:
+    """A part's configs: as stored in its checkpoint, and as used inside the combined model."""
+
+    checkpoint: Any  # transformers PretrainedConfig of the checkpoint (a full CLIPConfig for clip)
+    model: Any  # the config the combined model is built from (CLIP: its vision_config)
+
+
+def read_config(source: ResolvedSource, trust_remote_code: bool):
+    """The checkpoint's config as saved (no overrides), or a clear error."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except ValueError as exc:
+        if "model_type" in str(exc) or "Unrecognized" in str(exc):
+            raise UnsupportedModelError(
+                f"The {source.role} checkpoint {source.describe()} has a config.json whose model type transformers "
+                f"does not know ({first_line(exc)})."
+            ) from None
+        raise CorruptCheckpointError(
+            f"The config.json of the {source.role} checkpoint {source.describe()} is invalid: {first_line(exc)}"
+        ) from None
+    except OSError as exc:
+        raise CorruptCheckpointError(
+            f"The config.json of the {source.role} checkpoint {source.describe()} cannot be read: "
+            f"{first_line(exc)}"
+        ) from None
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> None:
+    """Set each override on ``config``; refuse a key the config does not have."""
+    known = set(config.to_dict())
+    for key, value in overrides.items():
+        if key not in known and not hasattr(config, key):
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise ConfigOverrideError(
+                f"{role}.config_overrides.{key}: the {config.model_type} config has no attribute '{key}'.{hint} "
+                f"Valid keys include: {', '.join(sorted(k for k in known if not k.startswith('_'))[:25])}."
+            )
+        setattr(config, key, value)
+
+
+def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
+                        backend: str = "flax") -> PartConfig:
+    """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
+    checkpoint = read_config(source, trust_remote_code)
+    check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
+    tower = checkpoint.vision_config if family_of(checkpoint.model_type).vision_tower else checkpoint
+    # Overrides shape the architecture, so random weights are drawn for the overridden one.
+    apply_overrides(tower, overrides, "encoder")
+    model = copy.deepcopy(tower)
+    # A decoder checkpoint reused as an encoder must lose its causal mask, as stock does.
+    model.is_decoder = False
+    model.add_cross_attention = False
+    image_size, patch_size = getattr(model, "image_size", None), getattr(model, "patch_size", None)
+    if isinstance(image_size, int) and isinstance(patch_size, int) and image_size % patch_size:
+        raise ConfigOverrideError(
+            f"The encoder's image_size {image_size} is not divisible by its patch_size {patch_size}: "
+            f"choose an image_size that is a multiple of {patch_size} (e.g. {image_size - image_size % patch_size} "
+            f"or {image_size - image_size % patch_size + patch_size})."
+        )
+    return PartConfig(checkpoint, model)
+
+
+def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
+    """Load and check the decoder config, and turn it into a cross-attending decoder."""
+    checkpoint = read_config(source, trust_remote_code)
+    decoder_family(checkpoint.model_type, f"{source.describe()}")
+    apply_overrides(checkpoint, overrides, "decoder")
+    model = copy.deepcopy(checkpoint)
+    model.is_decoder = True
+    model.add_cross_attention = True
+    return PartConfig(checkpoint, model)
+
+
+def checkpoint_class(config: Any, role: str):
+    """The Flax class a checkpoint with ``config`` was saved from (its first Flax-ported architecture)."""
+    import transformers
+    from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_FOR_CAUSAL_LM_MAPPING, FLAX_MODEL_MAPPING
+
+    for arch in getattr(config, "architectures", None) or []:
+        cls = getattr(transformers, "Flax" + arch, None)
+        if cls is not None:
+            return cls
+    mapping = FLAX_MODEL_MAPPING if role == "encoder" else FLAX_MODEL_FOR_CAUSAL_LM_MAPPING
+    return mapping[type(config)]
+
+
+def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights: bool, seed: int) -> FlatState:
+    """The tensors of one part, in the layout of the class its checkpoint was saved from.
+
+    With ``random_weights`` the checkpoint's architecture is initialised afresh from the
+    recipe's seed, tensor by tensor, with the distributions its Flax modules declare, as if that
+    initialisation had been saved and loaded (:mod:`vedforge.families.random_init`: nothing is compiled).
+    The tensors are drawn only when written.
+    """
+    from flax.traverse_util import flatten_dict
+
+    from vedforge.compat import register_clip_vision
+
+    register_clip_vision()
+    cls = checkpoint_class(part.checkpoint, source.role)
+    if random_weights:
+        from vedforge.families.random_init import random_part_state
+
+        return random_part_state(cls, part.checkpoint, seed=seed, role=source.role)
+
+    def convert_pytorch_layout(tensors: dict) -> FlatState:
+        from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
+
+        # The converter reads `.params` only for key names and shapes; the shape tree serves
+        # without initialising (an uninitialised model's `.params` raises).
+        shell = cls(part.checkpoint, _do_init=False)
+        shapes = SimpleNamespace(params=shell.params_shape_tree, base_model_prefix=cls.base_model_prefix)
+        return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shapes))
+
+    return read_state(source.path, convert_pytorch_layout)
+
+
+def fit_processor_to_image_size(processor: Any, image_size: int) -> None:
+    """Make the processor emit images of the encoder's size (after an image_size override)."""
+    for attr in ("size", "crop_size"):
+        value = getattr(processor, attr, None)
+        if isinstance(value, dict) and value:
+            setattr(processor, attr, {k: image_size for k in value})
+
+
+def load_processor(source: ResolvedSource, trust_remote_code: bool) -> Any:
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise VedforgeError(
+            f"The image processor of the encoder {source.describe()} cannot be loaded "
+            f"({first_line(exc)}). The checkpoint needs a preprocessor_config.json."
+        ) from None
+
+
+def load_tokenizer(source: ResolvedSource, trust_remote_code: bool) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except Exception as exc:  # tokenizers raises its own exception types for unparsable files
+        raise VedforgeError(
+            f"The tokenizer of the decoder {source.describe()} cannot be loaded "
+            f"({type(exc).__name__}: {first_line(exc)}). "
+            "The checkpoint needs valid tokenizer files (tokenizer.json or vocab files)."
+        ) from None

@@ -1,0 +1,105 @@
+"""Name and lay out a forged model's tensors for transformers' PyTorch classes.
+
+The conversion follows ``transformers.modeling_flax_pytorch_utils.load_flax_weights_in_pytorch_model``
+(Dense kernels transposed, convolution kernels from HWIO to OIHW, ``scale`` and ``embedding``
+renamed ``weight``), but tensor by tensor and lazily: the writer pulls each converted tensor
+when it writes it, so converting costs one tensor of memory, not a second copy of the model.
+(``from_pretrained(dir, from_flax=True)`` is no alternative: in transformers 4.51-4.57 it
+leaves the parameters on the meta device.) The names are checked against the PyTorch model
+built on the meta device, which allocates nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vedforge.weights.checkpoint import FlatState
+from vedforge.core.errors import BackendError
+
+
+class PermutedTensor:
+    """A tensor whose axes are permuted when the writer reads it."""
+
+    __slots__ = ("source", "axes", "shape", "dtype")
+
+    def __init__(self, source: Any, axes: tuple[int, ...]):
+        self.source, self.axes = source, axes
+        self.shape = tuple(source.shape[a] for a in axes)
+        self.dtype = np.dtype(source.dtype)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = np.ascontiguousarray(np.transpose(np.asarray(self.source), self.axes))
+        return data if dtype is None else data.astype(dtype)
+
+
+def pytorch_name(path: tuple[str, ...], ndim: int, expected: dict[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...] | None]:
+    """The PyTorch state-dict name of Flax parameter ``path``, and the axis permutation it needs (or None)."""
+    leaf, name = path[-1], ".".join(path)
+    if leaf == "kernel" and name not in expected:
+        axes = (3, 2, 0, 1) if ndim == 4 else (1, 0) if ndim == 2 else None
+        return ".".join(path[:-1] + ("weight",)), axes
+    if leaf in ("scale", "embedding"):
+        return ".".join(path[:-1] + ("weight",)), None
+    return name, None
+
+
+def meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """Shapes of every tensor in the state dict of ``VisionEncoderDecoderModel(config)``, and the
+    names that are tied to another tensor (``save_pretrained`` leaves those out)."""
+    import torch
+    from transformers import VisionEncoderDecoderModel
+
+    with torch.device("meta"):
+        model = VisionEncoderDecoderModel(config)
+    state = model.state_dict()
+    expected = {name: tuple(t.shape) for name, t in state.items()}
+    distinct = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    return expected, set(expected) - distinct
+
+
+_FORGE_ADVICE = "Forge with backend=flax without output.pytorch, and report this pairing"
+
+
+def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | None = None, *,
+                      advice: str = _FORGE_ADVICE) -> dict[str, Any]:
+    """The PyTorch state dict of the combined model, as lazily converted tensors.
+
+    Args:
+        config: the forged ``VisionEncoderDecoderConfig``.
+        params: the forged tensors in Flax layout.
+        native: tensors already in PyTorch layout and naming (an encoder built with PyTorch).
+        advice: the error's last sentence: what the user can do about a mismatch.
+
+    Raises:
+        BackendError: the tensors do not cover the PyTorch model, which would make
+            ``from_pretrained`` initialise what the forge meant to copy.
+    """
+    expected, tied = meta_state_shapes(config)
+    # (PyTorch name, tensor, where it came from), checked alike whichever layout it came in.
+    candidates = [(name, arr, name) for name, arr in (native or {}).items()]
+    for path, arr in params.items():
+        name, axes = pytorch_name(path, len(arr.shape), expected)
+        candidates.append((name, PermutedTensor(arr, axes) if axes else arr, "/".join(path)))
+    out: dict[str, Any] = {}
+    unexpected: list[str] = []
+    for name, tensor, source in candidates:
+        if name in expected and tuple(tensor.shape) == expected[name]:
+            out[name] = tensor
+        else:
+            unexpected.append(f"{source} {tuple(tensor.shape)}")
+    missing = sorted(set(expected) - set(out) - tied)
+    if unexpected or missing:
+        raise BackendError(
+            "The tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
+            f"({config.encoder.model_type} + {config.decoder.model_type}): "
+            + (f"no PyTorch place for {', '.join(unexpected[:5])}; " if unexpected else "")
+            + (f"nothing for {', '.join(missing[:5])}" if missing else "")
+            + f". {advice}."
+        )
+    return {name: arr for name, arr in out.items() if name not in tied}
