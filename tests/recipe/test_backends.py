@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_recipe
-from vedforge.recipe.backends import sweep_needs_torch
+from vedforge.recipe.backends import needs_flax, sweep_needs_flax, sweep_needs_torch
 from vedforge.core.errors import EXIT_USER_ERROR
 
 # Runs the CLI in-process, then reports whether torch was imported; TORCH_BLOCKED makes
@@ -83,6 +83,24 @@ def test_use_torch_0_with_backend_pt_is_explained(tmp_path):
 )
 def test_a_sweep_imports_torch_only_if_some_job_writes_pytorch(overrides, params, expected):
     assert sweep_needs_torch(compose_recipe(), overrides, params) is expected
+
+
+@pytest.mark.parametrize(
+    "base, overrides, params, expected",
+    [
+        ([], [], {}, True),  # cross-attention traces Flax classes, whatever the backend
+        (["backend=pt"], [], {}, True),
+        (["recipe=tiny_prefix_smoke"], [], {}, False),
+        (["recipe=tiny_prefix_smoke"], ["architecture=prefix,cross_attention"], {}, True),
+        ([], ["architecture=prefix"], {}, False),
+        ([], [], {"architecture": "prefix"}, False),
+    ],
+)
+def test_only_runs_with_a_cross_attention_job_let_transformers_import_jax(base, overrides, params, expected):
+    cfg = compose_recipe(base)
+    assert sweep_needs_flax(cfg, overrides, params) is expected
+    if not overrides and not params:
+        assert needs_flax(cfg) is expected
 
 
 def test_base_recipe_with_backend_pt_needs_torch():

@@ -58,16 +58,19 @@ def _job_configs(overrides: list[str], multirun: bool, config_dir: Optional[str]
             master = hydra.compose_config("config", overrides, run_mode=mode, with_log_configuration=False)
         except (HydraException, ValueError) as exc:
             raise VedforgeError(f"The overrides do not compose: {exc}") from None
-        from vedforge.recipe.backends import configure_torch_import, needs_torch, sweep_needs_torch
+        from vedforge.recipe.backends import (configure_flax_import, configure_torch_import, needs_flax, needs_torch,
+                                              sweep_needs_flax, sweep_needs_torch)
 
         if multirun:
             job_overrides = sweep_job_overrides(master, overrides)
             params = dict(master.hydra.sweeper.get("params") or {})
             # Planning a PyTorch forge builds torch's meta-device model; a Flax one never imports torch.
             configure_torch_import(sweep_needs_torch(master, overrides, params))
+            configure_flax_import(sweep_needs_flax(master, overrides, params))
         else:
             job_overrides = [None]
             configure_torch_import(needs_torch(master))
+            configure_flax_import(needs_flax(master))
         for job in job_overrides:
             if job is None:
                 config, dir_key = master, "hydra.run.dir"

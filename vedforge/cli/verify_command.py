@@ -20,11 +20,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("directory", type=Path, help="an artifact directory written by vedforge")
     args = parser.parse_args(argv)
-    from vedforge.recipe.backends import configure_torch_import, needs_torch
+    from vedforge.recipe.backends import configure_flax_import, configure_torch_import, needs_flax, needs_torch
 
     recorded = recorded_recipe(args.directory.absolute())
     # Before the forge imports transformers: torch only if the recorded recipe writes PyTorch weights.
     configure_torch_import(recorded[1] is None or needs_torch(recorded[1]))
+    # A conversion's source is a Flax checkpoint, but converting it reads no Flax class.
+    configure_flax_import(recorded[1] is not None and needs_flax(recorded[1]))
     checks = verify(args.directory, recorded)
     table = Table(title=f"verify {args.directory}")
     for column in ("file", "status", "recorded sha256", "rebuilt sha256"):

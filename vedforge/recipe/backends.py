@@ -1,9 +1,11 @@
-"""Which framework a run needs, and keeping torch out of runs that do not need it.
+"""Which frameworks a run needs, and keeping the others out of it.
 
 transformers imports torch whenever it is installed (about 4 s), unless ``USE_TORCH=0`` is
-set before transformers is first imported. A Flax forge never needs torch, so the CLI
-decides from the composed recipe, before anything imports transformers, whether the run
-may use it: ``backend=pt`` or ``output.pytorch=true`` in the recipe or in any job of a sweep.
+set before transformers is first imported; and it imports jax (about 1 s) for its image
+transforms whenever jax is installed, unless ``USE_FLAX=0``. A Flax forge never needs torch,
+and a prefix (LLaVA-style) forge never needs jax, so the CLI decides from the composed recipe,
+before anything imports transformers, what the run may use. Only the command line does this:
+``import vedforge`` changes nothing in the importing process.
 """
 
 from __future__ import annotations
@@ -52,6 +54,35 @@ def configure_torch_import(needed: bool) -> None:
     """
     if not needed:
         os.environ.setdefault("USE_TORCH", "0")
+
+
+def _architecture(cfg: Any) -> str:
+    return option_value(cfg.architecture.name) if "architecture" in cfg else "cross_attention"
+
+
+def needs_flax(cfg: Any) -> bool:
+    """True when forging ``cfg`` traces transformers' Flax classes: every cross-attention forge
+    (its tensors are laid out in Flax's tree), whatever its backend; never a prefix forge."""
+    return _architecture(cfg) != "prefix"
+
+
+def sweep_needs_flax(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
+    """True when any job of a sweep may need Flax (see :func:`needs_flax`)."""
+    pairs = [_swept_values(o) for o in overrides]
+    pairs += [_swept_values(f"{k}={v}") for k, v in (sweeper_params or {}).items()]
+    swept = [values for key, values in pairs if key in ("architecture", "architecture.name")]
+    if swept:
+        return any(value != "prefix" for values in swept for value in values)
+    return needs_flax(cfg)
+
+
+def configure_flax_import(needed: bool) -> None:
+    """Before transformers is imported: hide jax and flax from it unless this run needs them.
+
+    An explicit ``USE_FLAX`` from the user is respected either way.
+    """
+    if not needed:
+        os.environ.setdefault("USE_FLAX", "0")
 
 
 def require_torch(what: str) -> Any:

@@ -113,13 +113,16 @@ class SweepSummary(Callback):
     empty: Optional[list[str]] = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from vedforge.recipe.backends import configure_torch_import, sweep_needs_torch
+        from vedforge.recipe.backends import (configure_flax_import, configure_torch_import, sweep_needs_flax,
+                                              sweep_needs_torch)
 
         SweepSummary.failed, SweepSummary.empty = [], None
         # Before any job imports transformers: one decision for every job of this process and
         # the launcher's workers, which inherit the environment.
         sweeper_params = config.hydra.sweeper.get("params") or {}
-        configure_torch_import(sweep_needs_torch(config, list(config.hydra.overrides.task), dict(sweeper_params)))
+        task_overrides = list(config.hydra.overrides.task)
+        configure_torch_import(sweep_needs_torch(config, task_overrides, dict(sweeper_params)))
+        configure_flax_import(sweep_needs_flax(config, task_overrides, dict(sweeper_params)))
         # Every job of this run writes its record again; records of an earlier run into
         # the same sweep directory (other pairs, other overrides) must not enter its summary.
         jobs = Path(config.hydra.sweep.dir) / JOBS_DIR

@@ -12,13 +12,21 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 
 from vedforge.core.errors import CorruptCheckpointError
 from vedforge.weights.formats import MSGPACK_EXT_NDARRAY, SAFETENSORS_DTYPES
 
+
+
+class TensorSpec(NamedTuple):
+    """A tensor's shape and dtype and nothing else: what a plan knows before any weight is read
+    (the shape-only record that needs no jax, unlike ``jax.ShapeDtypeStruct``)."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
 
 class FileRange:

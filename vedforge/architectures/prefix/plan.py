@@ -109,8 +109,9 @@ class PrefixPlan:
 def _shapes(part: PartPlan) -> Mapping[str, Any]:
     """A part's tensors by name with shape and dtype: from the safetensors headers of its files
     (nothing else is read), or for random weights from its class built on the meta device."""
-    import jax
     import numpy as np
+
+    from vedforge.weights.lazy_tensor import TensorSpec
 
     if part.recipe.random_weights or not all(f.on_disk for f in part.files):
         import torch
@@ -119,7 +120,7 @@ def _shapes(part: PartPlan) -> Mapping[str, Any]:
         stored = "float32" if part.recipe.random_weights else _config_dtype(part.config.model)
         with torch.device("meta"):
             model = _random_model(part)
-        return {n: jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
+        return {n: TensorSpec(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
     from vedforge.architectures.prefix.weights import read_part_tensors
 
     return read_part_tensors(part.source.path, header_only=True)

@@ -35,10 +35,8 @@ def _files(path: Path) -> list[Path]:
 def read_part_tensors(path: Path, *, header_only: bool = False) -> dict[str, Any]:
     """Every tensor of the checkpoint in ``path`` by its PyTorch name, read only when converted to
     an array (with ``header_only``, shape specs: nothing but headers is read)."""
-    import jax
-
     from vedforge.weights.checkpoint import safetensors_format
-    from vedforge.weights.lazy_tensor import index_safetensors
+    from vedforge.weights.lazy_tensor import TensorSpec, index_safetensors
 
     files = _files(path)
     tensors: dict[str, Any] = {}
@@ -53,7 +51,7 @@ def read_part_tensors(path: Path, *, header_only: bool = False) -> dict[str, Any
         for file in files:
             tensors.update(_torch_file(file))
     if header_only:
-        return {name: jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(t.dtype)) for name, t in tensors.items()}
+        return {name: TensorSpec(tuple(t.shape), np.dtype(t.dtype)) for name, t in tensors.items()}
     return tensors
 
 
