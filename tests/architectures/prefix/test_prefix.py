@@ -420,7 +420,7 @@ def test_offline_prefix_recipe_forges(tmp_path):
 @pytest.mark.parametrize("recipe", ["siglip_smollm2_prefix", "clip_qwen2_prefix", "compare_prefix_pairs"])
 def test_prefix_recipes_compose_as_prefix_pt_recipes(recipe):
     cfg = compose_recipe([f"recipe={recipe}"])
-    assert (cfg.architecture.name.value, cfg.backend.name.value) == ("prefix", "pt")
+    assert (cfg.architecture.name, cfg.backend.name.value) == ("prefix", "pt")
     if recipe != "compare_prefix_pairs":
         assert cfg.encoder.weights.value == cfg.decoder.weights.value == "pretrained"
     if recipe == "siglip_smollm2_prefix":
