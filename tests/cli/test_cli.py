@@ -161,3 +161,30 @@ def test_debug_switch_shows_the_traceback(tmp_path):
                      env={"VEDFORGE_DEBUG": "1"})
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "SourceNotFoundError" in result.stderr
+
+
+COMPOSITION_ERRORS = {
+    "wrong type": ["seed=abc"],
+    "unknown group option": ["encoder=vit_huge"],
+    "misspelt key": ["encoder.revison=main"],
+    "a sweep job that does not compose": ["-m", "encoder=vit_tiny,vit_huge", "hydra.sweep.dir=sweep"],
+}
+
+
+@pytest.mark.parametrize("full_error", [False, True], ids=["", "HYDRA_FULL_ERROR=1"])
+@pytest.mark.parametrize("case", COMPOSITION_ERRORS)
+def test_a_composition_error_exits_2_with_or_without_hydra_full_error(case, full_error, tmp_path):
+    env = {"HYDRA_FULL_ERROR": "1"} if full_error else {"HYDRA_FULL_ERROR": ""}
+    result = run_cli(*COMPOSITION_ERRORS[case], cwd=tmp_path, env=env)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    # HYDRA_FULL_ERROR=1 asks for Hydra's stack; without it Hydra prints its message only.
+    assert ("Traceback" in result.stderr) == full_error, result.stderr
+
+
+@pytest.mark.parametrize("full_error", [False, True], ids=["", "HYDRA_FULL_ERROR=1"])
+def test_a_user_error_with_its_traceback_still_exits_2(full_error, tmp_path):
+    env = {"VEDFORGE_DEBUG": "1", "HYDRA_FULL_ERROR": "1" if full_error else ""}
+    result = run_cli("encoder.name_or_path=/no/such/checkpoint", f"output.dir={tmp_path / 'o'}", cwd=tmp_path, env=env)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert "Traceback" in result.stderr and "SourceNotFoundError" in result.stderr
+

@@ -1,7 +1,8 @@
 """The ``vedforge`` command: Hydra composes the recipe, the runner forges it.
 
 Exit codes: 0 success, 2 a problem with the recipe, inputs or environment (the message
-says what to change), 3 an internal error; ``vedforge verify`` exits 1 when a rebuilt file
+says what to change; Hydra's composition errors too, with or without HYDRA_FULL_ERROR=1),
+3 an internal error, 130 interrupted; ``vedforge verify`` exits 1 when a rebuilt file
 differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
 """
 
@@ -20,8 +21,13 @@ from vedforge.sweeps.summary import SweepSummary, register_resolvers
 # import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
 register_resolvers()
 
-# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
+# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type), and
+# on an exception the task function lets through (VEDFORGE_DEBUG=1). With HYDRA_FULL_ERROR=1 it
+# lets the exception itself through instead.
 _HYDRA_ERROR_EXIT = 1
+# The exit code of the error run_task let through for its traceback (VEDFORGE_DEBUG=1), so that
+# Hydra reporting it does not turn it into a composition error's.
+_task_exit = None
 
 
 def run_task(cfg) -> None:
@@ -33,6 +39,7 @@ def run_task(cfg) -> None:
     from vedforge.pipeline.runner import forge
     from vedforge.core.secrets import redact
 
+    global _task_exit
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
@@ -57,11 +64,13 @@ def run_task(cfg) -> None:
         redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
+            _task_exit = EXIT_USER_ERROR
             raise
         report(str(exc))
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
         if _debug():
+            _task_exit = EXIT_INTERNAL_ERROR
             raise
         report(
             f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; "
@@ -208,12 +217,18 @@ def main() -> None:
         app()
     except SystemExit as exc:
         if exc.code == _HYDRA_ERROR_EXIT:
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(_task_exit or EXIT_USER_ERROR)
         raise
     except KeyboardInterrupt:
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception:
+        # HYDRA_FULL_ERROR=1: Hydra let its error through for the full stack, which it asked for.
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(_task_exit or EXIT_USER_ERROR)
     finally:
         if _private_run_dir is not None:
             remove_run_dir(_private_run_dir)
