@@ -37,9 +37,13 @@ def run_task(cfg) -> None:
 
     from vedforge.recipe.backends import configure_torch_import, needs_torch
     from vedforge.pipeline.runner import forge
-    from vedforge.core.secrets import redact
+    from vedforge.core.secrets import guard_console, redact, register
 
     global _task_exit
+    # A token from a recipe file is not on the command line; and a launcher's worker process
+    # (joblib, submitit, Ray) did not start in main().
+    register(cfg.hub.token)
+    guard_console()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
@@ -188,6 +192,13 @@ def entry() -> None:
 
 def main() -> None:
     """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
+    from vedforge.core.secrets import guard_console, register, tokens_in_overrides
+
+    # Before anything prints: Hydra logs a sweep's command lines, prints --cfg, and quotes
+    # overrides in its errors.
+    for token in tokens_in_overrides(sys.argv[1:]):
+        register(token)
+    guard_console()
     if sys.argv[1:2] in (["verify"], ["convert"]):
         sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
@@ -203,6 +214,8 @@ def main() -> None:
     import hydra
 
     from vedforge.core.resources import config_dir
+    from vedforge.core.secrets import redact_registered
+    from vedforge.cli.run_dir import RunDirCheck
     from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.recipe.schema import register_schema
 
@@ -232,6 +245,8 @@ def main() -> None:
     finally:
         if _private_run_dir is not None:
             remove_run_dir(_private_run_dir)
+        # Hydra wrote the command line (multirun.yaml, .hydra/) also where no job ran to redact it.
+        redact_registered(RunDirCheck.directories)
     if SweepSummary.empty is not None:
         swept = ", ".join(SweepSummary.empty) or "none"
         report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "
