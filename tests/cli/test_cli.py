@@ -188,3 +188,46 @@ def test_a_user_error_with_its_traceback_still_exits_2(full_error, tmp_path):
     assert result.returncode == EXIT_USER_ERROR, result.stderr
     assert "Traceback" in result.stderr and "SourceNotFoundError" in result.stderr
 
+
+def _hinted_overrides(text: str) -> list[str]:
+    """The overrides a skip message says forge the artifact again."""
+    import re
+
+    match = re.search(r"((?:[\w.]+=\w+ )+)forges it again", text)
+    assert match, text
+    return match.group(1).split()
+
+
+def test_the_skip_hints_forge_the_artifact_again(tmp_path):
+    out = f"output.dir={tmp_path / 'model'}"
+    assert run_cli(out, cwd=tmp_path).returncode == 0
+    skipped = run_cli(out, cwd=tmp_path)
+    assert skipped.returncode == 0 and "Already complete, skipped" in skipped.stderr, skipped.stderr
+    planned = run_cli("plan", out, cwd=tmp_path)
+    assert planned.returncode == 0 and "SKIPPED" in planned.stdout, planned.stdout
+    for hint in (_hinted_overrides(skipped.stderr), _hinted_overrides(planned.stdout)):
+        again = run_cli(out, *hint, cwd=tmp_path)
+        assert again.returncode == 0, (hint, again.stderr)
+        assert "Forged vit + gpt2" in again.stderr, again.stderr
+
+
+def _without_weights(tmp: Path, name: str) -> Path:
+    """An embedded tiny checkpoint's config and tokenizer files, without weights."""
+    return _copy_asset(tmp / f"{name}_no_weights", name)
+
+
+@pytest.mark.parametrize("role, overrides", [
+    ("decoder", ["decoder.name_or_path={gpt2_tiny}", "decoder.weights=pretrained"]),
+    ("encoder", ["encoder.name_or_path={vit_tiny}", "encoder.weights=pretrained"]),
+    ("decoder", ["architecture=prefix", "backend=pt", "decoder=llama_tiny", "decoder.name_or_path={llama_tiny}",
+                 "decoder.weights=pretrained"]),
+], ids=["decoder", "encoder", "prefix decoder"])
+def test_a_checkpoint_without_weights_names_the_key_that_builds_it_from_its_config(role, overrides, tmp_path):
+    if "backend=pt" in overrides:
+        pytest.importorskip("torch")
+    paths = {name: _without_weights(tmp_path, name) for name in ("gpt2_tiny", "vit_tiny", "llama_tiny")}
+    result = run_cli(*[o.format(**paths) for o in overrides], f"output.dir={tmp_path / 'out'}", cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert f"Set {role}.weights=random to use only its config" in message, message
+    assert not (tmp_path / "out").exists()
