@@ -43,3 +43,20 @@ def test_verify_passes_on_a_good_dir_and_reports_an_altered_weight_file(tmp_path
 def test_verify_refuses_a_directory_without_manifest(tmp_path):
     result = run_cli("verify", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "vedforge_manifest.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_verify_reports_a_deleted_file_as_missing(tmp_path):
+    out = _forge(tmp_path, "model", 3)
+    (out / "vocab.json").unlink()
+    result = run_cli("verify", str(out), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = " ".join(result.stdout.split())
+    assert "1 of" in report and "vocab.json (missing)" in report, report
+    assert "altered" not in report
+
+
+def test_verify_says_a_path_that_does_not_exist_does_not_exist(tmp_path):
+    result = run_cli("verify", str(tmp_path / "no" / "such"), cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"'{tmp_path / 'no' / 'such'}' does not exist" in message and "vedforge_manifest.json" not in message, message

@@ -1,7 +1,8 @@
 """The ``vedforge`` command: Hydra composes the recipe, the runner forges it.
 
 Exit codes: 0 success, 2 a problem with the recipe, inputs or environment (the message
-says what to change), 3 an internal error; ``vedforge verify`` exits 1 when a rebuilt file
+says what to change; Hydra's composition errors too, with or without HYDRA_FULL_ERROR=1),
+3 an internal error, 130 interrupted; ``vedforge verify`` exits 1 when a rebuilt file
 differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
 """
 
@@ -20,8 +21,13 @@ from vedforge.sweeps.summary import SweepSummary, register_resolvers
 # import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
 register_resolvers()
 
-# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
+# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type), and
+# on an exception the task function lets through (VEDFORGE_DEBUG=1). With HYDRA_FULL_ERROR=1 it
+# lets the exception itself through instead.
 _HYDRA_ERROR_EXIT = 1
+# The exit code of the error run_task let through for its traceback (VEDFORGE_DEBUG=1), so that
+# Hydra reporting it does not turn it into a composition error's.
+_task_exit = None
 
 
 def run_task(cfg) -> None:
@@ -31,8 +37,13 @@ def run_task(cfg) -> None:
 
     from vedforge.recipe.backends import configure_flax_import, configure_torch_import, needs_flax, needs_torch
     from vedforge.pipeline.runner import forge
-    from vedforge.core.secrets import redact
+    from vedforge.core.secrets import guard_console, redact, register
 
+    global _task_exit
+    # A token from a recipe file is not on the command line; and a launcher's worker process
+    # (joblib, submitit, Ray) did not start in main().
+    register(cfg.hub.token)
+    guard_console()
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
@@ -58,11 +69,13 @@ def run_task(cfg) -> None:
         redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
+            _task_exit = EXIT_USER_ERROR
             raise
         report(str(exc))
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
         if _debug():
+            _task_exit = EXIT_INTERNAL_ERROR
             raise
         report(
             f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; "
@@ -180,6 +193,13 @@ def entry() -> None:
 
 def main() -> None:
     """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
+    from vedforge.core.secrets import guard_console, register, tokens_in_overrides
+
+    # Before anything prints: Hydra logs a sweep's command lines, prints --cfg, and quotes
+    # overrides in its errors.
+    for token in tokens_in_overrides(sys.argv[1:]):
+        register(token)
+    guard_console()
     if sys.argv[1:2] in (["verify"], ["convert"]):
         sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
@@ -195,6 +215,8 @@ def main() -> None:
     import hydra
 
     from vedforge.core.resources import config_dir
+    from vedforge.core.secrets import redact_registered
+    from vedforge.cli.run_dir import RunDirCheck
     from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.recipe.schema import register_schema
 
@@ -209,15 +231,23 @@ def main() -> None:
         app()
     except SystemExit as exc:
         if exc.code == _HYDRA_ERROR_EXIT:
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(_task_exit or EXIT_USER_ERROR)
         raise
     except KeyboardInterrupt:
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception:
+        # HYDRA_FULL_ERROR=1: Hydra let its error through for the full stack, which it asked for.
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(_task_exit or EXIT_USER_ERROR)
     finally:
         if _private_run_dir is not None:
             remove_run_dir(_private_run_dir)
+        # Hydra wrote the command line (multirun.yaml, .hydra/) also where no job ran to redact it.
+        redact_registered(RunDirCheck.directories)
     if SweepSummary.empty is not None:
         swept = ", ".join(SweepSummary.empty) or "none"
         report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "

@@ -45,6 +45,7 @@ def _job_configs(overrides: list[str], multirun: bool, config_dir: Optional[str]
     from omegaconf import OmegaConf, open_dict, read_write
 
     from vedforge.core.resources import config_dir as default_config_dir
+    from vedforge.core.secrets import register
     from vedforge.recipe.schema import register_schema
 
     register_schema()
@@ -86,6 +87,8 @@ def _job_configs(overrides: list[str], multirun: bool, config_dir: Optional[str]
                 HydraConfig.instance().set_config(config)
                 output_dir = os.path.join(OmegaConf.select(config, "hydra.sweep.dir"),
                                           str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            # A recipe file's token is printed nowhere either (vedforge.core.secrets).
+            register(OmegaConf.select(config, "hub.token"))
             with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
                 config.hydra.runtime.output_dir = os.path.abspath(output_dir)
             HydraConfig.instance().set_config(config)

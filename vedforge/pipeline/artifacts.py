@@ -301,12 +301,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_state(path: Path, entry: dict[str, Any]) -> Optional[str]:
+    """``missing`` when ``path`` is not a file, ``altered`` when it differs from its manifest entry
+    in size or sha256 (the size first: it costs no read), None when it matches."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        return "altered"
+    return None
+
+
 def altered_files(directory: Path, files: dict[str, dict[str, Any]]) -> Iterator[str]:
     """Yield, lazily, each name of a manifest file table whose file under ``directory`` is missing
-    or differs from its entry in size or sha256 (the size first: it costs no read)."""
+    or altered (:func:`file_state`)."""
     for name, entry in files.items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        if file_state(directory / name, entry) is not None:
             yield name
 
 

@@ -22,7 +22,7 @@ from vedforge.core.errors import OutputError
 from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.pipeline.manifest import build_manifest, write_manifest
 from vedforge.pipeline.plan import SKIP, build_plan
-from vedforge.pipeline.plan_report import log_plan
+from vedforge.pipeline.plan_report import FORGE_AGAIN, log_plan
 from vedforge.recipe.typed import ROLES
 from vedforge.weights.progress import byte_progress
 
@@ -88,7 +88,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         plan = build_plan(cfg)
     log_plan(plan)
     if plan.outcome == SKIP:
-        log.info("Already complete, skipped: %s (output.resume=false forges it again)", plan.output_dir)
+        log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
         return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0})
     arch = architecture_of(plan)
     with timer.step("fetch", "Fetching weights"):
