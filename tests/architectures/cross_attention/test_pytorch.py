@@ -160,6 +160,31 @@ def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
         forge(compose_recipe(["output.pytorch=true", "output.format=safetensors", f"output.dir={tmp_path}"]))
 
 
+@pytest.mark.parametrize("overrides, named", [
+    (["output.format=safetensors"], ["output.format=safetensors"]),
+    (["output.pytorch=true"], ["output.pytorch=true"]),
+    (["output.format=safetensors", "output.pytorch=true"], ["output.format=safetensors", "output.pytorch=true"]),
+])
+def test_flax_output_settings_with_backend_pt_are_refused(tmp_path, overrides, named):
+    """backend=pt always writes PyTorch model.safetensors; the Flax output choices would be ignored."""
+    with pytest.raises(RecipeError) as refused:
+        forge(compose_recipe(["backend=pt", *overrides, f"output.dir={tmp_path / 'out'}"]))
+    message = str(refused.value)
+    assert "\n" not in message
+    for setting in named:
+        assert setting in message
+    assert "backend=flax" in message and "backend=pt always writes PyTorch model.safetensors" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("overrides, records_torch", [
+    (["backend=pt"], True), (["output.pytorch=true"], True), ([], False),
+])
+def test_the_manifest_records_torchs_version_when_the_forge_writes_pytorch(tmp_path, overrides, records_torch):
+    manifest = forge(compose_recipe([*overrides, f"output.dir={tmp_path / 'out'}"])).manifest
+    assert manifest["versions"].get("torch") == (torch.__version__ if records_torch else None)
+
+
 @pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr", "siglip"))
 def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, monkeypatch, encoder):
     import transformers
