@@ -160,23 +160,6 @@ def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
         forge(compose_recipe(["output.pytorch=true", "output.format=safetensors", f"output.dir={tmp_path}"]))
 
 
-@pytest.mark.parametrize("overrides, named", [
-    (["output.format=safetensors"], ["output.format=safetensors"]),
-    (["output.pytorch=true"], ["output.pytorch=true"]),
-    (["output.format=safetensors", "output.pytorch=true"], ["output.format=safetensors", "output.pytorch=true"]),
-])
-def test_flax_output_settings_with_backend_pt_are_refused(tmp_path, overrides, named):
-    """backend=pt always writes PyTorch model.safetensors; the Flax output choices would be ignored."""
-    with pytest.raises(RecipeError) as refused:
-        forge(compose_recipe(["backend=pt", *overrides, f"output.dir={tmp_path / 'out'}"]))
-    message = str(refused.value)
-    assert "\n" not in message
-    for setting in named:
-        assert setting in message
-    assert "backend=flax" in message and "backend=pt always writes PyTorch model.safetensors" in message
-    assert not (tmp_path / "out").exists()
-
-
 @pytest.mark.parametrize("overrides, records_torch", [
     (["backend=pt"], True), (["output.pytorch=true"], True), ([], False),
 ])
