@@ -10,6 +10,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# The CLI, run in-process by some tests, tells transformers to leave out torch or jax for a run
+# that does not need them (USE_TORCH=0, USE_FLAX=0), before transformers is first imported.
+# transformers reads those once per process: import it here, with every framework, so a test
+# that plans a prefix recipe in-process does not take Flax away from the tests after it.
+import transformers  # noqa: E402,F401
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig

@@ -446,6 +446,8 @@ def _printed_in_process(overrides: str, message: str, tmp_path: Path, monkeypatc
         from vedforge.pipeline.verify import recorded_recipe
 
         monkeypatch.chdir(tmp_path)
+        if "does not exist" not in message:
+            (tmp_path / args[2]).mkdir(exist_ok=True)  # a directory, but not one vedforge wrote
         with pytest.raises(VedforgeError) as refused:
             recorded_recipe(Path(args[2]))
         return str(refused.value)
