@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
 import sys
 from pathlib import Path
 
 from vedforge.cli.messages import debug_enabled as _debug, report
 from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
-from vedforge.sweeps.summary import SweepSummary, register_resolvers
+from vedforge.sweeps import interrupts
+from vedforge.sweeps.summary import SweepSummary, register_resolvers, write_interrupted_summary
 
 # At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
 # import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
@@ -22,6 +24,7 @@ register_resolvers()
 
 # Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
 _HYDRA_ERROR_EXIT = 1
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
 def run_task(cfg) -> None:
@@ -79,7 +82,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     import traceback
 
     from vedforge.pipeline.runner import forge
-    from vedforge.sweeps.summary import log_pair_done, record_for, write_job_record, write_summary
+    from vedforge.sweeps.summary import (INTERRUPTED_ERROR, log_pair_done, mark_started, record_for, refusal_of,
+                                         write_job_record, write_summary)
 
     pair = str(hydra_cfg.sweep.subdir)
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -89,18 +93,28 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         return record_for(cfg, pair, status=status, output_dir=None, manifest=None,
                           wall_s=time.perf_counter() - started, error=error)
 
+    interrupts.check()  # a Ctrl-C swallowed since the last job (vedforge.sweeps.interrupts) stops the sweep here
+    # Should Ctrl-C come before this job records its outcome, the summary shows the pair as interrupted.
+    mark_started(sweep_dir, pair, unpublished("interrupted", INTERRUPTED_ERROR))
     try:
-        result = forge(cfg, hydra_records=records, cache=_shared_cache())
-        row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
-                         manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
+        refusal = refusal_of(sweep_dir, pair)
+        if refusal is not None:
+            row = unpublished("failed", refusal)
+        else:
+            result = forge(cfg, hydra_records=records, cache=_shared_cache())
+            row = record_for(cfg, pair, status="skipped" if result.skipped else "forged",
+                             output_dir=result.output_dir, manifest=result.manifest,
+                             wall_s=time.perf_counter() - started, loads=result.loads)
     except VedforgeError as exc:
         row = unpublished("failed", str(exc))
     except KeyboardInterrupt:
-        # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
-        # call on_multirun_end), and let the interrupt end the run.
+        # Ctrl-C stops the sweep here: record the pair and let the interrupt end the run. The process
+        # that runs the sweep then writes the summary (Hydra will not call on_multirun_end); a
+        # launcher's worker process writes it too, in case that process was not interrupted.
         write_job_record(sweep_dir, pair, unpublished(
             "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
-        write_summary(sweep_dir)
+        if SweepSummary.sweep_dir is None:
+            write_summary(sweep_dir)
         raise
     except Exception as exc:
         if _debug():
@@ -110,6 +124,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
     write_job_record(sweep_dir, pair, row)
     log_pair_done(sweep_dir)
+    interrupts.check()  # one swallowed during this job: the pair is recorded, the sweep stops
 
 
 _sweep_cache = None
@@ -200,18 +215,30 @@ def main() -> None:
 
     global _private_run_dir
     register_schema()
+    SweepSummary.sweep_dir = None
     # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
     _private_run_dir = private_run_dir(sys.argv[1:])
     if _private_run_dir is not None:
         sys.argv.append(run_dir_override(_private_run_dir))
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
+    if _MULTIRUN_FLAGS & set(sys.argv[1:]):
+        # Until the sweep knows its pairs, so that an interrupted sweep's summary lists them all.
+        interrupts.hold()
     try:
         app()
+        interrupts.release()  # a Ctrl-C held while no sweep started (e.g. --cfg job)
+        interrupts.check()  # one swallowed after the last job
     except SystemExit as exc:
         if exc.code == _HYDRA_ERROR_EXIT:
             sys.exit(EXIT_USER_ERROR)
         raise
     except KeyboardInterrupt:
+        # The summary of an interrupted sweep, with a row per pair; a second Ctrl-C must not cut it short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            write_interrupted_summary()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
