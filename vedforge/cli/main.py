@@ -95,7 +95,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
 
     interrupts.check()  # a Ctrl-C swallowed since the last job (vedforge.sweeps.interrupts) stops the sweep here
     # Should Ctrl-C come before this job records its outcome, the summary shows the pair as interrupted.
-    mark_started(sweep_dir, pair, unpublished("interrupted", INTERRUPTED_ERROR))
+    mark_started(sweep_dir, pair, record_for(cfg, pair, status="interrupted", output_dir=None, manifest=None,
+                                             wall_s=None, error=INTERRUPTED_ERROR))
     try:
         refusal = refusal_of(sweep_dir, pair)
         if refusal is not None:
@@ -111,8 +112,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         # Ctrl-C stops the sweep here: record the pair and let the interrupt end the run. The process
         # that runs the sweep then writes the summary (Hydra will not call on_multirun_end); a
         # launcher's worker process writes it too, in case that process was not interrupted.
-        write_job_record(sweep_dir, pair, unpublished(
-            "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
+        write_job_record(sweep_dir, pair, unpublished("interrupted", INTERRUPTED_ERROR))
         if SweepSummary.sweep_dir is None:
             write_summary(sweep_dir)
         raise

@@ -313,7 +313,7 @@ def _row(cfg: DictConfig, choices: Any, pair: str, *, status: str, output_dir: O
 
 
 def record_for(cfg: DictConfig, pair: str, *, status: str, output_dir: Optional[Path], manifest: Optional[dict],
-               wall_s: float, error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
+               wall_s: Optional[float], error: Optional[str] = None, loads: Optional[dict] = None) -> dict[str, Any]:
     """One summary row."""
     from hydra.core.hydra_config import HydraConfig
 
