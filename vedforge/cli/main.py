@@ -97,6 +97,7 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     # Should Ctrl-C come before this job records its outcome, the summary shows the pair as interrupted.
     mark_started(sweep_dir, pair, record_for(cfg, pair, status="interrupted", output_dir=None, manifest=None,
                                              wall_s=None, error=INTERRUPTED_ERROR))
+    refusal = None
     try:
         refusal = refusal_of(sweep_dir, pair)
         if refusal is not None:
@@ -120,6 +121,9 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         if _debug():
             traceback.print_exc()
         row = unpublished("failed", f"internal error: {type(exc).__name__}: {exc}")
+    if row["status"] == "failed" and refusal is None and interrupts.requested():
+        # A library turned the KeyboardInterrupt into an error of its own: the pair was interrupted.
+        row = unpublished("interrupted", INTERRUPTED_ERROR)
     if row["status"] == "failed":
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
     write_job_record(sweep_dir, pair, row)

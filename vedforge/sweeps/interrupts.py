@@ -65,6 +65,11 @@ def release() -> None:
         raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    """True once Ctrl-C has been pressed since :func:`hold`."""
+    return _interrupted
+
+
 def check() -> None:
     """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed since :func:`hold`, even when the first
     one was swallowed on its way."""
