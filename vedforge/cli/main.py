@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
 import sys
 from pathlib import Path
 
 from vedforge.cli.messages import debug_enabled as _debug, report
 from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
-from vedforge.sweeps.summary import SweepSummary, register_resolvers
+from vedforge.sweeps import interrupts
+from vedforge.sweeps.summary import SweepSummary, register_resolvers, write_interrupted_summary
 
 # At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
 # import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
@@ -28,6 +30,7 @@ _HYDRA_ERROR_EXIT = 1
 # The exit code of the error run_task let through for its traceback (VEDFORGE_DEBUG=1), so that
 # Hydra reporting it does not turn it into a composition error's.
 _task_exit = None
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
 def run_task(cfg) -> None:
@@ -92,7 +95,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     import traceback
 
     from vedforge.pipeline.runner import forge
-    from vedforge.sweeps.summary import log_pair_done, record_for, write_job_record, write_summary
+    from vedforge.sweeps.summary import (INTERRUPTED_ERROR, log_pair_done, mark_started, record_for, refusal_of,
+                                         write_job_record, write_summary)
 
     pair = str(hydra_cfg.sweep.subdir)
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -102,27 +106,42 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         return record_for(cfg, pair, status=status, output_dir=None, manifest=None,
                           wall_s=time.perf_counter() - started, error=error)
 
+    interrupts.check()  # a Ctrl-C swallowed since the last job (vedforge.sweeps.interrupts) stops the sweep here
+    # Should Ctrl-C come before this job records its outcome, the summary shows the pair as interrupted.
+    mark_started(sweep_dir, pair, record_for(cfg, pair, status="interrupted", output_dir=None, manifest=None,
+                                             wall_s=None, error=INTERRUPTED_ERROR))
+    refusal = None
     try:
-        result = forge(cfg, hydra_records=records, cache=_shared_cache())
-        row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
-                         manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
+        refusal = refusal_of(sweep_dir, pair)
+        if refusal is not None:
+            row = unpublished("failed", refusal)
+        else:
+            result = forge(cfg, hydra_records=records, cache=_shared_cache())
+            row = record_for(cfg, pair, status="skipped" if result.skipped else "forged",
+                             output_dir=result.output_dir, manifest=result.manifest,
+                             wall_s=time.perf_counter() - started, loads=result.loads)
     except VedforgeError as exc:
         row = unpublished("failed", str(exc))
     except KeyboardInterrupt:
-        # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
-        # call on_multirun_end), and let the interrupt end the run.
-        write_job_record(sweep_dir, pair, unpublished(
-            "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
-        write_summary(sweep_dir)
+        # Ctrl-C stops the sweep here: record the pair and let the interrupt end the run. The process
+        # that runs the sweep then writes the summary (Hydra will not call on_multirun_end); a
+        # launcher's worker process writes it too, in case that process was not interrupted.
+        write_job_record(sweep_dir, pair, unpublished("interrupted", INTERRUPTED_ERROR))
+        if SweepSummary.sweep_dir is None:
+            write_summary(sweep_dir)
         raise
     except Exception as exc:
         if _debug():
             traceback.print_exc()
         row = unpublished("failed", f"internal error: {type(exc).__name__}: {exc}")
+    if row["status"] == "failed" and refusal is None and interrupts.requested():
+        # A library turned the KeyboardInterrupt into an error of its own: the pair was interrupted.
+        row = unpublished("interrupted", INTERRUPTED_ERROR)
     if row["status"] == "failed":
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
     write_job_record(sweep_dir, pair, row)
     log_pair_done(sweep_dir)
+    interrupts.check()  # one swallowed during this job: the pair is recorded, the sweep stops
 
 
 _sweep_cache = None
@@ -222,18 +241,30 @@ def main() -> None:
 
     global _private_run_dir
     register_schema()
+    SweepSummary.sweep_dir = None
     # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
     _private_run_dir = private_run_dir(sys.argv[1:])
     if _private_run_dir is not None:
         sys.argv.append(run_dir_override(_private_run_dir))
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
+    if _MULTIRUN_FLAGS & set(sys.argv[1:]):
+        # Until the sweep knows its pairs, so that an interrupted sweep's summary lists them all.
+        interrupts.hold()
     try:
         app()
+        interrupts.release()  # a Ctrl-C held while no sweep started (e.g. --cfg job)
+        interrupts.check()  # one swallowed after the last job
     except SystemExit as exc:
         if exc.code == _HYDRA_ERROR_EXIT:
             sys.exit(_task_exit or EXIT_USER_ERROR)
         raise
     except KeyboardInterrupt:
+        # The summary of an interrupted sweep, with a row per pair; a second Ctrl-C must not cut it short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            write_interrupted_summary()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)

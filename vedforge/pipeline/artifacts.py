@@ -58,6 +58,28 @@ def not_a_directory(final: Path, setting: str = "output.dir") -> Optional[Output
     return None
 
 
+def not_writable(final: Path, setting: str = "output.dir") -> Optional[OutputError]:
+    """The error for a destination whose parent cannot be created or written in (read-only, no
+    permission, a file system that takes no new entries such as /proc), or None; found by creating
+    a hidden probe directory in the nearest existing ancestor and removing it at once, so nothing
+    is left behind. The error is the one creating the parent, or the lock in it, would give."""
+    parent = final.parent
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.probe-", dir=ancestor))
+    except OSError as exc:
+        if ancestor == parent:
+            return OutputError(
+                f"Cannot write in '{parent}' ({exc.strerror or exc}). Set {setting} to a location you can write to.")
+        return OutputError(
+            f"The output directory '{final}' cannot be created ({exc.strerror or exc}). "
+            f"Set {setting} to a location you can write to."
+        )
+    return None
+
+
 def _writable_parent(final: Path) -> None:
     error = not_a_directory(final)
     if error is not None:

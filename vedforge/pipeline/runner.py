@@ -99,11 +99,13 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
                            timings_s=timer.finish(started))
     arch = architecture_of(plan)
-    with timer.step("fetch", "Fetching weights"):
-        sources = arch.fetch(plan)
+    # The output is checked and claimed before anything is fetched: a download is never
+    # spent on a forge that cannot publish.
     with OutputLock(plan.output_dir):
         staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
         staged.check()
+        with timer.step("fetch", "Fetching weights"):
+            sources = arch.fetch(plan)
         with timer.step("load", arch.load_message(plan)):
             states, loads = load(plan, sources, cache or PartCache())
         with timer.step("assemble", arch.assemble_message):
