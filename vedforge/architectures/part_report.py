@@ -21,10 +21,7 @@ def part_summary(part: Any) -> dict[str, Any]:
         "read_bytes": part.read_bytes,
         "download_bytes": part.download_bytes,
     }
-    if source.kind == "hub":
-        entry.update(revision=source.revision, commit=source.commit)
-    else:
-        entry["path"] = str(source.path)
+    entry.update(source.location())
     return entry
 
 

@@ -41,10 +41,7 @@ def describe_input(source: ResolvedSource, *, model_type: str, weights: str,
     }
     if initialisation is not None:
         entry["initialisation"] = initialisation
-    if source.kind == "hub":
-        entry.update(revision=source.revision, commit=source.commit)
-    else:
-        entry["path"] = str(source.path)
+    entry.update(source.location())
     return entry
 
 

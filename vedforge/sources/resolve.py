@@ -42,6 +42,13 @@ class ResolvedSource:
         """A short human description used in messages."""
         return f"'{self.name_or_path}'"
 
+    def location(self) -> dict[str, Any]:
+        """Where the part was found, as the manifest and the plan record it: the hub revision and
+        the commit it resolved to, or the local path."""
+        if self.kind == "hub":
+            return {"revision": self.revision, "commit": self.commit}
+        return {"path": str(self.path)}
+
 
 def builtin_names() -> list[str]:
     """Names of the checkpoints embedded in vedforge."""
