@@ -34,6 +34,10 @@ def run_task(cfg) -> None:
     from vedforge.core.secrets import redact
 
     hydra_cfg = HydraConfig.get()
+    if _default_backend_note is not None:
+        import logging
+
+        logging.getLogger("vedforge").info(_default_backend_note)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
         configure_torch_import(needs_torch(cfg))
@@ -113,6 +117,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
 
 
 _sweep_cache = None
+# Set when a bare `vedforge` forges the embedded default with backend=pt (no Flax here).
+_default_backend_note = None
 # Hydra's run directory when it is a private temporary one (vedforge.cli.run_records).
 _private_run_dir = None
 
@@ -152,6 +158,27 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
 
 
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
+# What makes a command line more than "forge the embedded default": a recipe, a part, an
+# architecture or backend, or a sweep.
+_CHOICES = ("encoder", "decoder", "backend", "architecture", "recipe")
+
+
+def default_backend_override(argv: list[str]) -> str | None:
+    """``backend=pt`` when ``argv`` forges the embedded default (a bare ``vedforge``, perhaps with
+    ``output.*``, ``hub.*``, ``seed`` or ``token_policy``) and this environment has no Flax classes
+    (transformers 5, or the torch profile without jax): the default pair is then forged as a
+    PyTorch model. Any other command line keeps the default backend, and ``backend=flax`` is
+    refused at plan time with the install command of the Flax profile."""
+    if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in argv):
+        return None
+    for arg in argv:
+        key = arg.lstrip("+~").partition("=")[0].strip()
+        if key.split(".")[0] in _CHOICES:
+            return None
+    from vedforge.core.frameworks import flax_classes_available
+
+    return None if flax_classes_available() else "backend=pt"
+
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
 # rejects it with a bare traceback, so it is caught before Hydra sees it.
 _NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false", re.IGNORECASE)
@@ -198,8 +225,15 @@ def main() -> None:
     from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.recipe.schema import register_schema
 
-    global _private_run_dir
+    global _private_run_dir, _default_backend_note
     register_schema()
+    if default_backend_override(sys.argv[1:]) is not None:
+        from vedforge.core.frameworks import FLAX_INSTALL, transformers_version
+
+        sys.argv.append("backend=pt")
+        _default_backend_note = (
+            f"No Flax classes here (transformers {transformers_version()}): forging the embedded default as a "
+            f"PyTorch model (backend=pt, model.safetensors). For the Flax model: {FLAX_INSTALL}")
     # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
     _private_run_dir = private_run_dir(sys.argv[1:])
     if _private_run_dir is not None:

@@ -55,11 +55,16 @@ def meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]
     import torch
     from transformers import VisionEncoderDecoderModel
 
+    from vedforge.core.frameworks import config_to_build
+    from vedforge.weights.saved_names import saved_names
+
     with torch.device("meta"):
-        model = VisionEncoderDecoderModel(config)
+        model = VisionEncoderDecoderModel(config_to_build(config))
+    renamed = saved_names(model)
     state = model.state_dict()
-    expected = {name: tuple(t.shape) for name, t in state.items()}
-    distinct = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    expected = {renamed[name]: tuple(t.shape) for name, t in state.items()}
+    distinct = ({renamed.get(n, n) for n, _ in model.named_parameters()}
+                | {renamed.get(n, n) for n, _ in model.named_buffers()})
     return expected, set(expected) - distinct
 
 

@@ -181,10 +181,10 @@ class _ShapeOnly:
     growing or resizing it would give."""
 
     def __init__(self, source: Any, shape: tuple[int, ...]):
-        import jax
+        from vedforge.weights.lazy_tensor import TensorSpec
 
         self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
-        self.target = jax.ShapeDtypeStruct(shape, source.dtype)
+        self.target = TensorSpec(tuple(shape), np.dtype(source.dtype))
 
 
 def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, seed: int, std: float,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vedforge.core.errors import CorruptCheckpointError
+from vedforge.core.frameworks import config_to_build
 from vedforge.core.seeding import derive_seed
 from vedforge.sources.resolve import ResolvedSource
 
@@ -37,15 +38,18 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     """Shape and dtype of every tensor of the encoder's state dict, named as inside
     ``VisionEncoderDecoderModel`` (``encoder.``...), and the names that are buffers: the
     model is built on the meta device, which allocates nothing."""
-    import jax
     import torch
     from transformers import AutoModel
 
+    from vedforge.weights.lazy_tensor import TensorSpec
+    from vedforge.weights.saved_names import saved_names
+
     with torch.device("meta"):
-        model = AutoModel.from_config(model_config)
-    specs = {f"encoder.{name}": jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+        model = AutoModel.from_config(config_to_build(model_config))
+    renamed = saved_names(model)
+    specs = {f"encoder.{renamed[name]}": TensorSpec(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
              for name, t in model.state_dict().items()}
-    return specs, {f"encoder.{name}" for name, _ in model.named_buffers()}
+    return specs, {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()}
 
 
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
@@ -71,16 +75,21 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
 
     torch.manual_seed(derive_seed(seed, "encoder-weights"))
     if random_weights:
-        model, missing = AutoModel.from_config(model_config), []
+        model, missing = AutoModel.from_config(config_to_build(model_config)), []
     else:
         try:
-            model, info = AutoModel.from_pretrained(str(source.path), config=model_config, output_loading_info=True)
+            model, info = AutoModel.from_pretrained(str(source.path), config=config_to_build(model_config),
+                                                    output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CorruptCheckpointError(
                 f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "
                 f"{str(exc).splitlines()[0][:300]}"
             ) from None
         missing = sorted(info.get("missing_keys", []))
-    state = {f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
-    buffers = {f"encoder.{name}" for name, _ in model.named_buffers()}
-    return state, [f"encoder.{name}" for name in missing], buffers
+    from vedforge.weights.saved_names import saved_names
+
+    # The names save_pretrained writes (transformers 5 renames modules internally).
+    renamed = saved_names(model)
+    state = {f"encoder.{renamed[name]}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()}
+    return state, [f"encoder.{renamed.get(name, name)}" for name in missing], buffers

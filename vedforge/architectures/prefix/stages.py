@@ -35,7 +35,10 @@ def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
     torch.manual_seed(derive_seed(seed, f"{part.role}-weights"))
     cls = AutoModel if part.role == "encoder" else AutoModelForCausalLM
     model = cls.from_config(part.config.model)
-    return {name: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.weights.saved_names import saved_names
+
+    renamed = saved_names(model)
+    return {renamed[name]: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
 
 
 def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Any]:

@@ -1,0 +1,56 @@
+"""The names ``save_pretrained`` writes for a PyTorch model's state dict, in transformers 4 and 5.
+
+transformers 5 renamed modules inside many models (ViT-family attention became ``q_proj``/``k_proj``...,
+``intermediate.dense`` became ``mlp.fc1``, CLIP's and SigLIP's vision towers lost their
+``vision_model.`` level) and maps checkpoint names to the new ones when it loads
+(``transformers.conversion_mapping``). Its ``save_pretrained`` reverts that mapping, so files keep
+the names transformers 4 wrote, which both lines load. vedforge names files the same way: wherever
+a state dict's names become tensor names in a file, they go through :func:`saved_names` first.
+On transformers 4 the state-dict names are the saved names, and this is the identity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def saved_names(model: Any) -> dict[str, str]:
+    """State-dict name -> the name transformers' ``save_pretrained`` writes for it.
+
+    Raises:
+        RuntimeError: transformers saves some tensor through a conversion that is not a renaming
+            (so no file name corresponds to the state-dict name one to one).
+    """
+    state = model.state_dict()
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # transformers 4: no conversion at load or save
+        return {name: name for name in state}
+    import torch
+
+    # Always the class's full mapping, prefix changes included (CLIP's and SigLIP's vision_model.):
+    # revert_weight_conversion drops those for a model built from a config, and a model loaded with
+    # from_pretrained carries only the conversions its own file needed (none for a file that
+    # transformers 5 saved from a config), which would give 5's internal names, not the 4.x layout.
+    had = model.__dict__.get("_weight_conversions")
+    model._weight_conversions = get_model_conversion_mapping(model, add_legacy=False)
+    try:
+        tags = {name: torch.empty(0, device="meta") for name in state}
+        back = {id(tag): name for name, tag in tags.items()}
+        reverted = revert_weight_conversion(model, tags)
+    finally:
+        if had is None:
+            del model._weight_conversions
+        else:
+            model._weight_conversions = had
+    out = {}
+    for saved, tag in reverted.items():
+        if id(tag) not in back:
+            raise RuntimeError(f"transformers saves '{saved}' through a conversion that is not a renaming")
+        out[back[id(tag)]] = saved
+    missing = set(state) - set(out)
+    if missing:
+        raise RuntimeError(f"transformers' saved names leave out {', '.join(sorted(missing)[:5])}")
+    return out
+
