@@ -158,26 +158,6 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
 
 
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
-# What makes a command line more than "forge the embedded default": a recipe, a part, an
-# architecture or backend, or a sweep.
-_CHOICES = ("encoder", "decoder", "backend", "architecture", "recipe")
-
-
-def default_backend_override(argv: list[str]) -> str | None:
-    """``backend=pt`` when ``argv`` forges the embedded default (a bare ``vedforge``, perhaps with
-    ``output.*``, ``hub.*``, ``seed`` or ``token_policy``) and this environment has no Flax classes
-    (transformers 5, or the torch profile without jax): the default pair is then forged as a
-    PyTorch model. Any other command line keeps the default backend, and ``backend=flax`` is
-    refused at plan time with the install command of the Flax profile."""
-    if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in argv):
-        return None
-    for arg in argv:
-        key = arg.lstrip("+~").partition("=")[0].strip()
-        if key.split(".")[0] in _CHOICES:
-            return None
-    from vedforge.core.frameworks import flax_classes_available
-
-    return None if flax_classes_available() else "backend=pt"
 
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
 # rejects it with a bare traceback, so it is caught before Hydra sees it.
@@ -227,13 +207,11 @@ def main() -> None:
 
     global _private_run_dir, _default_backend_note
     register_schema()
-    if default_backend_override(sys.argv[1:]) is not None:
-        from vedforge.core.frameworks import FLAX_INSTALL, transformers_version
+    from vedforge.cli.default_backend import default_backend_override, default_backend_note
 
+    if default_backend_override(sys.argv[1:]) is not None:
         sys.argv.append("backend=pt")
-        _default_backend_note = (
-            f"No Flax classes here (transformers {transformers_version()}): forging the embedded default as a "
-            f"PyTorch model (backend=pt, model.safetensors). For the Flax model: {FLAX_INSTALL}")
+        _default_backend_note = default_backend_note("forging")
     # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
     _private_run_dir = private_run_dir(sys.argv[1:])
     if _private_run_dir is not None:
