@@ -87,3 +87,31 @@ def local_recipe(checkpoints: dict[str, Path], encoder: str, decoder: str, out: 
             *extra,
         ]
     )
+
+
+def save_torch_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1) -> Path:
+    """Save the embedded tiny ``name`` with random weights, as transformers' PyTorch
+    ``save_pretrained`` writes it (``model.safetensors``), with its tokenizer or processor files."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    src = assets_dir() / f"{name}_tiny"
+    config = AutoConfig.from_pretrained(src)
+    torch.manual_seed(seed)
+    model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(config)
+    model.save_pretrained(dest)
+    for item in src.iterdir():
+        if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
+            shutil.copy(item, dest / item.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints saved by transformers' PyTorch classes, with or without Flax: vit and swin
+    (encoders), gpt2 and bart (decoders)."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("torch_checkpoints")
+    paths = {name: save_torch_checkpoint(name, "encoder", root / name) for name in ("vit", "swin")}
+    paths.update({name: save_torch_checkpoint(name, "decoder", root / name) for name in ("gpt2", "bart")})
+    return paths
