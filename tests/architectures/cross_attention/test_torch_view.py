@@ -48,23 +48,28 @@ def test_the_pytorch_view_is_the_traced_flax_tree(encoder, decoder):
 
 
 @needs_flax
-@pytest.mark.parametrize("decoder", DECODERS)
-def test_a_decoder_checkpoint_and_its_random_initialisers_are_the_flax_classes(decoder):
+@pytest.mark.parametrize("name", ENCODERS + DECODERS)
+def test_a_checkpoint_and_its_random_initialisers_are_the_flax_classes(name):
     from transformers import AutoConfig
 
     from vedforge.architectures.cross_attention import torch_view
     from vedforge.architectures.cross_attention.shapes import checkpoint_shapes
+    from vedforge.compat import register_clip_vision
     from vedforge.families.random_init import traced_part
-    from vedforge.families.registry import family_of
     from vedforge.sources.loading import checkpoint_class
 
-    config = AutoConfig.from_pretrained(assets_dir() / f"{decoder}_tiny")
-    assert _shapes(torch_view.checkpoint_shapes(config, "decoder")) == _shapes(checkpoint_shapes(config, "decoder"))
-    std = float(getattr(config, family_of(config.model_type).init_std_attr))
-    drawn = torch_view.random_part_state(config, seed=1234, role="decoder", std=std)
-    traced = traced_part(checkpoint_class(config, "decoder"), config)
+    register_clip_vision()
+    role = "encoder" if name in ENCODERS else "decoder"
+    config = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
+    assert _shapes(torch_view.checkpoint_shapes(config, role)) == _shapes(checkpoint_shapes(config, role))
+    drawn = torch_view.random_part_state(config, seed=1234, role=role)
+    traced = traced_part(checkpoint_class(config, role), config)
     assert set(drawn) == set(traced)
-    assert {p: drawn[p].init for p in drawn} == {p: init for p, (_, init) in traced.items()}
+    # Of a full CLIP checkpoint only the vision tower is ever drawn (it is the encoder).
+    known = {p for p, (_, init) in traced.items() if init.kind != "unknown" and (name != "clip" or "vision_model" in p)}
+    assert {p: drawn[p].init for p in known} == {p: traced[p][1] for p in known}
+    # What the Flax class cannot draw (CLIP's logit scale) is refused here too, if it is ever drawn.
+    assert all(drawn[p].init.kind == "unknown" for p, (_, init) in traced.items() if init.kind == "unknown")
 
 
 def _sha(path):
@@ -83,6 +88,23 @@ def test_pretrained_pt_forge_writes_the_same_bytes_with_and_without_flax_classes
     flax_route = run_cli(*args, f"output.dir={tmp_path / 'with'}", cwd=tmp_path)
     assert flax_route.returncode == 0, flax_route.stderr
     assert _sha(tmp_path / "without" / "model.safetensors") == _sha(tmp_path / "with" / "model.safetensors")
+
+
+@pytest.mark.parametrize("encoder, decoder", [
+    ("vit", "gpt2"), ("beit", "roberta"), ("dinov2", "bert"), ("clip_vision", "bart")])
+def test_random_flax_family_pairs_draw_the_same_bytes_with_and_without_flax_classes(tmp_path, encoder, decoder):
+    args = [f"encoder={encoder}_tiny", f"decoder={decoder}_tiny", "backend=pt"]
+    without = run_cli(*args, f"output.dir={tmp_path / 'without'}", cwd=tmp_path, env={"USE_FLAX": "0"})
+    assert without.returncode == 0, without.stderr
+    if not FLAX:
+        return
+    flax_route = run_cli(*args, f"output.dir={tmp_path / 'with'}", cwd=tmp_path)
+    assert flax_route.returncode == 0, flax_route.stderr
+    assert _sha(tmp_path / "without" / "model.safetensors") == _sha(tmp_path / "with" / "model.safetensors")
+    a, b = (json.loads((tmp_path / d / "vedforge_manifest.json").read_text()) for d in ("without", "with"))
+    for key in ("parameters", "new_tensors", "unused_checkpoint_tensors"):
+        assert a[key] == b[key], key
+    assert a["inputs"]["encoder"]["initialisation"] == b["inputs"]["encoder"]["initialisation"]
 
 
 def test_random_decoders_draw_the_same_bytes_with_and_without_flax_classes(tmp_path):

@@ -23,9 +23,10 @@ from vedforge.weights.layouts import layouts_for, planned_files
 
 
 def torch_built(family: ModelFamily, role: str) -> bool:
-    """Whether a part of ``family`` in ``role`` is built by transformers' PyTorch classes: an
-    encoder without a Flax port, or every encoder where transformers has no Flax classes."""
-    return family.built_with == "pytorch" or (role == "encoder" and not flax_classes_available())
+    """Whether a part of ``family`` in ``role`` is built by transformers' PyTorch classes (an
+    encoder without a Flax port). The others are assembled in Flax layout, from traced Flax
+    classes or, where transformers has none, from the PyTorch view of the same tree."""
+    return family.built_with == "pytorch"
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,6 @@ class Part(PartPlan):
         from vedforge.architectures.cross_attention.shapes import checkpoint_shapes
 
         return checkpoint_shapes(self.saved_config, self.role)
-
-    @property
-    def built_with_torch(self) -> bool:
-        """Built by transformers' PyTorch classes: an encoder without a Flax port, or any encoder
-        where transformers has no Flax classes (transformers 5)."""
-        return torch_built(self.family, self.role)
 
     @property
     def buffers(self) -> frozenset[str]:
@@ -215,7 +210,9 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
         # No Flax classes to trace (transformers 5): the same tree, read off the PyTorch model.
         from vedforge.architectures.cross_attention import torch_view
 
-        target = {k: v for k, v in torch_view.target_shapes(config).items() if k[0] != "encoder"}
+        target = torch_view.target_shapes(config)
+        if torch_encoder:
+            target = {k: v for k, v in target.items() if k[0] != "encoder"}
     elif torch_encoder:
         from vedforge.architectures.cross_attention.torch_encoder import standin_trace_config
 

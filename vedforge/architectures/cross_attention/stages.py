@@ -35,9 +35,8 @@ def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], 
         from vedforge.architectures.cross_attention import torch_view
 
         if random_weights:
-            std = float(getattr(part.config.checkpoint, part.family.init_std_attr, 0.02))
             return (*key, False), lambda: torch_view.random_part_state(part.config.checkpoint, seed=seed,
-                                                                       role=part.role, std=std)
+                                                                       role=part.role)
         return (*key, False), lambda: torch_view.part_state(source.path, part.config.checkpoint, part.role)
     from vedforge.sources.loading import load_part_state
 

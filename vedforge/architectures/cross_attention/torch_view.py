@@ -129,28 +129,67 @@ def part_state(path: Any, config: Any, role: str) -> dict[Path_, Any]:
     return read_state(path, from_pytorch_layout)
 
 
-def random_part_state(config: Any, *, seed: int, role: str, std: float) -> dict[Path_, Any]:
-    """The random part :func:`vedforge.families.random_init.random_part_state` draws, with each
-    initialiser read off the leaf as the decoders' Flax modules declare it: Dense kernels and
-    embeddings normal(``std``), biases zeros, norm scales ones."""
-    from vedforge.families.random_init import TRUNCATED_STD, Init, SeededTensor
+def random_part_state(config: Any, *, seed: int, role: str) -> dict[Path_, Any]:
+    """The random part :func:`vedforge.families.random_init.random_part_state` draws from the traced
+    Flax class, with each initialiser as that class declares it (:func:`flax_initialiser`): the
+    same streams, so the same bytes."""
+    from vedforge.families.random_init import SeededTensor
 
     out: dict[Path_, Any] = {}
     for fpath, (_, shape, _) in flax_view(checkpoint_model(config, role)).items():
-        leaf = fpath[-1]
-        if leaf in ("kernel", "embedding"):
-            init = Init("normal", std)
-        elif leaf == "bias":
-            init = Init("constant", 0.0)
-        elif leaf == "scale":
-            init = Init("constant", 1.0)
-        else:
-            init = Init("unknown", 0.0, f"no initialiser for {'/'.join(fpath)}")
-        if fpath[-3:] == ("transform", "dense", "kernel") and "predictions" in fpath:
-            # BERT's prediction-head transform is a Flax nn.Dense with its default lecun_normal kernel.
-            init = Init("truncated_normal", float(np.sqrt(1.0 / shape[0])) / TRUNCATED_STD)
-        out[fpath] = SeededTensor(fpath, shape, np.float32, init, seed, role)
+        out[fpath] = SeededTensor(fpath, shape, np.float32, flax_initialiser(config, role, fpath, shape), seed, role)
     return out
+
+
+def flax_initialiser(config: Any, role: str, path: Path_, shape: tuple[int, ...]) -> Any:
+    """The initialiser transformers' Flax class for ``config`` declares for parameter ``path``.
+
+    Decoders (GPT-2, BERT, RoBERTa, BART): Dense kernels and embeddings normal(initializer_range or
+    init_std), biases zeros, LayerNorm scales ones; BERT's prediction-head transform is a plain
+    ``nn.Dense`` (lecun_normal). Encoders: ViT and DINOv2 draw kernels and their class, mask and
+    position tokens from a truncated-normal ``variance_scaling(initializer_range**2, "fan_in")``;
+    BEiT draws kernels normal(initializer_range) and starts its tokens at zero and its layer scales
+    at ``layer_scale_init_value``; CLIP's vision tower has fixed scales (normal(0.01), its class
+    embedding normal(0.02)). Anything else is ``unknown`` and refused if it is ever drawn.
+    (``tests/architectures/cross_attention/test_torch_view.py`` checks these against the traced
+    Flax classes under transformers 4.57.)
+    """
+    from vedforge.families.random_init import TRUNCATED_STD, Init
+    from vedforge.families.registry import family_of
+
+    leaf, joined = path[-1], "/".join(path)
+    unknown = Init("unknown", 0.0, f"{flax_class_name(config)} parameter {joined}: no initialiser known without Flax")
+    if leaf == "bias":
+        return Init("constant", 0.0)
+    if leaf == "scale":
+        return Init("constant", 1.0)
+    model_type = config.model_type
+    if role == "decoder":
+        std = float(getattr(config, family_of(model_type).init_std_attr, 0.02))
+        if path[-3:] == ("transform", "dense", "kernel") and "predictions" in path:
+            return Init("truncated_normal", float(np.sqrt(1.0 / shape[0])) / TRUNCATED_STD)
+        return Init("normal", std) if leaf in ("kernel", "embedding") else unknown
+    if model_type in ("vit", "dinov2"):
+        if leaf == "lambda1":
+            return Init("constant", float(config.layerscale_value))
+        if leaf in ("kernel", "cls_token", "mask_token", "position_embeddings") and len(shape) >= 2:
+            # jax's variance_scaling: fan_in = shape[-2] x the receptive field (the leading axes).
+            fan_in = shape[-2] * int(np.prod(shape[:-2], dtype=np.int64))
+            return Init("truncated_normal", float(np.sqrt(config.initializer_range**2 / fan_in)) / TRUNCATED_STD)
+        return unknown
+    if model_type == "beit":
+        if leaf in ("lambda_1", "lambda_2"):
+            return Init("constant", float(config.layer_scale_init_value))
+        if leaf in ("cls_token", "mask_token", "position_embeddings", "relative_position_bias_table"):
+            return Init("constant", 0.0)
+        return Init("normal", float(config.initializer_range)) if leaf == "kernel" else unknown
+    if model_type in ("clip", "clip_vision_model"):
+        if "vision_model" not in path:
+            return unknown  # the text tower and the projections stay behind, never drawn
+        if leaf == "class_embedding":
+            return Init("normal", 0.02)
+        return Init("normal", 0.01) if leaf in ("kernel", "embedding") else unknown
+    return unknown
 
 
 def flax_class_name(config: Any) -> str:
