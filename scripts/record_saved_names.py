@@ -31,6 +31,20 @@ def main(out: str) -> None:
         with torch.device("meta"):
             model = cls.from_config(config)
         names[name] = sorted(model.state_dict())
+    for name in ("clip", "siglip"):  # two-tower checkpoints, whole
+        with torch.device("meta"):
+            model = AutoModel.from_config(AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny"))
+        names[f"{name}_full"] = sorted(model.state_dict())
+    decoder = AutoConfig.from_pretrained(assets_dir() / "gpt2_tiny")
+    decoder.is_decoder, decoder.add_cross_attention = True, True
+    for name in ENCODERS[:7]:  # each encoder inside VisionEncoderDecoderModel (ConvNeXt and DETR need fixes)
+        config = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
+        if name in ("clip", "siglip"):
+            config = config.vision_config
+        combined = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(config, decoder)
+        with torch.device("meta"):
+            model = transformers.VisionEncoderDecoderModel(combined)
+        names[f"ved_{name}_gpt2"] = sorted(model.state_dict())
     with open(out, "w") as f:
         json.dump({"transformers": transformers.__version__, "names": names}, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -20,8 +20,18 @@ NOT_SAVED_BY_5 = ("relative_position_index",)
 
 
 def _model(name: str):
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, VisionEncoderDecoderConfig,
+                              VisionEncoderDecoderModel)
 
+    if name.startswith("ved_"):
+        encoder = _model(name.split("_")[1]).config
+        decoder = AutoConfig.from_pretrained(assets_dir() / "gpt2_tiny")
+        decoder.is_decoder, decoder.add_cross_attention = True, True
+        with torch.device("meta"):
+            return VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder))
+    if name.endswith("_full"):
+        with torch.device("meta"):
+            return AutoModel.from_config(AutoConfig.from_pretrained(assets_dir() / f"{name[:-5]}_tiny"))
     config = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
     if name in ("clip", "siglip"):
         config = config.vision_config

@@ -27,6 +27,26 @@ def saved_names(model: Any) -> dict[str, str]:
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # transformers 4: no conversion at load or save
         return {name: name for name in state}
+    full = get_model_conversion_mapping(model, add_legacy=False)
+    renamed = _reverted(model, state, full, revert_weight_conversion)
+    prefix_changes = [c for c in full if type(c).__name__ == "PrefixChange"]
+    if prefix_changes:
+        # A prefix change belongs to a class that lost a level (CLIPVisionModel's vision_model.); a
+        # model that holds that class under the very name (CLIPModel.vision_model) would get the
+        # level twice. There the names without the prefix changes are the saved ones.
+        plain = _reverted(model, state, [c for c in full if c not in prefix_changes], revert_weight_conversion)
+        renamed = {name: plain[name] if _doubled(saved) and not _doubled(plain[name]) else saved
+                   for name, saved in renamed.items()}
+    return renamed
+
+
+def _doubled(name: str) -> bool:
+    parts = name.split(".")
+    return any(a == b and not a.isdigit() for a, b in zip(parts, parts[1:]))
+
+
+def _reverted(model: Any, state: dict, conversions: list, revert_weight_conversion: Any) -> dict[str, str]:
+    """state-dict name -> saved name, with ``conversions`` as the model's record of its conversions."""
     import torch
 
     # Always the class's full mapping, prefix changes included (CLIP's and SigLIP's vision_model.):
@@ -34,7 +54,7 @@ def saved_names(model: Any) -> dict[str, str]:
     # from_pretrained carries only the conversions its own file needed (none for a file that
     # transformers 5 saved from a config), which would give 5's internal names, not the 4.x layout.
     had = model.__dict__.get("_weight_conversions")
-    model._weight_conversions = get_model_conversion_mapping(model, add_legacy=False)
+    model._weight_conversions = conversions
     try:
         tags = {name: torch.empty(0, device="meta") for name in state}
         back = {id(tag): name for name, tag in tags.items()}
@@ -53,4 +73,3 @@ def saved_names(model: Any) -> dict[str, str]:
     if missing:
         raise RuntimeError(f"transformers' saved names leave out {', '.join(sorted(missing)[:5])}")
     return out
-
