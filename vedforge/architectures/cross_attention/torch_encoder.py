@@ -54,6 +54,10 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
 
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random PyTorch-built encoder's weights were made."""
+    from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
+
+    if numpy_drawn(model_config.model_type):
+        return describe_numpy_generation(model_config.model_type, seed)
     return {
         "method": "transformers' PyTorch initialisation (the model class's _init_weights), no XLA",
         "generator": f"torch.manual_seed({derive_seed(seed, 'encoder-weights')}), derived from the recipe seed",
@@ -91,5 +95,11 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
     # The names save_pretrained writes (transformers 5 renames modules internally).
     renamed = saved_names(model)
     state = {f"encoder.{renamed[name]}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.families.torch_init import draw_parameters, numpy_drawn
+
+    if random_weights and numpy_drawn(model_config.model_type):
+        # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
+        drawn = draw_parameters(model, renamed, seed=seed, role="encoder")
+        state.update({f"encoder.{name}": tensor for name, tensor in drawn.items()})
     buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()}
     return state, [f"encoder.{renamed.get(name, name)}" for name in missing], buffers
