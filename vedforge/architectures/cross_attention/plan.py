@@ -43,7 +43,7 @@ class Part(PartPlan):
         if self.torch_specs is not None:
             return self.torch_specs[0]
         if not flax_classes_available():
-            from vedforge.architectures.cross_attention import torch_view
+            import vedforge.architectures.cross_attention.torch_view as torch_view
 
             return torch_view.checkpoint_shapes(self.saved_config, self.role)
         from vedforge.architectures.cross_attention.shapes import checkpoint_shapes
@@ -208,7 +208,7 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     generation = generation_config_for(config, ids)
     if not flax_classes_available():
         # No Flax classes to trace (transformers 5): the same tree, read off the PyTorch model.
-        from vedforge.architectures.cross_attention import torch_view
+        import vedforge.architectures.cross_attention.torch_view as torch_view
 
         target = torch_view.target_shapes(config)
         if torch_encoder:

@@ -32,7 +32,7 @@ def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], 
 
     if not flax_classes_available():
         # transformers 5: the Flax layout read off the PyTorch class (see torch_view).
-        from vedforge.architectures.cross_attention import torch_view
+        import vedforge.architectures.cross_attention.torch_view as torch_view
 
         if random_weights:
             return (*key, False), lambda: torch_view.random_part_state(part.config.checkpoint, seed=seed,
