@@ -73,3 +73,29 @@ def _reverted(model: Any, state: dict, conversions: list, revert_weight_conversi
     if missing:
         raise RuntimeError(f"transformers' saved names leave out {', '.join(sorted(missing)[:5])}")
     return out
+
+
+# Buffers transformers 4.57 saves and 5.x no longer does (not persistent there). A file without
+# them loads in 4.57 with the right values (they are computed when the model is built), but
+# 4.57 reports them missing; vedforge writes them as 4.57 did.
+SAVED_BY_4_57 = ("relative_position_index",)
+
+
+def buffers_saved_by_4_57(model: Any, renamed: dict[str, str]) -> dict[str, Any]:
+    """Saved name -> tensor of the buffers in :data:`SAVED_BY_4_57` that ``model``'s state dict
+    leaves out (none on transformers 4), named after a saved tensor of the same module."""
+    state = model.state_dict()
+    out = {}
+    for name, buffer in model.named_buffers():
+        if name in state or not name.endswith(SAVED_BY_4_57):
+            continue
+        module, _, leaf = name.rpartition(".")
+        siblings = [n for n in renamed if n.rpartition(".")[0] == module]
+        if not siblings:
+            continue
+        saved_module = renamed[siblings[0]].rpartition(".")[0]
+        side = int(round(buffer.numel() ** 0.5))
+        if buffer.ndim == 1 and side * side == buffer.numel():
+            buffer = buffer.reshape(side, side)  # 5.x keeps the (tokens, tokens) index flattened
+        out[f"{saved_module}.{leaf}" if saved_module else leaf] = buffer
+    return out

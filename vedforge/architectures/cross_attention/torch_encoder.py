@@ -42,14 +42,17 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     from transformers import AutoModel
 
     from vedforge.weights.lazy_tensor import TensorSpec
-    from vedforge.weights.saved_names import saved_names
+    from vedforge.weights.saved_names import buffers_saved_by_4_57, saved_names
 
     with torch.device("meta"):
         model = AutoModel.from_config(config_to_build(model_config))
     renamed = saved_names(model)
-    specs = {f"encoder.{renamed[name]}": TensorSpec(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
-             for name, t in model.state_dict().items()}
-    return specs, {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()}
+    kept = buffers_saved_by_4_57(model, renamed)
+    tensors = {**{renamed[name]: t for name, t in model.state_dict().items()}, **kept}
+    specs = {f"encoder.{name}": TensorSpec(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+             for name, t in tensors.items()}
+    return specs, {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
+        f"encoder.{name}" for name in kept}
 
 
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
@@ -95,11 +98,16 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
     # The names save_pretrained writes (transformers 5 renames modules internally).
     renamed = saved_names(model)
     state = {f"encoder.{renamed[name]}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.weights.saved_names import buffers_saved_by_4_57
+
+    kept = buffers_saved_by_4_57(model, renamed)
+    state.update({f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in kept.items()})
     from vedforge.families.torch_init import draw_parameters, numpy_drawn
 
     if random_weights and numpy_drawn(model_config.model_type):
         # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
         drawn = draw_parameters(model, renamed, seed=seed, role="encoder")
         state.update({f"encoder.{name}": tensor for name, tensor in drawn.items()})
-    buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()}
+    buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
+        f"encoder.{name}" for name in kept}
     return state, [f"encoder.{renamed.get(name, name)}" for name in missing], buffers
