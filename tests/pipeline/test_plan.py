@@ -24,6 +24,29 @@ def _manifest_files(manifest: dict, layout_files: list[str]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("encoder,decoder,extra", [
+    ("vit", "gpt2", ("token_policy=add_pad",)),
+    ("swin", "bart", ("output.max_shard_size=40KB",)),
+])
+def test_pt_plan_of_pytorch_checkpoints_is_what_the_forge_does(tiny_torch_checkpoints, tmp_path, encoder, decoder, extra):
+    # With or without Flax classes: PyTorch checkpoints, a PyTorch forge.
+    cfg = local_recipe(tiny_torch_checkpoints, encoder, decoder, tmp_path / "out", "backend=pt", *extra)
+    with no_weight_file_opened() as opened:
+        plan = build_plan(cfg)
+    assert opened == [] and plan.outcome == FORGE
+    manifest = forge(cfg).manifest
+    assert plan.parameters == manifest["parameters"]
+    assert plan.total_parameters == manifest["parameters"]["total"]
+    summary = plan_summary(plan)
+    new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
+    assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}
+    assert summary["token_ids"] == manifest["token_ids"]
+    for layout in summary["weight_layouts"]:
+        written = _manifest_files(manifest, layout["files"])
+        weights = [name for name in layout["files"] if not name.endswith(".json")]
+        assert 0 <= sum(written[name] for name in weights) - layout["bytes"] < 0.05 * layout["bytes"] + 4096
+
+
+@pytest.mark.parametrize("encoder,decoder,extra", [
     ("vit", "gpt2", ("+encoder.config_overrides.image_size=48",)),
     ("clip", "bart", ("token_policy=add_pad",)),
     ("beit", "roberta", ("output.pytorch=true",)),
