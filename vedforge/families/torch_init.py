@@ -19,9 +19,9 @@ import numpy as np
 
 from vedforge.families.random_init import GENERATOR, TRUNCATED_STD, Init, SeededTensor
 
-# Model types whose random towers vedforge draws itself (the others keep transformers' own
-# initialisation, seeded from the recipe).
-NUMPY_DRAWN = ("siglip", "siglip_vision_model")
+# Model types whose random towers vedforge draws itself (the others, Swin and DETR, keep
+# transformers' own initialisation, seeded from the recipe).
+NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -82,6 +82,57 @@ def siglip_initialisers(model: Any) -> dict[str, Init]:
     return {name: init for name, init in out.items() if name in names}
 
 
+def _normal_linear_initialisers(model: Any, std: float) -> dict[str, Init]:
+    """Linear and Conv2d weights normal(``std``), biases zeros, layer norms ones and zeros: what
+    DeiT's and ConvNeXt's ``_init_weights`` (4.57) share. (DeiT's truncation at +-2, an absolute
+    bound, is a normal for initializer_range this small.)"""
+    import torch.nn as nn
+
+    out: dict[str, Init] = {}
+    for prefix, module in model.named_modules():
+        at = f"{prefix}." if prefix else ""
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            out[f"{at}weight"] = Init("normal", std)
+            if module.bias is not None:
+                out[f"{at}bias"] = Init("constant", 0.0)
+        elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
+            out[f"{at}weight"], out[f"{at}bias"] = Init("constant", 1.0), Init("constant", 0.0)
+    return out
+
+
+def deit_initialisers(model: Any) -> dict[str, Init]:
+    """DeiT (4.57): Linear and Conv2d normal(initializer_range), its tokens and position embeddings zeros."""
+    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
+    for prefix, module in model.named_modules():
+        if type(module).__name__ == "DeiTEmbeddings":
+            at = f"{prefix}." if prefix else ""
+            for name in ("cls_token", "distillation_token", "position_embeddings", "mask_token"):
+                out[f"{at}{name}"] = Init("constant", 0.0)
+    return out
+
+
+def convnext_initialisers(model: Any) -> dict[str, Init]:
+    """ConvNeXt (4.57): Linear and Conv2d normal(initializer_range), layer scales layer_scale_init_value."""
+    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
+    for prefix, module in model.named_modules():
+        if type(module).__name__ == "ConvNextLayer" and getattr(module, "layer_scale_parameter", None) is not None:
+            out[f"{prefix}.layer_scale_parameter"] = Init("constant", float(model.config.layer_scale_init_value))
+    return out
+
+
+_INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers,
+                 "deit": deit_initialisers, "convnext": convnext_initialisers}
+_DESCRIBED = {
+    "siglip": "xavier-uniform attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and "
+              "Conv2d weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
+    "deit": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, class, "
+            "distillation and position embeddings zeros",
+    "convnext": "Linear and Conv2d weights normal(initializer_range), biases zeros, layer norms ones and zeros, "
+                "layer scales layer_scale_init_value",
+}
+_DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
+
+
 def numpy_drawn(model_type: str) -> bool:
     return model_type in NUMPY_DRAWN
 
@@ -89,7 +140,7 @@ def numpy_drawn(model_type: str) -> bool:
 def draw_parameters(model: Any, renamed: dict[str, str], *, seed: int, role: str) -> dict[str, SeededTensor]:
     """Every parameter of ``model`` drawn from its own stream, keyed by its saved name (``renamed``);
     buffers are not included."""
-    inits = siglip_initialisers(model)
+    inits = _INITIALISERS[model.config.model_type](model)
     out = {}
     for name, param in model.named_parameters():
         saved = renamed[name]
@@ -103,8 +154,7 @@ def describe_numpy_generation(model_type: str, seed: int) -> dict[str, Any]:
     return {
         "method": "seeded per tensor by vedforge (not by torch), the same on transformers 4.57 and 5.x",
         "generator": GENERATOR + " (the tensor's saved name)",
-        "distributions": f"by module type, as transformers 4.57's {model_type} _init_weights sets them: xavier-uniform "
-                         "attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and Conv2d "
-                         "weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
+        "distributions": f"by module type, as transformers 4.57's {model_type} _init_weights sets them: "
+                         + _DESCRIBED[model_type],
         "seed": seed,
     }
