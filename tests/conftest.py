@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The CLI, run in-process by some tests, tells transformers to leave out torch or jax for a run
+# that does not need them (USE_TORCH=0, USE_FLAX=0), before transformers is first imported.
+# transformers reads those once per process: import it here, with every framework, so a test
+# that plans a prefix recipe in-process does not take Flax away from the tests after it.
+import transformers  # noqa: E402,F401
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -62,6 +69,19 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     paths = {name: save_tiny_checkpoint(name, "encoder", root / name) for name in ENCODERS}
     paths.update({name: save_tiny_checkpoint(name, "decoder", root / name) for name in DECODERS})
     return paths
+
+
+@pytest.fixture(autouse=True)
+def _framework_choice_stays_with_its_test() -> Iterator[None]:
+    """A CLI run in-process sets USE_TORCH / USE_FLAX for its own run; the next test, and the
+    processes it starts, must not inherit that choice."""
+    saved = {name: os.environ.get(name) for name in ("USE_TORCH", "USE_FLAX")}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session", autouse=True)

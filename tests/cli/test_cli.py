@@ -161,3 +161,73 @@ def test_debug_switch_shows_the_traceback(tmp_path):
                      env={"VEDFORGE_DEBUG": "1"})
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "SourceNotFoundError" in result.stderr
+
+
+COMPOSITION_ERRORS = {
+    "wrong type": ["seed=abc"],
+    "unknown group option": ["encoder=vit_huge"],
+    "misspelt key": ["encoder.revison=main"],
+    "a sweep job that does not compose": ["-m", "encoder=vit_tiny,vit_huge", "hydra.sweep.dir=sweep"],
+}
+
+
+@pytest.mark.parametrize("full_error", [False, True], ids=["", "HYDRA_FULL_ERROR=1"])
+@pytest.mark.parametrize("case", COMPOSITION_ERRORS)
+def test_a_composition_error_exits_2_with_or_without_hydra_full_error(case, full_error, tmp_path):
+    env = {"HYDRA_FULL_ERROR": "1"} if full_error else {"HYDRA_FULL_ERROR": ""}
+    result = run_cli(*COMPOSITION_ERRORS[case], cwd=tmp_path, env=env)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    # HYDRA_FULL_ERROR=1 asks for Hydra's stack; without it Hydra prints its message only.
+    assert ("Traceback" in result.stderr) == full_error, result.stderr
+
+
+@pytest.mark.parametrize("full_error", [False, True], ids=["", "HYDRA_FULL_ERROR=1"])
+def test_a_user_error_with_its_traceback_still_exits_2(full_error, tmp_path):
+    env = {"VEDFORGE_DEBUG": "1", "HYDRA_FULL_ERROR": "1" if full_error else ""}
+    result = run_cli("encoder.name_or_path=/no/such/checkpoint", f"output.dir={tmp_path / 'o'}", cwd=tmp_path, env=env)
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert "Traceback" in result.stderr and "SourceNotFoundError" in result.stderr
+
+
+def _hinted_overrides(text: str) -> list[str]:
+    """The overrides a skip message says forge the artifact again."""
+    import re
+
+    match = re.search(r"((?:[\w.]+=\w+ )+)forges it again", text)
+    assert match, text
+    return match.group(1).split()
+
+
+def test_the_skip_hints_forge_the_artifact_again(tmp_path):
+    out = f"output.dir={tmp_path / 'model'}"
+    assert run_cli(out, cwd=tmp_path).returncode == 0
+    skipped = run_cli(out, cwd=tmp_path)
+    assert skipped.returncode == 0 and "Already complete, skipped" in skipped.stderr, skipped.stderr
+    planned = run_cli("plan", out, cwd=tmp_path)
+    assert planned.returncode == 0 and "SKIPPED" in planned.stdout, planned.stdout
+    for hint in (_hinted_overrides(skipped.stderr), _hinted_overrides(planned.stdout)):
+        again = run_cli(out, *hint, cwd=tmp_path)
+        assert again.returncode == 0, (hint, again.stderr)
+        assert "Forged vit + gpt2" in again.stderr, again.stderr
+
+
+def _without_weights(tmp: Path, name: str) -> Path:
+    """An embedded tiny checkpoint's config and tokenizer files, without weights."""
+    return _copy_asset(tmp / f"{name}_no_weights", name)
+
+
+@pytest.mark.parametrize("role, overrides", [
+    ("decoder", ["decoder.name_or_path={gpt2_tiny}", "decoder.weights=pretrained"]),
+    ("encoder", ["encoder.name_or_path={vit_tiny}", "encoder.weights=pretrained"]),
+    ("decoder", ["architecture=prefix", "backend=pt", "decoder=llama_tiny", "decoder.name_or_path={llama_tiny}",
+                 "decoder.weights=pretrained"]),
+], ids=["decoder", "encoder", "prefix decoder"])
+def test_a_checkpoint_without_weights_names_the_key_that_builds_it_from_its_config(role, overrides, tmp_path):
+    if "backend=pt" in overrides:
+        pytest.importorskip("torch")
+    paths = {name: _without_weights(tmp_path, name) for name in ("gpt2_tiny", "vit_tiny", "llama_tiny")}
+    result = run_cli(*[o.format(**paths) for o in overrides], f"output.dir={tmp_path / 'out'}", cwd=tmp_path)
+    message = " ".join(result.stderr.split())
+    assert result.returncode == EXIT_USER_ERROR, result.stderr
+    assert f"Set {role}.weights=random to use only its config" in message, message
+    assert not (tmp_path / "out").exists()

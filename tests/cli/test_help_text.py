@@ -64,3 +64,17 @@ def test_what_only_hydra_can_render_is_left_to_hydra(tmp_path):
     help_file = conf / "hydra" / "help" / "vedforge.yaml"
     help_file.write_text(help_file.read_text().replace("$CONFIG", "$CONFIG\n  $FLAGS_HELP"))
     assert render_help(conf, recipes) is None
+
+
+def test_help_lists_every_command_and_every_exit_code():
+    from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USER_ERROR
+    from vedforge.pipeline.verify import EXIT_MISMATCH
+
+    text = render_help(config_dir(), recipes_dir())
+    commands = text.split("Commands")[1].split("\n\n")[0].splitlines()[1:]
+    for command in ("plan", "verify", "convert"):
+        assert [line for line in commands if line.split()[:2] == ["vedforge", command]], (command, commands)
+    codes = text.split("Exit codes:")[1].splitlines()[1:]
+    listed = {int(line.split()[0]) for line in codes if line[:1] == " " and line.split()[0].isdigit()}
+    assert listed == {EXIT_OK, EXIT_MISMATCH, EXIT_USER_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED}
+    assert "verify" in next(line for line in codes if line.split()[0] == str(EXIT_MISMATCH))

@@ -73,6 +73,14 @@ def test_runs_a_module_with_dash_m(tmp_path):
     assert result.stdout.strip().splitlines()[-1] == "__main__ ['a', 'b']"
 
 
+def test_help_is_plain_text(tmp_path):
+    result = run_compat("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m vedforge.compat SCRIPT")
+    assert "``" not in result.stdout and ":func:" not in result.stdout, result.stdout
+    assert "vedforge.compat.install()" in result.stdout and "as __main__ with sys.argv" in result.stdout
+
+
 @pytest.mark.parametrize("args,fragment", [((), "usage"), (("no_such_script.py",), "'no_such_script.py' does not exist")])
 def test_a_missing_script_is_one_clear_message(tmp_path, args, fragment):
     result = run_compat(*args, cwd=tmp_path)

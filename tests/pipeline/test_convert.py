@@ -442,6 +442,28 @@ def test_verify_converts_the_recorded_source_again(tmp_path):
     assert {c.name for c in verify(out) if c.status != "ok"} == {"generation_config.json"}
 
 
+def test_two_conversions_of_one_source_are_byte_identical(tmp_path):
+    src = _forge(tmp_path, "vit", "gpt2")
+    results = [convert(src, tmp_path / name) for name in ("a", "b")]
+    files = [{p.relative_to(r.output_dir).as_posix(): p.read_bytes() for p in r.output_dir.rglob("*") if p.is_file()}
+             for r in results]
+    assert "vedforge_manifest.json" in files[0] and set(files[0]) == set(files[1])
+    assert [name for name in files[0] if files[0][name] != files[1][name]] == []
+    # The run's times are the result's, not the manifest's.
+    assert "timings_s" not in results[0].manifest and results[0].timings_s["total"] > 0
+
+
+def test_a_conversion_whose_manifest_holds_timings_still_verifies(tmp_path):
+    from vedforge.pipeline.verify import verify
+
+    out = convert(_forge(tmp_path, "vit", "gpt2"), tmp_path / "pt").output_dir
+    manifest = json.loads((out / "vedforge_manifest.json").read_text())
+    manifest["timings_s"] = {"write_weights": 0.1, "total": 1.5}  # as conversions before this release wrote
+    (out / "vedforge_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    checks = verify(out)
+    assert checks and all(c.status == "ok" for c in checks), [(c.name, c.status) for c in checks]
+
+
 def test_a_tokenizer_that_does_not_load_is_reported(tmp_path):
     src = _copy(_forge(tmp_path), tmp_path / "bad_tokenizer")
     (src / "tokenizer.json").write_text("{ not a tokenizer")

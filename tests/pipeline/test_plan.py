@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,7 +110,13 @@ def _refusals(checkpoints: dict[str, Path], tmp_path: Path) -> dict[str, tuple[l
     (full / "something.txt").write_text("x")
     locked = tmp_path / "locked"
     (tmp_path / ".locked.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "since": "now"}))
+    read_only = tmp_path / "read_only"
+    read_only.mkdir(mode=0o555)
     return {
+        # No one can create a directory there (mkdir fails with ENOENT), root included.
+        "output cannot be created": (["output.dir=/proc/vedforge-test/out"], OutputError,
+                                     "'/proc/vedforge-test/out' cannot be created"),
+        "read-only parent": ([f"output.dir={read_only}/out"], OutputError, f"Cannot write in '{read_only}'"),
         "output is a file": ([f"output.dir={a_file}"], OutputError, "is a file, not a directory"),
         "output under a file": ([f"output.dir={a_file}/sub/out"], OutputError, "is a file, not a directory"),
         "existing output": ([f"output.dir={full}"], OutputError, "already holds files"),
@@ -124,12 +131,16 @@ def _refusals(checkpoints: dict[str, Path], tmp_path: Path) -> dict[str, tuple[l
     }
 
 
-REFUSALS = ("output is a file", "output under a file", "existing output", "locked output", "safetensors too large",
-            "unsupported pairing", "zero init where inexact", "missing torch")
+REFUSALS = ("output is a file", "output under a file", "output cannot be created", "read-only parent", "existing output",
+            "locked output", "safetensors too large", "unsupported pairing", "zero init where inexact", "missing torch")
 
 
 @pytest.mark.parametrize("case", REFUSALS)
 def test_every_weight_free_refusal_happens_at_plan_time(tiny_checkpoints, tmp_path, monkeypatch, case):
+    if case == "output cannot be created" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    if case == "read-only parent" and os.geteuid() == 0:
+        pytest.skip("root writes in a read-only directory")
     overrides, error, phrase = _refusals(tiny_checkpoints, tmp_path)[case]
     if case == "missing torch":
         monkeypatch.setenv("USE_TORCH", "0")  # hides torch from the forge, as if not installed
@@ -138,15 +149,33 @@ def test_every_weight_free_refusal_happens_at_plan_time(tiny_checkpoints, tmp_pa
                 "output.dir": tmp_path / "out"}
     settings.update(override.split("=", 1) for override in overrides)
     cfg = compose_recipe([f"{key}={value}" for key, value in settings.items()])
-    with no_weight_file_opened() as opened, pytest.raises(error, match=phrase):
+    with no_weight_file_opened() as opened, pytest.raises(error, match=re.escape(phrase)):
         build_plan(cfg)
     assert opened == []
     # The forge refuses the same way, before its fetch stage starts.
     monkeypatch.setattr("vedforge.architectures.cross_attention.CrossAttention.fetch",
                         lambda self, plan: pytest.fail("the forge fetched before refusing"))
-    with pytest.raises(error, match=phrase):
+    with pytest.raises(error, match=re.escape(phrase)):
         forge(cfg)
     assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".*.probe-*"))  # checking the destination leaves nothing behind
+
+
+def test_the_forge_holds_its_output_lock_before_it_fetches(tiny_checkpoints, tmp_path, monkeypatch):
+    from vedforge.architectures.cross_attention import CrossAttention
+
+    out = tmp_path / "new" / "out"
+    real_fetch = CrossAttention.fetch
+    locked_while_fetching = []
+
+    def fetch(self, plan):
+        locked_while_fetching.append((tmp_path / "new" / ".out.lock").is_file())
+        return real_fetch(self, plan)
+
+    monkeypatch.setattr(CrossAttention, "fetch", fetch)
+    result = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", out))
+    assert locked_while_fetching == [True]
+    assert result.output_dir == out and not (tmp_path / "new" / ".out.lock").exists()
 
 
 def test_plan_refuses_siglip_for_flax_with_the_reason_and_reads_nothing(tmp_path):

@@ -123,3 +123,23 @@ def test_a_sweep_mixes_backends_and_the_summary_says_which(tmp_path):
         assert (out / "model.safetensors").is_file() == pair.endswith("pt")
         assert (out / "flax_model.msgpack").is_file() == pair.endswith("flax")
     assert "| backend |" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("overrides, named", [
+    (["output.format=safetensors"], ["output.format=safetensors"]),
+    (["output.pytorch=true"], ["output.pytorch=true"]),
+    (["output.format=safetensors", "output.pytorch=true"], ["output.format=safetensors", "output.pytorch=true"]),
+])
+def test_flax_output_settings_with_backend_pt_are_refused(tmp_path, overrides, named):
+    """backend=pt always writes PyTorch model.safetensors; the Flax output choices would be ignored."""
+    from vedforge.core.errors import RecipeError
+    from vedforge.pipeline.runner import forge
+
+    with pytest.raises(RecipeError) as refused:
+        forge(compose_recipe(["backend=pt", *overrides, f"output.dir={tmp_path / 'out'}"]))
+    message = str(refused.value)
+    assert "\n" not in message
+    for setting in named:
+        assert setting in message
+    assert "backend=flax" in message and "backend=pt always writes PyTorch model.safetensors" in message
+    assert not (tmp_path / "out").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -152,3 +153,72 @@ def test_ctrl_c_during_a_sweep_keeps_finished_pairs_and_resumes(tmp_path):
     summary = json.loads((sweep / "summary.json").read_text())
     assert {row["pair"]: row["status"] for row in summary["rows"]} == {
         "vit_tiny__gpt2_tiny": "skipped", "beit_tiny__gpt2_tiny": "forged"}
+
+
+# The pairs of the sweep below, in the order it runs them.
+_PAIRS = [f"{encoder}__{decoder}" for encoder in ("vit_tiny", "clip_vision_tiny", "dinov2_tiny")
+          for decoder in ("gpt2_tiny", "bert_tiny")]
+# Moments to press Ctrl-C at: right after the N-th line of the sweep's output that holds a phrase.
+_MOMENTS = [
+    ("Launching 6 jobs", 1),  # the pairs are known, none has started
+    ("Planning the forge", 1),  # the first forge, importing jax (its gc callback swallows a KeyboardInterrupt)
+    ("#1 : ", 1),  # a job announced by Hydra, not yet started
+    ("Writing the weights", 2),  # in the middle of a forge
+    ("pairs done", 3),  # between one job's record and the next job's announcement
+    ("#4 : ", 1),
+]
+
+
+def _interrupted_sweep(sweep: Path, phrase: str, occurrence: int) -> tuple[subprocess.Popen, str]:
+    """A real 6-pair sweep, sent SIGINT as soon as its output shows ``phrase`` for the
+    ``occurrence``-th time; the ended process and its output."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vedforge", "-m", "encoder=vit_tiny,clip_vision_tiny,dinov2_tiny",
+         "decoder=gpt2_tiny,bert_tiny", f"hydra.sweep.dir={sweep}"],
+        cwd=sweep.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, lines = 0, []
+    for line in proc.stdout:
+        lines.append(line)
+        seen += phrase in line
+        if seen == occurrence:
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        proc.wait()
+        pytest.fail(f"the sweep ended before {phrase!r} #{occurrence}:\n{''.join(lines)[-3000:]}")
+    out, _ = _ended(proc, timeout=60)
+    return proc, "".join(lines) + out
+
+
+# Like the test above, run in a pytest process of its own (CI: pytest -m own_process).
+@pytest.mark.own_process
+def test_ctrl_c_at_any_moment_of_a_sweep_leaves_a_summary_with_every_pair(tmp_path):
+    import json
+
+    seen_statuses = set()
+    for index, (phrase, occurrence) in enumerate(_MOMENTS):
+        sweep = tmp_path / f"sweep{index}"
+        proc, output = _interrupted_sweep(sweep, phrase, occurrence)
+        moment = f"Ctrl-C after {phrase!r} #{occurrence}"
+        assert proc.returncode == 130, f"{moment}: exit {proc.returncode}\n{output[-3000:]}"
+        assert (sweep / "summary.json").is_file(), f"{moment}: no summary.json\n{output[-3000:]}"
+        summary = json.loads((sweep / "summary.json").read_text())
+        status = {row["pair"]: row["status"] for row in summary["rows"]}
+        assert len(summary["rows"]) == summary["pairs"] == 6 and sorted(status) == sorted(_PAIRS), (moment, status)
+        # In the sweep's order: the pairs forged, then the one in flight (if any), then those not started.
+        order = [status[pair] for pair in _PAIRS]
+        forged = len(order) - len(list(itertools.dropwhile(lambda s: s == "forged", order)))
+        rest = order[forged:]
+        assert rest[:1] in ([], ["interrupted"], ["not started"]), (moment, order)
+        assert all(s == "not started" for s in rest[1:]), (moment, order)
+        assert summary["not_started"] == sorted(p for p in _PAIRS if status[p] == "not started"), moment
+        for pair in _PAIRS:
+            if status[pair] == "forged":
+                assert (sweep / pair / "vedforge_manifest.json").is_file(), (moment, pair)
+            elif status[pair] == "not started":
+                assert not (sweep / pair / "flax_model.msgpack").exists(), (moment, pair)
+        table = (sweep / "summary.md").read_text()
+        assert all(pair in table for pair in _PAIRS), moment
+        seen_statuses.update(order)
+    assert {"forged", "not started"} <= seen_statuses

@@ -105,3 +105,35 @@ def test_altered_artifact_is_not_skipped(tiny_checkpoints, tmp_path):
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     with pytest.raises(OutputError):  # damaged: neither skipped nor silently replaced
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
+
+
+def test_pairs_sharing_one_output_dir_are_refused_alike_by_the_plan_and_the_sweep(tmp_path):
+    """The first pair to name an output directory forges it; `vedforge plan -m` and the sweep both
+    refuse the later ones, with the same reason, and the sweep forges none of them."""
+    shared = tmp_path / "shared"
+    args = ["-m", "seed=1,2,3", f"output.dir={shared}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    plan = run_cli("plan", "--json", *args, cwd=tmp_path)
+    assert plan.returncode == EXIT_USER_ERROR, plan.stderr
+    planned = {p["pair"]: p for p in json.loads(plan.stdout)["pairs"]}
+    first, *later = sorted(planned)
+    assert planned[first]["outcome"] == "forge"
+    for pair in later:
+        assert planned[pair]["outcome"] == "refused"
+        assert f"also the output directory of the pair {first}" in planned[pair]["reason"]
+    assert not shared.exists() and not (tmp_path / "sweep").exists()
+
+    sweep = run_cli(*args, cwd=tmp_path)
+    assert sweep.returncode == EXIT_USER_ERROR, sweep.stderr
+    summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
+    rows = {row["pair"]: row for row in summary["rows"]}
+    assert set(rows) == set(planned)
+    assert rows[first]["status"] == "forged"
+    for pair in later:
+        assert rows[pair]["status"] == "failed" and rows[pair]["error"] == planned[pair]["reason"]
+    # Only the first pair was forged (planned once), and the refusals were logged before it was.
+    lines = (sweep.stdout + sweep.stderr).splitlines()
+    planning = [line[:25] for line in lines if "Planning the forge" in line]  # [date time,ms]
+    refusing = [line[:25] for line in lines if "will not be forged" in line]
+    assert len(planning) == 1 and len(refusing) == len(later) and max(refusing) <= planning[0]
+    manifest = json.loads((shared / "vedforge_manifest.json").read_text())
+    assert manifest["seed"] == 1

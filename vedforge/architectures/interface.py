@@ -67,7 +67,7 @@ class Architecture(ABC):
     @abstractmethod
     def manifest_fields(self, plan: Any, sources: Mapping[str, Any], assembly: Any) -> dict[str, Any]:
         """The manifest's fields after the common head (:func:`vedforge.pipeline.manifest.manifest_head`);
-        the pipeline adds the file table and timings."""
+        the pipeline adds the file table."""
 
     @abstractmethod
     def render_card(self, manifest: Mapping[str, Any], recipe_yaml: str) -> str:

@@ -35,6 +35,6 @@ def main(argv: list[str]) -> int:
     counts = result.manifest["parameters"]
     files = sorted(result.manifest["files"])
     print(f"Converted {result.manifest['encoder_model_type']} + {result.manifest['decoder_model_type']} "
-          f"({counts['total']:,} parameters) to PyTorch in {result.manifest['timings_s']['total']:.1f} s: "
+          f"({counts['total']:,} parameters) to PyTorch in {result.timings_s['total']:.1f} s: "
           f"{result.output_dir} ({', '.join(files)})")
     return 0

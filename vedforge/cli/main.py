@@ -1,7 +1,8 @@
 """The ``vedforge`` command: Hydra composes the recipe, the runner forges it.
 
 Exit codes: 0 success, 2 a problem with the recipe, inputs or environment (the message
-says what to change), 3 an internal error; ``vedforge verify`` exits 1 when a rebuilt file
+says what to change; Hydra's composition errors too, with or without HYDRA_FULL_ERROR=1),
+3 an internal error, 130 interrupted; ``vedforge verify`` exits 1 when a rebuilt file
 differs. Set VEDFORGE_DEBUG=1 to see tracebacks.
 """
 
@@ -9,19 +10,27 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
 import sys
 from pathlib import Path
 
 from vedforge.cli.messages import debug_enabled as _debug, report
 from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
-from vedforge.sweeps.summary import SweepSummary, register_resolvers
+from vedforge.sweeps import interrupts
+from vedforge.sweeps.summary import SweepSummary, register_resolvers, write_interrupted_summary
 
 # At import, not in main(): launchers that run jobs in other processes (joblib, submitit)
 # import this module to unpickle the task function and must resolve hydra.sweep.subdir too.
 register_resolvers()
 
-# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type).
+# Hydra exits with 1 on any composition error (unknown option, misspelt key, wrong type), and
+# on an exception the task function lets through (VEDFORGE_DEBUG=1). With HYDRA_FULL_ERROR=1 it
+# lets the exception itself through instead.
 _HYDRA_ERROR_EXIT = 1
+# The exit code of the error run_task let through for its traceback (VEDFORGE_DEBUG=1), so that
+# Hydra reporting it does not turn it into a composition error's.
+_task_exit = None
+_MULTIRUN_FLAGS = {"-m", "--multirun"}
 
 
 def run_task(cfg) -> None:
@@ -31,8 +40,13 @@ def run_task(cfg) -> None:
 
     from vedforge.recipe.backends import configure_flax_import, configure_torch_import, needs_flax, needs_torch
     from vedforge.pipeline.runner import forge
-    from vedforge.core.secrets import redact
+    from vedforge.core.secrets import guard_console, redact, register
 
+    global _task_exit
+    # A token from a recipe file is not on the command line; and a launcher's worker process
+    # (joblib, submitit, Ray) did not start in main().
+    register(cfg.hub.token)
+    guard_console()
     hydra_cfg = HydraConfig.get()
     if _default_backend_note is not None:
         import logging
@@ -62,11 +76,13 @@ def run_task(cfg) -> None:
         redact([result.output_dir, run_dir], cfg.hub.token)
     except VedforgeError as exc:
         if _debug():
+            _task_exit = EXIT_USER_ERROR
             raise
         report(str(exc))
         sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
         if _debug():
+            _task_exit = EXIT_INTERNAL_ERROR
             raise
         report(
             f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; "
@@ -83,7 +99,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
     import traceback
 
     from vedforge.pipeline.runner import forge
-    from vedforge.sweeps.summary import log_pair_done, record_for, write_job_record, write_summary
+    from vedforge.sweeps.summary import (INTERRUPTED_ERROR, log_pair_done, mark_started, record_for, refusal_of,
+                                         write_job_record, write_summary)
 
     pair = str(hydra_cfg.sweep.subdir)
     sweep_dir = Path(hydra_cfg.sweep.dir)
@@ -93,27 +110,42 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
         return record_for(cfg, pair, status=status, output_dir=None, manifest=None,
                           wall_s=time.perf_counter() - started, error=error)
 
+    interrupts.check()  # a Ctrl-C swallowed since the last job (vedforge.sweeps.interrupts) stops the sweep here
+    # Should Ctrl-C come before this job records its outcome, the summary shows the pair as interrupted.
+    mark_started(sweep_dir, pair, record_for(cfg, pair, status="interrupted", output_dir=None, manifest=None,
+                                             wall_s=None, error=INTERRUPTED_ERROR))
+    refusal = None
     try:
-        result = forge(cfg, hydra_records=records, cache=_shared_cache())
-        row = record_for(cfg, pair, status="skipped" if result.skipped else "forged", output_dir=result.output_dir,
-                         manifest=result.manifest, wall_s=time.perf_counter() - started, loads=result.loads)
+        refusal = refusal_of(sweep_dir, pair)
+        if refusal is not None:
+            row = unpublished("failed", refusal)
+        else:
+            result = forge(cfg, hydra_records=records, cache=_shared_cache())
+            row = record_for(cfg, pair, status="skipped" if result.skipped else "forged",
+                             output_dir=result.output_dir, manifest=result.manifest,
+                             wall_s=time.perf_counter() - started, loads=result.loads)
     except VedforgeError as exc:
         row = unpublished("failed", str(exc))
     except KeyboardInterrupt:
-        # Ctrl-C stops the sweep here: record the pair, write the summary now (Hydra will not
-        # call on_multirun_end), and let the interrupt end the run.
-        write_job_record(sweep_dir, pair, unpublished(
-            "interrupted", "interrupted (Ctrl-C); nothing of this pair was published; run the sweep again to resume"))
-        write_summary(sweep_dir)
+        # Ctrl-C stops the sweep here: record the pair and let the interrupt end the run. The process
+        # that runs the sweep then writes the summary (Hydra will not call on_multirun_end); a
+        # launcher's worker process writes it too, in case that process was not interrupted.
+        write_job_record(sweep_dir, pair, unpublished("interrupted", INTERRUPTED_ERROR))
+        if SweepSummary.sweep_dir is None:
+            write_summary(sweep_dir)
         raise
     except Exception as exc:
         if _debug():
             traceback.print_exc()
         row = unpublished("failed", f"internal error: {type(exc).__name__}: {exc}")
+    if row["status"] == "failed" and refusal is None and interrupts.requested():
+        # A library turned the KeyboardInterrupt into an error of its own: the pair was interrupted.
+        row = unpublished("interrupted", INTERRUPTED_ERROR)
     if row["status"] == "failed":
         logging.getLogger("vedforge").error("%s failed: %s", pair, row["error"])
     write_job_record(sweep_dir, pair, row)
     log_pair_done(sweep_dir)
+    interrupts.check()  # one swallowed during this job: the pair is recorded, the sweep stops
 
 
 _sweep_cache = None
@@ -187,6 +219,13 @@ def entry() -> None:
 
 def main() -> None:
     """Run the command line in ``sys.argv``: a forge, a sweep, ``plan``, ``verify`` or ``convert``."""
+    from vedforge.core.secrets import guard_console, register, tokens_in_overrides
+
+    # Before anything prints: Hydra logs a sweep's command lines, prints --cfg, and quotes
+    # overrides in its errors.
+    for token in tokens_in_overrides(sys.argv[1:]):
+        register(token)
+    guard_console()
     if sys.argv[1:2] in (["verify"], ["convert"]):
         sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
@@ -202,11 +241,14 @@ def main() -> None:
     import hydra
 
     from vedforge.core.resources import config_dir
+    from vedforge.core.secrets import redact_registered
+    from vedforge.cli.run_dir import RunDirCheck
     from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.recipe.schema import register_schema
 
     global _private_run_dir, _default_backend_note
     register_schema()
+    SweepSummary.sweep_dir = None
     from vedforge.cli.default_backend import default_backend_override, default_backend_note
 
     if default_backend_override(sys.argv[1:]) is not None:
@@ -217,19 +259,38 @@ def main() -> None:
     if _private_run_dir is not None:
         sys.argv.append(run_dir_override(_private_run_dir))
     app = hydra.main(config_path=str(config_dir()), config_name="config", version_base="1.3")(run_task)
+    if _MULTIRUN_FLAGS & set(sys.argv[1:]):
+        # Until the sweep knows its pairs, so that an interrupted sweep's summary lists them all.
+        interrupts.hold()
     try:
         app()
+        interrupts.release()  # a Ctrl-C held while no sweep started (e.g. --cfg job)
+        interrupts.check()  # one swallowed after the last job
     except SystemExit as exc:
         if exc.code == _HYDRA_ERROR_EXIT:
-            sys.exit(EXIT_USER_ERROR)
+            sys.exit(_task_exit or EXIT_USER_ERROR)
         raise
     except KeyboardInterrupt:
+        # The summary of an interrupted sweep, with a row per pair; a second Ctrl-C must not cut it short.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            write_interrupted_summary()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         report("interrupted. Nothing partial was published; completed artifacts are complete. Run the same "
                "command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
+    except Exception:
+        # HYDRA_FULL_ERROR=1: Hydra let its error through for the full stack, which it asked for.
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(_task_exit or EXIT_USER_ERROR)
     finally:
         if _private_run_dir is not None:
             remove_run_dir(_private_run_dir)
+        # Hydra wrote the command line (multirun.yaml, .hydra/) also where no job ran to redact it.
+        redact_registered(RunDirCheck.directories)
     if SweepSummary.empty is not None:
         swept = ", ".join(SweepSummary.empty) or "none"
         report(f"The sweep launched no jobs: its overrides ({swept}) expand to no combination. Give every swept key "

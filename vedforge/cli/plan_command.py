@@ -2,7 +2,9 @@
 
 The recipe is composed exactly as ``vedforge OVERRIDES...`` composes it (with ``-m``, each
 job of the sweep as Hydra's basic sweeper expands it), but no Hydra run starts: nothing is
-written, no directory is created, and no weights are fetched or read.
+written, no directory is left behind (only a probe, removed at once, shows that the output can be
+created), and no weights are fetched or read. With ``-m``, a pair whose output directory an earlier
+pair names is refused, as the sweep refuses it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Optional
 
 from vedforge.cli.messages import report
 from vedforge.core.errors import EXIT_USER_ERROR, VedforgeError
-from vedforge.sweeps.job_overrides import sweep_job_overrides
+from vedforge.sweeps.job_overrides import SharedOutputs, compose_job, sweep_job_overrides
 
 USAGE = """vedforge plan [-m|--multirun] [--json] [--config-dir DIR] OVERRIDES...
 
@@ -45,6 +47,7 @@ def _job_configs(overrides: list[str], multirun: bool, config_dir: Optional[str]
     from omegaconf import OmegaConf, open_dict, read_write
 
     from vedforge.core.resources import config_dir as default_config_dir
+    from vedforge.core.secrets import register
     from vedforge.recipe.schema import register_schema
 
     register_schema()
@@ -73,26 +76,22 @@ def _job_configs(overrides: list[str], multirun: bool, config_dir: Optional[str]
             configure_flax_import(needs_flax(master))
         for job in job_overrides:
             if job is None:
-                config, dir_key = master, "hydra.run.dir"
-                output_dir = OmegaConf.select(config, dir_key)
+                config = master
+                output_dir = os.path.abspath(OmegaConf.select(config, "hydra.run.dir"))
+                with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                    config.hydra.runtime.output_dir = output_dir
+                HydraConfig.instance().set_config(config)
+                pair = None
             else:
                 try:
-                    config = hydra.config_loader.load_sweep_config(master, list(job))
+                    pair, config = compose_job(hydra.config_loader, master, job)
                 except (HydraException, ValueError) as exc:
                     yield " ".join(job), None, f"The overrides do not compose: {exc}"
                     continue
-                with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-                    config.hydra.runtime.output_dir = "."  # resolved below, once the subdir is known
-                HydraConfig.instance().set_config(config)
-                output_dir = os.path.join(OmegaConf.select(config, "hydra.sweep.dir"),
-                                          str(OmegaConf.select(config, "hydra.sweep.subdir")))
-            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-            HydraConfig.instance().set_config(config)
+            # A recipe file's token is printed nowhere either (vedforge.core.secrets).
+            register(OmegaConf.select(config, "hub.token"))
             # The task config resolves ${hydra:...} against the HydraConfig set above.
-            task_cfg = _task_config(config)
-            pair = os.path.basename(output_dir) if job is not None else None
-            yield pair, task_cfg, None
+            yield pair, _task_config(config), None
 
 
 def _task_config(config: Any) -> Any:
@@ -120,9 +119,11 @@ def main(argv: list[str]) -> int:
         overrides = [*overrides, "backend=pt"]
         print(f"vedforge: {default_backend_note('planning')}", file=sys.stderr)
     summaries = []
+    # A sweep refuses a pair whose output directory an earlier pair writes to; so does its plan.
+    shared = SharedOutputs()
     try:
         for pair, cfg, error in _job_configs(overrides, args.multirun, args.config_dir):
-            summaries.append(_plan_one(pair, cfg, error))
+            summaries.append(_plan_one(pair, cfg, error, shared))
     except VedforgeError as exc:
         report(str(exc))
         return EXIT_USER_ERROR
@@ -147,7 +148,7 @@ def _totals(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     return sweep_totals(summaries)
 
 
-def _plan_one(pair: Optional[str], cfg: Any, error: Optional[str]) -> dict[str, Any]:
+def _plan_one(pair: Optional[str], cfg: Any, error: Optional[str], shared: SharedOutputs) -> dict[str, Any]:
     from vedforge.pipeline.plan_report import plan_summary, refused_summary
 
     if error is not None:
@@ -156,6 +157,10 @@ def _plan_one(pair: Optional[str], cfg: Any, error: Optional[str]) -> dict[str, 
         output_dir = str(cfg.output.dir)
     except Exception:  # an unresolvable interpolation: the plan below reports it
         output_dir = None
+    if pair is not None and output_dir is not None:
+        refusal = shared.claim(pair, output_dir)
+        if refusal is not None:
+            return refused_summary(output_dir, refusal, pair=pair)
     try:
         from vedforge.pipeline.plan import build_plan
 

@@ -25,10 +25,15 @@ def _refuse_file(path: str, setting: str) -> None:
 
 
 class RunDirCheck(Callback):
-    """Checks ``hydra.run.dir`` (a forge) and ``hydra.sweep.dir`` (a sweep) when the run starts."""
+    """Checks ``hydra.run.dir`` (a forge) and ``hydra.sweep.dir`` (a sweep) when the run starts,
+    and keeps it in :attr:`directories` (Hydra writes its records there)."""
+
+    directories: list[Path] = []
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_file(str(config.hydra.run.dir), "hydra.run.dir")
+        RunDirCheck.directories.append(Path(str(config.hydra.run.dir)))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         _refuse_file(str(config.hydra.sweep.dir), "hydra.sweep.dir")
+        RunDirCheck.directories.append(Path(str(config.hydra.sweep.dir)))

@@ -10,6 +10,7 @@ generates with every pairing vedforge forges. ``-m MODULE [ARGS...]`` runs a mod
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import sys
 
@@ -17,12 +18,21 @@ from vedforge.compat import install
 from vedforge.core.errors import EXIT_USER_ERROR
 
 USAGE = "usage: python -m vedforge.compat SCRIPT [ARGS...]  |  python -m vedforge.compat -m MODULE [ARGS...]"
+# reST markup in the docstring: :func:`name` and ``literal``.
+_ROLE = re.compile(r":\w+:`~?([^`]+)`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def help_text() -> str:
+    """The usage line and the module's docstring, as plain text."""
+    body = __doc__.split("\n\n", 1)[1].strip()
+    return USAGE + "\n\n" + _LITERAL.sub(r"\1", _ROLE.sub(r"\1()", body))
 
 
 def main(argv: list[str]) -> int:
     """Run the script or module named in ``argv`` with the fixes installed; its exit code."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE + "\n\n" + __doc__.split("\n\n", 1)[1].strip(), file=sys.stderr if not argv else sys.stdout)
+        print(help_text(), file=sys.stderr if not argv else sys.stdout)
         return EXIT_USER_ERROR if not argv else 0
     if argv[0] == "-m":
         if len(argv) < 2:

@@ -58,6 +58,28 @@ def not_a_directory(final: Path, setting: str = "output.dir") -> Optional[Output
     return None
 
 
+def not_writable(final: Path, setting: str = "output.dir") -> Optional[OutputError]:
+    """The error for a destination whose parent cannot be created or written in (read-only, no
+    permission, a file system that takes no new entries such as /proc), or None; found by creating
+    a hidden probe directory in the nearest existing ancestor and removing it at once, so nothing
+    is left behind. The error is the one creating the parent, or the lock in it, would give."""
+    parent = final.parent
+    ancestor = parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=f".{final.name}.probe-", dir=ancestor))
+    except OSError as exc:
+        if ancestor == parent:
+            return OutputError(
+                f"Cannot write in '{parent}' ({exc.strerror or exc}). Set {setting} to a location you can write to.")
+        return OutputError(
+            f"The output directory '{final}' cannot be created ({exc.strerror or exc}). "
+            f"Set {setting} to a location you can write to."
+        )
+    return None
+
+
 def _writable_parent(final: Path) -> None:
     error = not_a_directory(final)
     if error is not None:
@@ -301,12 +323,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_state(path: Path, entry: dict[str, Any]) -> Optional[str]:
+    """``missing`` when ``path`` is not a file, ``altered`` when it differs from its manifest entry
+    in size or sha256 (the size first: it costs no read), None when it matches."""
+    if not path.is_file():
+        return "missing"
+    if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        return "altered"
+    return None
+
+
 def altered_files(directory: Path, files: dict[str, dict[str, Any]]) -> Iterator[str]:
     """Yield, lazily, each name of a manifest file table whose file under ``directory`` is missing
-    or differs from its entry in size or sha256 (the size first: it costs no read)."""
+    or altered (:func:`file_state`)."""
     for name, entry in files.items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        if file_state(directory / name, entry) is not None:
             yield name
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,6 +44,9 @@ class ConversionResult:
 
     output_dir: Path
     manifest: dict[str, Any]
+    # Seconds spent writing the weights, and in total: a record of this run, kept out of the
+    # directory, whose files depend on the source alone.
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -400,8 +403,6 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
                 (staging / "README.md").write_text(render_conversion_card(manifest))
                 manifest["files"] = file_table(
                     staging, known={p.relative_to(staging).as_posix(): h for p, h in hashes.items()})
-                manifest["timings_s"] = {"write_weights": round(written, 3),
-                                         "total": round(time.perf_counter() - started, 3)}
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
                 final = staged.publish()
         except OSError as exc:
@@ -411,7 +412,8 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
                 f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or give "
                 "another OUT."
             ) from None
-    return ConversionResult(final, manifest)
+    return ConversionResult(final, manifest, timings_s={"write_weights": round(written, 3),
+                                                        "total": round(time.perf_counter() - started, 3)})
 
 
 def _versions() -> dict[str, str]:

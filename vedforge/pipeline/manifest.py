@@ -1,4 +1,9 @@
-"""The ``vedforge_manifest.json`` record: inputs, versions, parameter counts, file hashes, timings."""
+"""The ``vedforge_manifest.json`` record: inputs, versions, parameter counts, file hashes.
+
+It holds nothing about the run itself (no times, no paths of the run), so two forges of one
+recipe write the same bytes. Manifests of older artifacts may also hold ``timings_s``; nothing
+reads it.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +79,7 @@ def manifest_head(plan: Any, sources: dict[str, ResolvedSource], arch: Any) -> d
 
 def build_manifest(plan: Any, sources: dict[str, ResolvedSource], assembly: Any) -> dict[str, Any]:
     """The manifest of a forge of ``plan`` from ``sources``, with the parameters ``assembly`` holds;
-    the file table and timings are added once written."""
+    the file table is added once written."""
     from vedforge.architectures import architecture_of
 
     arch = architecture_of(plan)

@@ -9,7 +9,6 @@ The stages that follow (:mod:`vedforge.pipeline.runner`) only execute it. ``vedf
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from omegaconf import DictConfig
 
 from vedforge.architectures import architecture
 from vedforge.architectures.parts import FORGE, SKIP
-from vedforge.core.errors import OutputError
-from vedforge.pipeline.artifacts import OutputLock, StagedArtifact, complete_artifact, not_a_directory
+from vedforge.pipeline.artifacts import (OutputLock, StagedArtifact, complete_artifact, not_a_directory,
+                                         not_writable)
 from vedforge.recipe.typed import Recipe, typed_recipe
 
 __all__ = ["FORGE", "SKIP", "SkipPlan", "build_plan", "check_destination"]
@@ -58,18 +57,13 @@ def build_plan(cfg: DictConfig) -> Any:
 
 
 def check_destination(final: Path, *, overwrite: bool) -> None:
-    """Refuse an output location that cannot take the artifact, creating nothing: a path that
-    is a file or lies under one, an existing artifact without ``overwrite``, a lock held."""
-    error = not_a_directory(final)
+    """Refuse an output location that cannot take the artifact, leaving nothing behind: a path
+    that is a file or lies under one, a parent that cannot be created or written in, an existing
+    artifact without ``overwrite``, a lock held."""
+    final = final.absolute()
+    error = not_a_directory(final) or not_writable(final)
     if error is not None:
         raise error
-    ancestor = final.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise OutputError(
-            f"Cannot write in '{ancestor}' (permission denied). Set output.dir to a location you can write to."
-        )
     StagedArtifact(final, overwrite=overwrite).check_contents()
     lock = OutputLock(final)
     if lock.path.exists():

@@ -9,6 +9,9 @@ from vedforge.architectures import architecture, architecture_of
 from vedforge.architectures.parts import SKIP
 from vedforge.core.units import human_bytes
 
+# What forges a complete artifact again: resume=false alone stops at the files already there.
+FORGE_AGAIN = "output.resume=false output.overwrite=true forges it again"
+
 log = logging.getLogger("vedforge")
 
 
@@ -47,7 +50,7 @@ def render_text(summary: dict[str, Any]) -> str:
     if outcome == "skipped":
         counts = summary.get("parameters") or {}
         return (f"{head}SKIPPED (already complete) -> {summary['output_dir']}\n  "
-                f"{counts.get('total', 0):,} parameters ({counts.get('new', 0):,} new); output.resume=false forges it again")
+                f"{counts.get('total', 0):,} parameters ({counts.get('new', 0):,} new); {FORGE_AGAIN}")
     # A cross-attention summary names no architecture: its JSON is as it was before there were two.
     return architecture(summary.get("architecture", "cross_attention")).render_text(summary)
 

@@ -22,7 +22,7 @@ from vedforge.core.errors import OutputError
 from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.pipeline.manifest import build_manifest, write_manifest
 from vedforge.pipeline.plan import SKIP, build_plan
-from vedforge.pipeline.plan_report import log_plan
+from vedforge.pipeline.plan_report import FORGE_AGAIN, log_plan
 from vedforge.recipe.typed import ROLES
 from vedforge.weights.progress import byte_progress
 
@@ -39,6 +39,9 @@ class ForgeResult:
     skipped: bool = False
     # Checkpoints read from disk per role (0 when a sweep's cache already held them).
     loads: dict[str, int] = field(default_factory=dict)
+    # Seconds per stage, and "total": a record of this run, logged to vedforge.log and kept out of
+    # the artifact, whose files depend on the recipe alone.
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 class PartCache:
@@ -68,6 +71,10 @@ class _Timer:
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
 
+    def finish(self, started: float) -> dict[str, float]:
+        """Each stage's seconds, and the total since ``started``."""
+        return {**self.timings, "total": round(time.perf_counter() - started, 3)}
+
 
 def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optional[PartCache] = None) -> ForgeResult:
     """Forge the model described by ``cfg`` into ``cfg.output.dir``: plan, then fetch, load,
@@ -88,14 +95,17 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         plan = build_plan(cfg)
     log_plan(plan)
     if plan.outcome == SKIP:
-        log.info("Already complete, skipped: %s (output.resume=false forges it again)", plan.output_dir)
-        return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0})
+        log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
+        return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
+                           timings_s=timer.finish(started))
     arch = architecture_of(plan)
-    with timer.step("fetch", "Fetching weights"):
-        sources = arch.fetch(plan)
+    # The output is checked and claimed before anything is fetched: a download is never
+    # spent on a forge that cannot publish.
     with OutputLock(plan.output_dir):
         staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
         staged.check()
+        with timer.step("fetch", "Fetching weights"):
+            sources = arch.fetch(plan)
         with timer.step("load", arch.load_message(plan)):
             states, loads = load(plan, sources, cache or PartCache())
         with timer.step("assemble", arch.assemble_message):
@@ -103,7 +113,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         del states
         try:
             with staged:
-                manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, started)
+                manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer)
                 final = staged.publish()
         except OSError as exc:
             # A full disk, a quota, a file system turned read-only: nothing was published.
@@ -113,13 +123,15 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
                 f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
                 "output.dir to another location."
             ) from None
+    timings = timer.finish(started)
     counts = manifest["parameters"]
     log.info(
         "Forged %s + %s: %s parameters (%s new) in %.1f s -> %s",
         manifest["inputs"]["encoder"]["model_type"], manifest["inputs"]["decoder"]["model_type"],
-        f"{counts['total']:,}", f"{counts['new']:,}", manifest["timings_s"]["total"], final,
+        f"{counts['total']:,}", f"{counts['new']:,}", timings["total"], final,
     )
-    return ForgeResult(final, manifest, loads=loads)
+    log.info("Stage times: %s", ", ".join(f"{name} {seconds:.3f} s" for name, seconds in timings.items()))
+    return ForgeResult(final, manifest, loads=loads, timings_s=timings)
 
 
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
@@ -137,8 +149,10 @@ def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str
 
 
 def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
-          hydra_records: Optional[Path], timer: "_Timer", started: float) -> dict[str, Any]:
-    """Every file of the artifact into the staging directory; returns the manifest."""
+          hydra_records: Optional[Path], timer: "_Timer") -> dict[str, Any]:
+    """Every file of the artifact into the staging directory; returns the manifest. Every file,
+    the manifest included, depends on the plan alone, so two forges of one recipe are
+    byte-identical; the stage times are the run's, in ``timer``."""
     arch = architecture_of(plan)
     out = staged.path
     recipe_text = OmegaConf.to_yaml(OmegaConf.create(plan.recipe.data))
@@ -159,7 +173,6 @@ def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, 
     manifest["files"] = file_table(
         out, exclude=(MANIFEST,), known={p.relative_to(out).as_posix(): h for p, h in weight_hashes.items()}
     )
-    manifest["timings_s"] = {**timer.timings, "total": round(time.perf_counter() - started, 3)}
     write_manifest(out / MANIFEST, manifest)
     return manifest
 

@@ -17,7 +17,9 @@ class FileCheck:
     """One artifact file's verdict."""
 
     name: str
-    status: str  # "ok", "mismatch", "missing" (in the rebuild), "extra" (only in the rebuild)
+    # "ok"; the rebuild against the manifest: "mismatch", "not rebuilt", "extra" (only in the
+    # rebuild); the file on disk against the manifest: "altered", "missing" (deleted)
+    status: str
     recorded: str | None
     rebuilt: str | None
 
@@ -29,6 +31,14 @@ def recorded_recipe(directory: Path):
     from vedforge.pipeline.manifest import read_manifest
     from vedforge.recipe.schema import ForgeConfig
 
+    if not directory.exists():
+        raise VedforgeError(
+            f"'{directory}' does not exist; verify takes a directory written by vedforge (a forge's output "
+            "directory or the OUT of vedforge convert).")
+    if not directory.is_dir():
+        raise VedforgeError(
+            f"'{directory}' is a file, not a directory; verify takes a directory written by vedforge (a forge's "
+            "output directory or the OUT of vedforge convert).")
     try:
         manifest = read_manifest(directory)
     except FileNotFoundError:
@@ -69,15 +79,14 @@ def verify(directory: Path, recipe_record=None) -> list[FileCheck]:
     checks = []
     for name in sorted(set(recorded) | set(rebuilt)):
         old, new = recorded.get(name, {}).get("sha256"), rebuilt.get(name, {}).get("sha256")
-        status = "missing" if new is None else "extra" if old is None else "ok" if old == new else "mismatch"
+        status = "not rebuilt" if new is None else "extra" if old is None else "ok" if old == new else "mismatch"
         checks.append(FileCheck(name, status, old, new))
     # The recorded hashes must also describe the files actually on disk.
-    from vedforge.pipeline.artifacts import altered_files
+    from vedforge.pipeline.artifacts import file_state
 
-    altered = set(altered_files(directory, {c.name: recorded[c.name] for c in checks if c.status == "ok"}))
     for check in checks:
-        if check.name in altered:
-            check.status = "altered"
+        if check.status == "ok":
+            check.status = file_state(directory / check.name, recorded[check.name]) or "ok"
     return checks
 
 

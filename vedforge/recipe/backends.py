@@ -81,7 +81,9 @@ def configure_flax_import(needed: bool) -> None:
 
     An explicit ``USE_FLAX`` from the user is respected either way.
     """
-    if not needed:
+    # transformers reads USE_FLAX once, when it is first imported; set later, it would only leak
+    # into the processes this one starts.
+    if not needed and "transformers" not in sys.modules:
         os.environ.setdefault("USE_FLAX", "0")
 
 

@@ -62,9 +62,31 @@ def recipe_problems(cfg: Any) -> list[str]:
             "writes the Flax weights to; use output.format=msgpack with output.pytorch=true, or backend=pt for "
             "PyTorch weights only"
         )
+    problems += _pytorch_backend_problems(cfg)
     problems += _architecture_problems(cfg)
     if cfg.seed < 0:
         problems.append(f"seed={cfg.seed} must be zero or positive")
+    return problems
+
+
+def _pytorch_backend_problems(cfg: Any) -> list[str]:
+    """Flax output settings given with backend=pt, which would otherwise be ignored without a word."""
+    if option_value(cfg.backend.name) != "pt":
+        return []
+    problems = []
+    if option_value(cfg.output.format) != "msgpack":
+        problems.append(
+            f"output.format={option_value(cfg.output.format)} chooses the file format of Flax weights (msgpack, or "
+            "Flax-layout model.safetensors), and backend=pt always writes PyTorch model.safetensors (and no Flax "
+            "weights); leave output.format out with backend=pt, or use backend=flax "
+            "output.format=safetensors for Flax-layout safetensors"
+        )
+    if cfg.output.pytorch:
+        problems.append(
+            "output.pytorch=true adds PyTorch model.safetensors beside a Flax forge's weights, and backend=pt "
+            "always writes PyTorch model.safetensors (and no Flax weights); leave output.pytorch out with "
+            "backend=pt, or use backend=flax output.pytorch=true for both"
+        )
     return problems
 
 

@@ -141,7 +141,7 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
         shapes = SimpleNamespace(params=shell.params_shape_tree, base_model_prefix=cls.base_model_prefix)
         return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shapes))
 
-    return read_state(source.path, convert_pytorch_layout)
+    return read_state(source.path, convert_pytorch_layout, source.role)
 
 
 def fit_processor_to_image_size(processor: Any, image_size: int) -> None:

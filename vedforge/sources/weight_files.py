@@ -37,7 +37,7 @@ def planned_weight_files(source: ResolvedSource, part: PartRecipe, hub: HubRecip
     from vedforge.sources.resolve import hub_offline
 
     if source.kind != "hub" or hub_offline(hub.offline):
-        on_disk = _local_files(source.path, torch_weights)
+        on_disk = _local_files(source.path, torch_weights, part.role)
         return tuple(WeightFile(p.name, p.stat().st_size, True) for p in on_disk)
     remote = _hub_files(source, part, hub, torch_weights)
     if remote is None:
@@ -45,7 +45,7 @@ def planned_weight_files(source: ResolvedSource, part: PartRecipe, hub: HubRecip
     return tuple(WeightFile(name, size, (source.path / name).is_file()) for name, size in remote)
 
 
-def _local_files(path: Path, torch_weights: bool) -> list[Path]:
+def _local_files(path: Path, torch_weights: bool, role: str) -> list[Path]:
     if torch_weights:
         # What transformers' PyTorch classes read: safetensors, else .bin files.
         for patterns in weight_pattern_sets(torch_weights=True):
@@ -53,7 +53,7 @@ def _local_files(path: Path, torch_weights: bool) -> list[Path]:
             if found:
                 return found
         return []
-    return find_weight_files(path)[1]
+    return find_weight_files(path, role)[1]
 
 
 def _hub_files(source: ResolvedSource, part: PartRecipe, hub: HubRecipe, torch_weights: bool) -> Optional[list[tuple[str, Optional[int]]]]:

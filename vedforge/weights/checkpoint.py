@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -28,8 +28,15 @@ FlatState = dict[tuple[str, ...], "np.ndarray | LazyTensor"]
 
 
 
-def find_weight_files(path: Path) -> tuple[str, list[Path]]:
-    """Return ``(layout, files)`` for the weights in ``path``: layout is ``msgpack`` or ``safetensors``."""
+def random_weights_hint(role: Optional[str]) -> str:
+    """The sentence that tells a recipe to build a part without its weights: the key to set."""
+    key = f"{role}.weights=random" if role else "encoder.weights=random or decoder.weights=random (for this part)"
+    return f"Set {key} to use only its config."
+
+
+def find_weight_files(path: Path, role: Optional[str] = None) -> tuple[str, list[Path]]:
+    """Return ``(layout, files)`` for the weights in ``path``: layout is ``msgpack`` or ``safetensors``.
+    ``role`` (encoder or decoder) names the part in the error when there are none."""
     if (path / FLAX_WEIGHTS).is_file():
         return "msgpack", [path / FLAX_WEIGHTS]
     if (path / FLAX_INDEX).is_file():
@@ -47,7 +54,7 @@ def find_weight_files(path: Path) -> tuple[str, list[Path]]:
     )
     raise NotACheckpointError(
         f"No weights found in '{path}': expected {FLAX_WEIGHTS}, {FLAX_INDEX}, {SAFE_WEIGHTS} or {SAFE_INDEX} "
-        f"(found: {', '.join(present[:10]) or 'nothing'}).{hint} Set weights=random to use only its config."
+        f"(found: {', '.join(present[:10]) or 'nothing'}).{hint} {random_weights_hint(role)}"
     )
 
 
@@ -103,14 +110,14 @@ def read_safetensors(files: Iterable[Path]) -> dict[str, LazyTensor]:
     return tensors
 
 
-def read_state(path: Path, pt_converter: Callable[[dict[str, np.ndarray]], FlatState]) -> FlatState:
+def read_state(path: Path, pt_converter: Callable[[dict[str, np.ndarray]], FlatState], role: Optional[str] = None) -> FlatState:
     """Read every tensor of the checkpoint in ``path`` as a flat Flax-layout state.
 
     ``pt_converter`` maps a PyTorch-named tensor dict to Flax layout; it is only called for
     PyTorch-layout safetensors, and is given by the caller because the mapping depends on
     the Flax model class the tensors are meant for.
     """
-    layout, files = find_weight_files(path)
+    layout, files = find_weight_files(path, role)
     if layout == "msgpack":
         return read_msgpack(files)
     fmt = safetensors_format(files[0])

@@ -175,6 +175,15 @@ def test_output_pytorch_with_flax_safetensors_is_refused(tmp_path):
         forge(compose_recipe(["output.pytorch=true", "output.format=safetensors", f"output.dir={tmp_path}"]))
 
 
+@pytest.mark.parametrize("overrides, records_torch", [
+    (["backend=pt"], True),
+    pytest.param(["output.pytorch=true"], True, marks=needs_flax), pytest.param([], False, marks=needs_flax),
+])
+def test_the_manifest_records_torchs_version_when_the_forge_writes_pytorch(tmp_path, overrides, records_torch):
+    manifest = forge(compose_recipe([*overrides, f"output.dir={tmp_path / 'out'}"])).manifest
+    assert manifest["versions"].get("torch") == (torch.__version__ if records_torch else None)
+
+
 @pytest.mark.skipif(TRANSFORMERS_5, reason="transformers 5 has no image-to-text pipeline task (model.generate works)")
 @pytest.mark.parametrize("encoder", ("vit", "swin", "convnext", "detr", "siglip"))
 def test_image_to_text_pipeline_runs_the_pytorch_output(tmp_path, monkeypatch, encoder):

@@ -48,7 +48,13 @@ class CrossAttention(Architecture):
                 (plan.config, plan.generation, plan.processor, plan.tokenizer))
 
     def extra_versions(self, plan: Any) -> dict[str, str]:
-        return {}
+        """torch checks the PyTorch names (and builds the PyTorch-only encoders) when the forge writes
+        PyTorch weights, so its version is recorded then, as a conversion records it."""
+        if not plan.recipe.writes_pytorch:
+            return {}
+        import torch
+
+        return {"torch": torch.__version__}
 
     def initialisation(self, plan: Any, role: str) -> Optional[dict[str, Any]]:
         from vedforge.architectures.cross_attention.manifest import initialisation

@@ -126,7 +126,7 @@ def _shapes(part: PartPlan) -> Mapping[str, Any]:
         return {renamed[n]: TensorSpec(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
     from vedforge.architectures.prefix.weights import read_part_tensors
 
-    return read_part_tensors(part.source.path, header_only=True)
+    return read_part_tensors(part.source.path, header_only=True, role=part.source.role)
 
 
 def _config_dtype(config: Any) -> str:
@@ -320,13 +320,14 @@ def _generation_config(source: ResolvedSource, tokens: PrefixTokens) -> Any:
 
 def _plan_part(recipe: Recipe, role: str, source: ResolvedSource, config: Any, family: Any) -> PartPlan:
     from vedforge.sources.weight_files import planned_weight_files
+    from vedforge.weights.checkpoint import random_weights_hint
 
     part = recipe.part(role)
     files = () if part.random_weights else planned_weight_files(source, part, recipe.hub, torch_weights=True)
     if not part.random_weights and source.kind != "hub" and not files:
         raise VedforgeError(
             f"The {role} checkpoint {source.describe()} has no PyTorch-layout weights (model*.safetensors or "
-            "pytorch_model*.bin), which architecture=prefix reads. Set weights=random to use only its config.")
+            f"pytorch_model*.bin), which architecture=prefix reads. {random_weights_hint(role)}")
     return PartPlan(part, source, config, family, files, config.checkpoint)
 
 

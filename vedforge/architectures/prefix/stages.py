@@ -61,7 +61,7 @@ def read_prefix_part(part: Any, source: Any, seed: int) -> dict[str, Any]:
     """A part's tensors by PyTorch name: drawn for random weights, else indexed lazily."""
     from vedforge.architectures.prefix.weights import read_part_tensors
 
-    return _random_state(part, seed) if part.recipe.random_weights else read_part_tensors(source.path)
+    return _random_state(part, seed) if part.recipe.random_weights else read_part_tensors(source.path, role=source.role)
 
 
 def assemble_prefix_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

@@ -9,7 +9,7 @@ too are read only when written.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -17,8 +17,8 @@ from vedforge.core.errors import CorruptCheckpointError, NotACheckpointError
 from vedforge.sources.resolve import weight_pattern_sets
 
 
-def _files(path: Path) -> list[Path]:
-    from vedforge.weights.checkpoint import _shards_from_index
+def _files(path: Path, role: Optional[str]) -> list[Path]:
+    from vedforge.weights.checkpoint import _shards_from_index, random_weights_hint
     from vedforge.weights.formats import SAFE_INDEX
 
     if (path / SAFE_INDEX).is_file():
@@ -29,16 +29,16 @@ def _files(path: Path) -> list[Path]:
             return found
     raise NotACheckpointError(
         f"No PyTorch-layout weights in '{path}' (model*.safetensors or pytorch_model*.bin), which architecture=prefix "
-        "reads. Set weights=random to use only its config.")
+        f"reads. {random_weights_hint(role)}")
 
 
-def read_part_tensors(path: Path, *, header_only: bool = False) -> dict[str, Any]:
+def read_part_tensors(path: Path, *, header_only: bool = False, role: Optional[str] = None) -> dict[str, Any]:
     """Every tensor of the checkpoint in ``path`` by its PyTorch name, read only when converted to
     an array (with ``header_only``, shape specs: nothing but headers is read)."""
     from vedforge.weights.checkpoint import safetensors_format
     from vedforge.weights.lazy_tensor import TensorSpec, index_safetensors
 
-    files = _files(path)
+    files = _files(path, role)
     tensors: dict[str, Any] = {}
     if files[0].suffix == ".safetensors":
         if safetensors_format(files[0]) == "flax":
