@@ -111,7 +111,7 @@ def test_pairs_sharing_one_output_dir_are_refused_alike_by_the_plan_and_the_swee
     """The first pair to name an output directory forges it; `vedforge plan -m` and the sweep both
     refuse the later ones, with the same reason, and the sweep forges none of them."""
     shared = tmp_path / "shared"
-    args = ["-m", "seed=1,2,3", f"output.dir={shared}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = ["-m", "seed=1,2,3", f"output.dir={shared}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *BACKEND]
     plan = run_cli("plan", "--json", *args, cwd=tmp_path)
     assert plan.returncode == EXIT_USER_ERROR, plan.stderr
     planned = {p["pair"]: p for p in json.loads(plan.stdout)["pairs"]}
