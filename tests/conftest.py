@@ -21,8 +21,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from vedforge.core.frameworks import flax_classes_available, transformers_version
 from vedforge.core.resources import assets_dir, config_dir
 from vedforge.recipe.schema import register_schema
+
+FLAX = flax_classes_available()
+FLAX_ONLY_REASON = (f"needs vedforge's Flax profile (transformers 4.57 with jax and flax); "
+                    f"this environment has transformers {transformers_version()}")
+# A test of the Flax route: skipped where transformers has no Flax classes (transformers 5).
+needs_flax = pytest.mark.skipif(not FLAX, reason=FLAX_ONLY_REASON)
+TRANSFORMERS_5 = int(transformers_version().split(".")[0]) >= 5
 
 ENCODERS = ("vit", "beit", "dinov2", "clip")
 DECODERS = ("gpt2", "bert", "roberta", "bart")
@@ -53,7 +61,10 @@ def save_tiny_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1, saf
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Every embedded tiny model saved as a checkpoint with weight files, keyed by family."""
+    """Every embedded tiny model saved as a checkpoint with weight files, keyed by family
+    (saved by transformers' Flax classes: the tests that use them skip without Flax)."""
+    if not FLAX:
+        pytest.skip(FLAX_ONLY_REASON)
     root = tmp_path_factory.mktemp("checkpoints")
     paths = {name: save_tiny_checkpoint(name, "encoder", root / name) for name in ENCODERS}
     paths.update({name: save_tiny_checkpoint(name, "decoder", root / name) for name in DECODERS})
@@ -96,3 +107,31 @@ def local_recipe(checkpoints: dict[str, Path], encoder: str, decoder: str, out: 
             *extra,
         ]
     )
+
+
+def save_torch_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1) -> Path:
+    """Save the embedded tiny ``name`` with random weights, as transformers' PyTorch
+    ``save_pretrained`` writes it (``model.safetensors``), with its tokenizer or processor files."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    src = assets_dir() / f"{name}_tiny"
+    config = AutoConfig.from_pretrained(src)
+    torch.manual_seed(seed)
+    model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(config)
+    model.save_pretrained(dest)
+    for item in src.iterdir():
+        if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
+            shutil.copy(item, dest / item.name)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_torch_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny checkpoints saved by transformers' PyTorch classes, with or without Flax: vit and swin
+    (encoders), gpt2 and bart (decoders)."""
+    pytest.importorskip("torch")
+    root = tmp_path_factory.mktemp("torch_checkpoints")
+    paths = {name: save_torch_checkpoint(name, "encoder", root / name) for name in ("vit", "swin")}
+    paths.update({name: save_torch_checkpoint(name, "decoder", root / name) for name in ("gpt2", "bart")})
+    return paths

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -116,3 +117,71 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comple
     return subprocess.run(
         [sys.executable, "-m", "vedforge", *args], cwd=cwd, env=environment, capture_output=True, text=True, timeout=300
     )
+
+
+def add_to_cache(
+    cache: Path, repo_id: str, commit: str, src: Path, *, refs: tuple[str, ...] = ("main",),
+    subfolder: str = "", symlinks: bool = True,
+) -> Path:
+    """Put the files of ``src`` into ``cache`` as snapshot ``commit`` of model repo ``repo_id``.
+
+    With ``symlinks`` the layout is the one huggingface_hub writes: content-addressed files
+    under ``blobs/`` and relative symlinks to them under ``snapshots/<commit>/``.
+    """
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit
+    for item in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = snapshot / subfolder / item.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if symlinks:
+            blob = repo_dir / "blobs" / hashlib.sha256(item.read_bytes()).hexdigest()
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            if not blob.exists():
+                shutil.copyfile(item, blob)
+            target.symlink_to(os.path.relpath(blob, target.parent))
+        else:
+            shutil.copyfile(item, target)
+    for ref in refs:
+        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+        # huggingface_hub reads refs with f.read(): a trailing newline would break the lookup.
+        (repo_dir / "refs" / ref).write_text(commit)
+    return snapshot
+
+
+def flax_source_from_pytorch(pt_forge: Path, dest: Path, *, fmt: str = "msgpack", max_shard_size: str = "5GB",
+                             keep_pytorch: bool = False) -> Path:
+    """The Flax checkpoint a Flax forge of ``pt_forge``'s recipe writes, made without Flax.
+
+    ``pt_forge`` is a ``backend=pt`` forge. Its PyTorch tensors go back to their Flax paths and
+    layout (vedforge.architectures.cross_attention.torch_view, the inverse of the conversion
+    every forge and ``vedforge convert`` apply), and vedforge's own writer writes them as
+    ``flax_model.msgpack`` (sharded past ``max_shard_size``) or Flax-layout ``model.safetensors``:
+    the files a Flax forge writes, where transformers has no Flax classes (transformers 5).
+    With ``keep_pytorch`` the PyTorch file stays beside them, as ``output.pytorch=true`` leaves it.
+    """
+    import numpy as np
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    from vedforge.architectures.cross_attention.torch_view import flax_view
+    from vedforge.core.units import parse_size
+    from vedforge.weights.writer import write_flax_checkpoint, write_safetensors_checkpoint
+
+    shutil.copytree(pt_forge, dest, ignore=shutil.ignore_patterns("model*.safetensors*", "vedforge.log", ".hydra"))
+    config = VisionEncoderDecoderConfig.from_pretrained(pt_forge)
+    with torch.device("meta"):
+        model = VisionEncoderDecoderModel(config)
+    by_name = {saved: (path, axes) for path, (saved, _, axes) in flax_view(model).items()}
+    params = {}
+    for name, tensor in load_file(pt_forge / "model.safetensors").items():
+        if name in by_name:
+            path, axes = by_name[name]
+            params[path] = np.ascontiguousarray(np.transpose(tensor, axes)) if axes else tensor
+    if fmt == "safetensors":
+        write_safetensors_checkpoint(dest, params)
+    else:
+        write_flax_checkpoint(dest, params, parse_size(max_shard_size))
+    if keep_pytorch:
+        shutil.copy(pt_forge / "model.safetensors", dest / "model.safetensors")
+    return dest

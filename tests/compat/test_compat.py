@@ -7,6 +7,14 @@ a subprocess here, and the other tests keep seeing stock transformers.
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
 import json
 import os
 import subprocess
@@ -15,7 +23,6 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from conftest import compose_recipe
 from vedforge.core.errors import EXIT_USER_ERROR

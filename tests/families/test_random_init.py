@@ -3,6 +3,14 @@ initialisers, without compiling anything; same recipe, same bytes; and the forge
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
 import json
 import math
 import os
@@ -10,7 +18,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from conftest import compose_recipe
 
 PIXELS = np.zeros((1, 3, 32, 32), np.float32)

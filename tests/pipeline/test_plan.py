@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_recipe, local_recipe
+from conftest import FLAX, compose_recipe, local_recipe, needs_flax
 from tests_support import no_weight_file_opened
 from vedforge.core.errors import BackendError, OutputError, UnsupportedModelError, VedforgeError
 from vedforge.pipeline.plan import FORGE, SKIP, build_plan
@@ -22,6 +22,29 @@ from vedforge.pipeline.runner import forge
 
 def _manifest_files(manifest: dict, layout_files: list[str]) -> dict[str, int]:
     return {name: manifest["files"][name]["bytes"] for name in layout_files}
+
+
+@pytest.mark.parametrize("encoder,decoder,extra", [
+    ("vit", "gpt2", ("token_policy=add_pad",)),
+    ("swin", "bart", ("output.max_shard_size=40KB",)),
+])
+def test_pt_plan_of_pytorch_checkpoints_is_what_the_forge_does(tiny_torch_checkpoints, tmp_path, encoder, decoder, extra):
+    # With or without Flax classes: PyTorch checkpoints, a PyTorch forge.
+    cfg = local_recipe(tiny_torch_checkpoints, encoder, decoder, tmp_path / "out", "backend=pt", *extra)
+    with no_weight_file_opened() as opened:
+        plan = build_plan(cfg)
+    assert opened == [] and plan.outcome == FORGE
+    manifest = forge(cfg).manifest
+    assert plan.parameters == manifest["parameters"]
+    assert plan.total_parameters == manifest["parameters"]["total"]
+    summary = plan_summary(plan)
+    new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
+    assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}
+    assert summary["token_ids"] == manifest["token_ids"]
+    for layout in summary["weight_layouts"]:
+        written = _manifest_files(manifest, layout["files"])
+        weights = [name for name in layout["files"] if not name.endswith(".json")]
+        assert 0 <= sum(written[name] for name in weights) - layout["bytes"] < 0.05 * layout["bytes"] + 4096
 
 
 @pytest.mark.parametrize("encoder,decoder,extra", [
@@ -158,10 +181,14 @@ def test_the_forge_holds_its_output_lock_before_it_fetches(tiny_checkpoints, tmp
 def test_plan_refuses_siglip_for_flax_with_the_reason_and_reads_nothing(tmp_path):
     pytest.importorskip("torch")
     cfg = compose_recipe(["encoder=siglip_tiny", "backend=flax", f"output.dir={tmp_path / 'out'}"])
-    with no_weight_file_opened() as opened, pytest.raises(UnsupportedModelError) as refused:
+    # Without Flax classes (transformers 5) backend=flax itself is refused, with the install command.
+    with no_weight_file_opened() as opened, pytest.raises(UnsupportedModelError if FLAX else BackendError) as refused:
         build_plan(cfg)
     message = str(refused.value)
-    assert "'siglip'" in message and "no Flax implementation" in message and "backend=pt" in message
+    if FLAX:
+        assert "'siglip'" in message and "no Flax implementation" in message and "backend=pt" in message
+    else:
+        assert 'pip install "vedforge[flax]"' in message and "backend=pt" in message
     assert opened == [] and not (tmp_path / "out").exists()
     # The same recipe with backend=pt plans a forge of the vision tower alone.
     plan = build_plan(compose_recipe(["encoder=siglip_tiny", "backend=pt", f"output.dir={tmp_path / 'out'}"]))
@@ -177,6 +204,24 @@ def _run_plan(*args: str) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.skipif(FLAX, reason="the plan of an environment without Flax classes")
+def test_plan_command_without_flax_plans_pt_and_refuses_flax_with_the_install_command(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = _run_plan("-m", "--json", "backend=pt,flax", "encoder=vit_tiny", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 2, result.stderr
+    pairs = {p["pair"]: p for p in json.loads(result.stdout)["pairs"]}
+    outcomes = sorted((p["outcome"], p.get("reason") or "") for p in pairs.values())
+    assert [o for o, _ in outcomes] == ["forge", "refused"]
+    assert 'pip install "vedforge[flax]"' in outcomes[1][1]
+    assert not sweep.exists()
+    # A bare plan plans the embedded default as a PyTorch model, and says so.
+    text = _run_plan(f"output.dir={tmp_path / 'one'}")
+    assert text.returncode == 0, text.stderr
+    assert "backend=pt" in text.stderr and "model.safetensors" in text.stdout
+    assert not (tmp_path / "one").exists()
+
+
+@needs_flax
 def test_plan_command_prints_a_sweep_with_totals_and_exits_2_for_a_refused_pair(tmp_path):
     sweep = tmp_path / "sweep"
     result = _run_plan("-m", "--json", "encoder=vit_tiny,swin_tiny", "decoder=gpt2_tiny", f"hydra.sweep.dir={sweep}")

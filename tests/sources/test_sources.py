@@ -16,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
-from flax.serialization import msgpack_restore
-from flax.traverse_util import flatten_dict
+
+# The hub fixtures are Flax checkpoints saved by transformers' Flax classes.
+pytest.importorskip("flax")
+
+import requests  # noqa: E402
+from flax.serialization import msgpack_restore  # noqa: E402
+from flax.traverse_util import flatten_dict  # noqa: E402
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import scan_cache_dir
 from huggingface_hub.hf_api import HfApi
@@ -28,6 +32,7 @@ from vedforge.core.resources import assets_dir
 from vedforge.sources.resolve import hub_offline, resolve_source
 
 from conftest import compose_recipe, save_tiny_checkpoint
+from tests_support import add_to_cache
 
 
 def _commit(label: str) -> str:
@@ -38,35 +43,6 @@ COMMIT_MAIN = _commit("main")
 COMMIT_TAG = _commit("v1.0")
 COMMIT_UNREFERENCED = _commit("unreferenced")
 COMMIT_ABSENT = _commit("absent")
-
-
-def add_to_cache(
-    cache: Path, repo_id: str, commit: str, src: Path, *, refs: tuple[str, ...] = ("main",),
-    subfolder: str = "", symlinks: bool = True,
-) -> Path:
-    """Put the files of ``src`` into ``cache`` as snapshot ``commit`` of model repo ``repo_id``.
-
-    With ``symlinks`` the layout is the one huggingface_hub writes: content-addressed files
-    under ``blobs/`` and relative symlinks to them under ``snapshots/<commit>/``.
-    """
-    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
-    snapshot = repo_dir / "snapshots" / commit
-    for item in sorted(p for p in src.rglob("*") if p.is_file()):
-        target = snapshot / subfolder / item.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if symlinks:
-            blob = repo_dir / "blobs" / hashlib.sha256(item.read_bytes()).hexdigest()
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            if not blob.exists():
-                shutil.copyfile(item, blob)
-            target.symlink_to(os.path.relpath(blob, target.parent))
-        else:
-            shutil.copyfile(item, target)
-    for ref in refs:
-        (repo_dir / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
-        # huggingface_hub reads refs with f.read(): a trailing newline would break the lookup.
-        (repo_dir / "refs" / ref).write_text(commit)
-    return snapshot
 
 
 def resolve(name_or_path: str, *, role: str = "decoder", revision=None, subfolder: str = "",

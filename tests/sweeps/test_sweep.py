@@ -6,9 +6,15 @@ import json
 
 import pytest
 
+from conftest import FLAX
 from tests_support import run_cli
 from vedforge.core.errors import EXIT_USER_ERROR
 from vedforge.sweeps.summary import job_subdir
+
+
+# The default backend where transformers has Flax classes; backend=pt where it has none (5.x).
+BACKEND = [] if FLAX else ["backend=pt"]
+WEIGHTS = "flax_model.msgpack" if FLAX else "model.safetensors"
 
 
 def test_job_subdir_names_the_pair_and_other_recipe_overrides():
@@ -20,11 +26,12 @@ def test_job_subdir_names_the_pair_and_other_recipe_overrides():
 
 def test_sweep_pair_directories_carry_no_override_punctuation(tmp_path):
     result = run_cli("-m", "encoder=beit_tiny", "+encoder.config_overrides.drop_path_rate=0.0,0.1",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", *BACKEND, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     pairs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "vedforge_manifest.json").is_file())
-    assert pairs == ["beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.0",
-                     "beit_tiny__gpt2_tiny__encoder.config_overrides.drop_path_rate=0.1"]
+    backend = "" if FLAX else "backend=pt__"
+    assert pairs == [f"beit_tiny__gpt2_tiny__{backend}encoder.config_overrides.drop_path_rate=0.0",
+                     f"beit_tiny__gpt2_tiny__{backend}encoder.config_overrides.drop_path_rate=0.1"]
     summary = json.loads((tmp_path / "sweep" / "summary.json").read_text())
     assert sorted(row["pair"] for row in summary["rows"]) == pairs
 
@@ -34,7 +41,7 @@ def failing_sweep(tmp_path_factory):
     """A 2x2 sweep in which the pairs with the missing builtin decoder fail."""
     root = tmp_path_factory.mktemp("sweep")
     args = ["-m", "encoder=vit_tiny,beit_tiny", "decoder.name_or_path=builtin:gpt2_tiny,builtin:nope",
-            f"hydra.sweep.dir={root / 'sweep'}"]
+            f"hydra.sweep.dir={root / 'sweep'}", *BACKEND]
     return root, args, run_cli(*args, cwd=root)
 
 
@@ -51,10 +58,10 @@ def test_one_failing_pair_does_not_lose_the_others(failing_sweep):
     assert len(good) == 2 and len(bad) == 2
     for row in good:
         assert row["status"] == "forged" and row["parameters"] > 0 and row["artifact_bytes"] > 0
-        assert (sweep / row["pair"] / "flax_model.msgpack").is_file()
+        assert (sweep / row["pair"] / WEIGHTS).is_file()
     for row in bad:
         assert row["status"] == "failed" and "nope" in row["error"] and row["output_dir"] is None
-        assert not (sweep / row["pair"] / "flax_model.msgpack").exists()
+        assert not (sweep / row["pair"] / WEIGHTS).exists()
     assert sorted(summary["failed"]) == sorted(r["pair"] for r in bad)
     table = (sweep / "summary.md").read_text()
     assert all(pair in table for pair in rows)
@@ -70,13 +77,13 @@ def test_each_checkpoint_is_read_once_per_sweep(failing_sweep):
 def test_rerunning_the_sweep_skips_complete_pairs(failing_sweep):
     root, args, _ = failing_sweep
     sweep = root / "sweep"
-    before = {p: p.stat().st_mtime_ns for p in sweep.glob("*__*/flax_model.msgpack")}
+    before = {p: p.stat().st_mtime_ns for p in sweep.glob(f"*__*/{WEIGHTS}")}
     again = run_cli(*args, cwd=root)
     assert again.returncode == EXIT_USER_ERROR  # the bad pairs still fail
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["skipped"] == 2 and summary["forged"] == 0
     assert summary["checkpoint_loads"] == {"encoder": 0, "decoder": 0}
-    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*__*/flax_model.msgpack")} == before
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob(f"*__*/{WEIGHTS}")} == before
 
 
 def test_resume_false_forges_again(failing_sweep):
@@ -104,7 +111,7 @@ def test_pairs_sharing_one_output_dir_are_refused_alike_by_the_plan_and_the_swee
     """The first pair to name an output directory forges it; `vedforge plan -m` and the sweep both
     refuse the later ones, with the same reason, and the sweep forges none of them."""
     shared = tmp_path / "shared"
-    args = ["-m", "seed=1,2,3", f"output.dir={shared}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    args = ["-m", "seed=1,2,3", f"output.dir={shared}", f"hydra.sweep.dir={tmp_path / 'sweep'}", *BACKEND]
     plan = run_cli("plan", "--json", *args, cwd=tmp_path)
     assert plan.returncode == EXIT_USER_ERROR, plan.stderr
     planned = {p["pair"]: p for p in json.loads(plan.stdout)["pairs"]}

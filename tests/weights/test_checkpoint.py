@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from flax.traverse_util import flatten_dict
 from safetensors.numpy import save_file
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
 import errno
 import hashlib
 import json
@@ -15,7 +23,6 @@ from pathlib import Path
 import flax.serialization
 import msgpack
 import numpy as np
-import pytest
 from flax.traverse_util import flatten_dict
 
 from conftest import save_tiny_checkpoint

@@ -48,6 +48,10 @@ def run_task(cfg) -> None:
     register(cfg.hub.token)
     guard_console()
     hydra_cfg = HydraConfig.get()
+    if _default_backend_note is not None:
+        import logging
+
+        logging.getLogger("vedforge").info(_default_backend_note)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
         configure_torch_import(needs_torch(cfg))
@@ -145,6 +149,8 @@ def run_sweep_job(cfg, hydra_cfg, records) -> None:
 
 
 _sweep_cache = None
+# Set when a bare `vedforge` forges the embedded default with backend=pt (no Flax here).
+_default_backend_note = None
 # Hydra's run directory when it is a private temporary one (vedforge.cli.run_records).
 _private_run_dir = None
 
@@ -184,6 +190,7 @@ def _run_subcommand(name: str, argv: list[str]) -> int:
 
 
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
+
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
 # rejects it with a bare traceback, so it is caught before Hydra sees it.
 _NOT_A_NAME = re.compile(r"[+-]?(\d[\d_]*(\.\d*)?([eE][+-]?\d+)?|\.\d+|inf|nan)|true|false", re.IGNORECASE)
@@ -239,9 +246,14 @@ def main() -> None:
     from vedforge.cli.run_records import private_run_dir, remove_run_dir, run_dir_override
     from vedforge.recipe.schema import register_schema
 
-    global _private_run_dir
+    global _private_run_dir, _default_backend_note
     register_schema()
     SweepSummary.sweep_dir = None
+    from vedforge.cli.default_backend import default_backend_override, default_backend_note
+
+    if default_backend_override(sys.argv[1:]) is not None:
+        sys.argv.append("backend=pt")
+        _default_backend_note = default_backend_note("forging")
     # With output.dir given, the artifact is the only place a forge writes (vedforge.cli.run_records).
     _private_run_dir = private_run_dir(sys.argv[1:])
     if _private_run_dir is not None:

@@ -113,6 +113,11 @@ def main(argv: list[str]) -> int:
     if unknown:
         report(f"vedforge plan does not know the option {unknown[0]}. Usage: {USAGE.splitlines()[0]}")
         return EXIT_USER_ERROR
+    from vedforge.cli.default_backend import default_backend_note, default_backend_override
+
+    if not args.multirun and default_backend_override(overrides) is not None:
+        overrides = [*overrides, "backend=pt"]
+        print(f"vedforge: {default_backend_note('planning')}", file=sys.stderr)
     summaries = []
     # A sweep refuses a pair whose output directory an earlier pair writes to; so does its plan.
     shared = SharedOutputs()

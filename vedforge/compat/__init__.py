@@ -21,22 +21,33 @@ Gaps in transformers' Flax vision-encoder-decoder support:
 Use :class:`FlaxVisionEncoderDecoderModel` from this module in place of transformers'
 class, or call :func:`install` once to fix transformers' own class in this process, or run
 an unchanged script with every fix installed: ``python -m vedforge.compat SCRIPT [ARGS...]``.
+
+It needs vedforge's Flax profile (transformers 4.57 with jax and flax): under transformers 5, which
+has no Flax classes, importing it raises :class:`vedforge.core.errors.FlaxUnavailableError` (an
+``ImportError``) whose message says how to install that profile.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-import flax.linen as nn
-from transformers import CLIPVisionConfig, FlaxAutoModel, FlaxCLIPVisionModel
-from transformers import FlaxVisionEncoderDecoderModel as _StockModel
-from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_MAPPING
-from transformers.models.beit import modeling_flax_beit
+from vedforge.core.frameworks import flax_classes_available, flax_missing_reason
+
+if not flax_classes_available():
+    from vedforge.core.errors import FlaxUnavailableError
+
+    raise FlaxUnavailableError(flax_missing_reason("vedforge.compat (and python -m vedforge.compat)"))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import flax.linen as nn  # noqa: E402
+from transformers import CLIPVisionConfig, FlaxAutoModel, FlaxCLIPVisionModel  # noqa: E402
+from transformers import FlaxVisionEncoderDecoderModel as _StockModel  # noqa: E402
+from transformers.models.auto.modeling_flax_auto import FLAX_MODEL_MAPPING  # noqa: E402
+from transformers.models.beit import modeling_flax_beit  # noqa: E402
 from transformers.models.vision_encoder_decoder.modeling_flax_vision_encoder_decoder import (
     FlaxVisionEncoderDecoderModule as _StockModule,
 )
 
-from vedforge.families.registry import FAMILIES
+from vedforge.families.registry import FAMILIES  # noqa: E402
 
 # Decoders whose position embeddings start after the padding index.
 _PADDING_OFFSET_TYPES = tuple(t for t, f in FAMILIES.items() if f.position_offset)

@@ -67,3 +67,8 @@ class OutputError(VedforgeError):
 
 class BackendError(VedforgeError):
     """The chosen backend cannot run here (PyTorch missing or hidden) or cannot forge this pairing."""
+
+
+class FlaxUnavailableError(ImportError):
+    """transformers' Flax classes (or jax and flax) are missing, so a Flax-only module cannot be
+    imported: raised by ``import vedforge.compat`` under transformers 5, with the install command."""

@@ -32,6 +32,7 @@ GENERATOR = "numpy PCG64, one stream per tensor seeded by sha256(seed, role, ten
 
 # Standard deviation of a standard normal truncated to (-2, 2), as jax.nn.initializers uses it.
 _TRUNCATED_STD = 0.87962566103423978
+TRUNCATED_STD = _TRUNCATED_STD
 
 
 class UnknownInitializerError(RuntimeError):

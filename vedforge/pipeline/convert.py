@@ -228,6 +228,23 @@ def _generation_config(src: Path, config: Any) -> tuple[Any, bool]:
     return GenerationConfig.from_model_config(config), True
 
 
+def _generation_settings_in_config(src: Path, config: Any) -> dict[str, Any]:
+    """The generation settings SRC's config.json holds with a value other than the default.
+
+    transformers 4 keeps them on the loaded config and names them itself; transformers 5 drops
+    them when it reads config.json (and refuses to save a config holding them), so there they are
+    read from the file.
+    """
+    if hasattr(config, "_get_non_default_generation_parameters"):
+        return config._get_non_default_generation_parameters()
+    from transformers import GenerationConfig
+
+    raw = json.loads((src / _CONFIG).read_text())
+    defaults = GenerationConfig._get_default_generation_params()
+    return {key: raw[key] for key in defaults
+            if key in raw and key != "use_cache" and raw[key] is not None and raw[key] != defaults[key]}
+
+
 def _tokenizer(src: Path) -> Any:
     if not any((src / name).is_file() for name in _TOKENIZER_FILES):
         return None
@@ -334,10 +351,11 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
     generation, derived_generation = _generation_config(src, config)
     # Generation settings an older config.json holds (max_length, num_beams...) go to the generation
     # config, as transformers' PyTorch save_pretrained moves them.
-    moved = config._get_non_default_generation_parameters()
+    moved = _generation_settings_in_config(src, config)
     for name, value in moved.items():
         setattr(generation, name, value)
-        setattr(config, name, None)
+        if hasattr(config, name):
+            setattr(config, name, None)
     tokenizer, processor = _tokenizer(src), _processor(src)
     from vedforge.families.torch_fixes import needs_compat
 

@@ -55,12 +55,20 @@ def meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]
     import torch
     from transformers import VisionEncoderDecoderModel
 
+    from vedforge.core.frameworks import config_to_build
+    from vedforge.weights.saved_names import buffers_saved_by_4_57, saved_names
+
     with torch.device("meta"):
-        model = VisionEncoderDecoderModel(config)
+        model = VisionEncoderDecoderModel(config_to_build(config))
+    renamed = saved_names(model)
     state = model.state_dict()
-    expected = {name: tuple(t.shape) for name, t in state.items()}
-    distinct = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
-    return expected, set(expected) - distinct
+    expected = {renamed[name]: tuple(t.shape) for name, t in state.items()}
+    # Written as 4.57 writes them, so 4.57 loads a 5.x forge with nothing missing.
+    kept = buffers_saved_by_4_57(model, renamed)
+    expected.update({name: tuple(t.shape) for name, t in kept.items()})
+    distinct = ({renamed.get(n, n) for n, _ in model.named_parameters()}
+                | {renamed.get(n, n) for n, _ in model.named_buffers()})
+    return expected, set(expected) - distinct - set(kept)
 
 
 _FORGE_ADVICE = "Forge with backend=flax without output.pytorch, and report this pairing"

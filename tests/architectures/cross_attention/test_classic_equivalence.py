@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
 import json
 import re
 import sys

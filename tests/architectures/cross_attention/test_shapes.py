@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import FLAX, FLAX_ONLY_REASON
+
+# Flax-only: checkpoints saved by transformers' Flax classes, or the Flax model itself.
+if not FLAX:
+    pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
+
+
 from conftest import DECODERS, ENCODERS
 from vedforge.weights.checkpoint import read_state
 from vedforge.architectures.cross_attention.shapes import checkpoint_shapes, layered_shapes

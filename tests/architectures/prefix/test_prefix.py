@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import compose_recipe  # noqa: E402
+from conftest import FLAX, compose_recipe  # noqa: E402
 from vedforge.core.errors import RecipeError, UnsupportedModelError, VedforgeError  # noqa: E402
 from vedforge.core.resources import assets_dir  # noqa: E402
 from vedforge.pipeline.runner import forge  # noqa: E402
@@ -404,8 +404,9 @@ def test_manifest_card_resume_and_verify(tmp_path):
 def test_cross_attention_recipes_are_recorded_as_before(tmp_path):
     # The default architecture leaves no trace in the recorded recipe, so existing artifacts
     # still resume and verify; naming it explicitly forges the very same bytes.
-    a = forge(compose_recipe([f"output.dir={tmp_path / 'a'}"])).manifest
-    b = forge(compose_recipe(["architecture=cross_attention", f"output.dir={tmp_path / 'b'}"])).manifest
+    backend = [] if FLAX else ["backend=pt"]  # the default backend, where Flax classes exist
+    a = forge(compose_recipe([f"output.dir={tmp_path / 'a'}", *backend])).manifest
+    b = forge(compose_recipe(["architecture=cross_attention", f"output.dir={tmp_path / 'b'}", *backend])).manifest
     assert "architecture" not in a["recipe"] and "prefix" not in a["recipe"] and "architecture" not in a
     assert a["recipe"] == b["recipe"]
     assert {n: f["sha256"] for n, f in a["files"].items()} == {n: f["sha256"] for n, f in b["files"].items()}
@@ -551,7 +552,7 @@ def test_the_lms_own_generation_config_is_kept_with_the_forges_ids(prefix_checkp
 
 
 def test_hub_checkpoints_from_the_cache_offline_are_recorded_with_their_commits(prefix_checkpoints, tmp_path):
-    from test_sources import add_to_cache
+    from tests_support import add_to_cache
 
     cache = tmp_path / "hub"
     commits = {"vit": "a" * 40, "llama": "b" * 40}

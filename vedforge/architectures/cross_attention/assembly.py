@@ -181,10 +181,10 @@ class _ShapeOnly:
     growing or resizing it would give."""
 
     def __init__(self, source: Any, shape: tuple[int, ...]):
-        import jax
+        from vedforge.weights.lazy_tensor import TensorSpec
 
         self.shape, self.dtype, self.ndim = tuple(source.shape), np.dtype(source.dtype), len(source.shape)
-        self.target = jax.ShapeDtypeStruct(shape, source.dtype)
+        self.target = TensorSpec(tuple(shape), np.dtype(source.dtype))
 
 
 def _grow(path: Path_, source: np.ndarray, shape: tuple[int, ...], dtype: Any, seed: int, std: float,
@@ -211,9 +211,8 @@ def _resize_position_grid(path: Path_, source: np.ndarray, shape: tuple[int, ...
 
     A ViT-style encoder given a new ``image_size`` keeps its pretrained positions this way,
     as ViT fine-tuning at a higher resolution does. Handles ``(1, 1+n, d)`` and ``(1+n, d)``.
+    The resize is jax's (``jax.image.resize``), so it needs the Flax profile.
     """
-    import jax
-
     if "position" not in "/".join(path) or source.ndim != len(shape) or source.ndim not in (2, 3):
         return None
     lead = source.ndim - 2
@@ -223,6 +222,14 @@ def _resize_position_grid(path: Path_, source: np.ndarray, shape: tuple[int, ...
         return None
     if isinstance(source, _ShapeOnly):
         return source.target
+    try:
+        import jax
+    except ImportError:
+        from vedforge.core.errors import BackendError
+        from vedforge.core.frameworks import flax_missing_reason
+
+        raise BackendError(flax_missing_reason(
+            "Resizing pretrained position embeddings to an encoder image_size override (jax.image.resize)")) from None
     flat = source.reshape(-1, source.shape[-1])
     grid = flat[1:].reshape(old_side, old_side, -1).astype(np.float32)
     resized = np.asarray(jax.image.resize(grid, (new_side, new_side, grid.shape[-1]), "bicubic"))

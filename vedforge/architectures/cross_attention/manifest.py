@@ -35,7 +35,14 @@ def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
         from vedforge.architectures.cross_attention.torch_encoder import describe_torch_generation
 
         return describe_torch_generation(part.config.model, plan.recipe.seed)
+    from vedforge.core.frameworks import flax_classes_available
     from vedforge.families.random_init import describe_generation
+
+    if not flax_classes_available():
+        from vedforge.architectures.cross_attention.torch_view import flax_class_name
+
+        # Named, not imported: transformers 5 has no Flax classes; their initialisers are drawn.
+        return describe_generation(type(flax_class_name(part.config.checkpoint), (), {}), plan.recipe.seed)
     from vedforge.sources.loading import checkpoint_class
 
     return describe_generation(checkpoint_class(part.config.checkpoint, role), plan.recipe.seed)

@@ -15,10 +15,18 @@ from typing import Any, Mapping, Optional
 
 from vedforge.architectures.parts import FORGE, LayoutPlan, PartPlan
 from vedforge.core.errors import VedforgeError
+from vedforge.core.frameworks import flax_classes_available
 from vedforge.families.registry import ModelFamily
 from vedforge.recipe.typed import ROLES, PartRecipe, Recipe
 from vedforge.sources.resolve import ResolvedSource, locate
 from vedforge.weights.layouts import layouts_for, planned_files
+
+
+def torch_built(family: ModelFamily, role: str) -> bool:
+    """Whether a part of ``family`` in ``role`` is built by transformers' PyTorch classes (an
+    encoder without a Flax port). The others are assembled in Flax layout, from traced Flax
+    classes or, where transformers has none, from the PyTorch view of the same tree."""
+    return family.built_with == "pytorch"
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,10 @@ class Part(PartPlan):
         encoder built with PyTorch its state-dict name -> shape/dtype. Traced when first asked for."""
         if self.torch_specs is not None:
             return self.torch_specs[0]
+        if not flax_classes_available():
+            import vedforge.architectures.cross_attention.torch_view as torch_view
+
+            return torch_view.checkpoint_shapes(self.saved_config, self.role)
         from vedforge.architectures.cross_attention.shapes import checkpoint_shapes
 
         return checkpoint_shapes(self.saved_config, self.role)
@@ -153,6 +165,13 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     Raises:
         VedforgeError: every problem that needs no weights to be found.
     """
+    if recipe.backend == "flax" and not flax_classes_available():
+        from vedforge.core.errors import BackendError
+        from vedforge.core.frameworks import flax_missing_reason
+
+        raise BackendError(flax_missing_reason(
+            "backend=flax (the default backend; Flax weights, flax_model.msgpack)")
+            + " For the PyTorch model of this recipe here, add backend=pt.")
     import transformers
 
     from vedforge.architectures.cross_attention.assembly import target_shapes
@@ -168,7 +187,7 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     sources = {role: locate(recipe.part(role), recipe.hub, need_weights=False) for role in ROLES}
     enc = load_encoder_config(sources["encoder"], recipe.encoder.config_overrides, hub.trust_remote_code, recipe.backend)
     enc_family = family_of(enc.checkpoint.model_type)
-    torch_encoder = enc_family.built_with == "pytorch"
+    torch_encoder = torch_built(enc_family, "encoder")
     if torch_encoder:
         from vedforge.families.torch_fixes import prepare_encoder_config
 
@@ -187,7 +206,14 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     apply_token_ids(config, ids)
     config.architectures = ["VisionEncoderDecoderModel"]
     generation = generation_config_for(config, ids)
-    if torch_encoder:
+    if not flax_classes_available():
+        # No Flax classes to trace (transformers 5): the same tree, read off the PyTorch model.
+        import vedforge.architectures.cross_attention.torch_view as torch_view
+
+        target = torch_view.target_shapes(config)
+        if torch_encoder:
+            target = {k: v for k, v in target.items() if k[0] != "encoder"}
+    elif torch_encoder:
         from vedforge.architectures.cross_attention.torch_encoder import standin_trace_config
 
         target = {k: v for k, v in target_shapes(standin_trace_config(config)).items() if k[0] != "encoder"}
@@ -218,8 +244,9 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
 def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: ModelFamily, recipe: Recipe) -> Part:
     from vedforge.sources.weight_files import planned_weight_files
 
-    files = () if part.random_weights else planned_weight_files(source, part, recipe.hub, torch_weights=family.built_with == "pytorch")
-    if family.built_with == "pytorch":
+    torch_encoder = torch_built(family, part.role)
+    files = () if part.random_weights else planned_weight_files(source, part, recipe.hub, torch_weights=torch_encoder)
+    if torch_encoder:
         from vedforge.architectures.cross_attention.torch_encoder import encoder_tensor_specs
 
         specs, buffers = encoder_tensor_specs(config.model)

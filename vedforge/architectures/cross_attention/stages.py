@@ -28,6 +28,16 @@ def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], 
 
         return (*key, True), lambda: load_torch_encoder_state(source, part.config.model,
                                                               random_weights=random_weights, seed=seed)
+    from vedforge.core.frameworks import flax_classes_available
+
+    if not flax_classes_available():
+        # transformers 5: the Flax layout read off the PyTorch class (see torch_view).
+        import vedforge.architectures.cross_attention.torch_view as torch_view
+
+        if random_weights:
+            return (*key, False), lambda: torch_view.random_part_state(part.config.checkpoint, seed=seed,
+                                                                       role=part.role)
+        return (*key, False), lambda: torch_view.part_state(source.path, part.config.checkpoint, part.role)
     from vedforge.sources.loading import load_part_state
 
     return (*key, False), lambda: load_part_state(source, part.config, random_weights=random_weights, seed=seed)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vedforge.core.errors import CorruptCheckpointError
+from vedforge.core.frameworks import config_to_build
 from vedforge.core.seeding import derive_seed
 from vedforge.sources.resolve import ResolvedSource
 
@@ -37,19 +38,29 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     """Shape and dtype of every tensor of the encoder's state dict, named as inside
     ``VisionEncoderDecoderModel`` (``encoder.``...), and the names that are buffers: the
     model is built on the meta device, which allocates nothing."""
-    import jax
     import torch
     from transformers import AutoModel
 
+    from vedforge.weights.lazy_tensor import TensorSpec
+    from vedforge.weights.saved_names import buffers_saved_by_4_57, saved_names
+
     with torch.device("meta"):
-        model = AutoModel.from_config(model_config)
-    specs = {f"encoder.{name}": jax.ShapeDtypeStruct(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
-             for name, t in model.state_dict().items()}
-    return specs, {f"encoder.{name}" for name, _ in model.named_buffers()}
+        model = AutoModel.from_config(config_to_build(model_config))
+    renamed = saved_names(model)
+    kept = buffers_saved_by_4_57(model, renamed)
+    tensors = {**{renamed[name]: t for name, t in model.state_dict().items()}, **kept}
+    specs = {f"encoder.{name}": TensorSpec(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+             for name, t in tensors.items()}
+    return specs, {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
+        f"encoder.{name}" for name in kept}
 
 
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random PyTorch-built encoder's weights were made."""
+    from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
+
+    if numpy_drawn(model_config.model_type):
+        return describe_numpy_generation(model_config.model_type, seed)
     return {
         "method": "transformers' PyTorch initialisation (the model class's _init_weights), no XLA",
         "generator": f"torch.manual_seed({derive_seed(seed, 'encoder-weights')}), derived from the recipe seed",
@@ -71,16 +82,32 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
 
     torch.manual_seed(derive_seed(seed, "encoder-weights"))
     if random_weights:
-        model, missing = AutoModel.from_config(model_config), []
+        model, missing = AutoModel.from_config(config_to_build(model_config)), []
     else:
         try:
-            model, info = AutoModel.from_pretrained(str(source.path), config=model_config, output_loading_info=True)
+            model, info = AutoModel.from_pretrained(str(source.path), config=config_to_build(model_config),
+                                                    output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CorruptCheckpointError(
                 f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "
                 f"{str(exc).splitlines()[0][:300]}"
             ) from None
         missing = sorted(info.get("missing_keys", []))
-    state = {f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
-    buffers = {f"encoder.{name}" for name, _ in model.named_buffers()}
-    return state, [f"encoder.{name}" for name in missing], buffers
+    from vedforge.weights.saved_names import saved_names
+
+    # The names save_pretrained writes (transformers 5 renames modules internally).
+    renamed = saved_names(model)
+    state = {f"encoder.{renamed[name]}": tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.weights.saved_names import buffers_saved_by_4_57
+
+    kept = buffers_saved_by_4_57(model, renamed)
+    state.update({f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in kept.items()})
+    from vedforge.families.torch_init import draw_parameters, numpy_drawn
+
+    if random_weights and numpy_drawn(model_config.model_type):
+        # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
+        drawn = draw_parameters(model, renamed, seed=seed, role="encoder")
+        state.update({f"encoder.{name}": tensor for name, tensor in drawn.items()})
+    buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
+        f"encoder.{name}" for name in kept}
+    return state, [f"encoder.{renamed.get(name, name)}" for name in missing], buffers

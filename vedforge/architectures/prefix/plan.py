@@ -118,9 +118,12 @@ def _shapes(part: PartPlan) -> Mapping[str, Any]:
 
         # Random weights are drawn in float32; hub weights not yet downloaded are sized from the config.
         stored = "float32" if part.recipe.random_weights else _config_dtype(part.config.model)
+        from vedforge.weights.saved_names import saved_names
+
         with torch.device("meta"):
             model = _random_model(part)
-        return {n: TensorSpec(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
+        renamed = saved_names(model)
+        return {renamed[n]: TensorSpec(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
     from vedforge.architectures.prefix.weights import read_part_tensors
 
     return read_part_tensors(part.source.path, header_only=True, role=part.source.role)

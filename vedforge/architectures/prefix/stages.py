@@ -35,7 +35,17 @@ def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
     torch.manual_seed(derive_seed(seed, f"{part.role}-weights"))
     cls = AutoModel if part.role == "encoder" else AutoModelForCausalLM
     model = cls.from_config(part.config.model)
-    return {name: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.weights.saved_names import saved_names
+
+    renamed = saved_names(model)
+    state = {renamed[name]: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
+    from vedforge.families.torch_init import draw_parameters, numpy_drawn
+
+    if numpy_drawn(part.config.model.model_type):
+        # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
+        state.update({name: np.asarray(t) for name, t in
+                      draw_parameters(model, renamed, seed=seed, role=part.role).items()})
+    return state
 
 
 def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Any]:
@@ -64,6 +74,10 @@ def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
     part = plan.part(role)
     if not part.recipe.random_weights:
         return None
+    from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
+
+    if numpy_drawn(part.config.model.model_type):
+        return describe_numpy_generation(part.config.model.model_type, plan.recipe.seed)
     kind = "AutoModel" if role == "encoder" else "AutoModelForCausalLM"
     return {
         "method": f"transformers' PyTorch initialisation ({kind}.from_config, the model class's _init_weights)",

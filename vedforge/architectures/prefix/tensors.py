@@ -70,12 +70,20 @@ def target_specs(config: Any) -> dict[str, Any]:
 
     with torch.device("meta"):
         model = LlavaForConditionalGeneration(config)
-    reverse = {v: k for k, v in LlavaForConditionalGeneration._checkpoint_conversion_mapping.items()}
+    from vedforge.weights.saved_names import saved_names
+
+    # transformers 4.57 maps the llava-hf names through the class's _checkpoint_conversion_mapping;
+    # transformers 5 through its conversion mapping, which saved_names reverts (the class
+    # attribute is gone there).
+    mapping = getattr(LlavaForConditionalGeneration, "_checkpoint_conversion_mapping", None) or {}
+    reverse = {v: k for k, v in mapping.items()}
+    renamed = saved_names(model)
     tied = bool(getattr(config.text_config, "tie_word_embeddings", False))
     specs = {}
     for name, tensor in model.state_dict().items():
         if tied and name == "lm_head.weight":
             continue
+        name = renamed[name]
         for pattern, replacement in reverse.items():
             name, hits = re.subn(pattern, replacement.lstrip("^"), name)
             if hits:

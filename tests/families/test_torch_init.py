@@ -1,0 +1,63 @@
+"""Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP, DeiT and ConvNeXt
+towers drawn by vedforge follow the distributions transformers 4.57's _init_weights gives them."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import TRANSFORMERS_5, compose_recipe  # noqa: E402
+from vedforge.pipeline.runner import forge  # noqa: E402
+
+# model.safetensors of each recipe as forged with transformers 4.57.6 (and, identically, 5.25.0).
+RECORDED = {
+    "vit_gpt2": (["backend=pt", "encoder=vit_tiny", "decoder=gpt2_tiny"],
+                 "6565e5b2fd28b024ea5fcf3062e5f5b76f87501ba912c29e65a6e23f4c7a5d15"),
+    "clip_gpt2": (["backend=pt", "encoder=clip_vision_tiny", "decoder=gpt2_tiny"],
+                  "24b1bc019929a51792047ccfbe5c797130c8fd5c0c755931bc94be62b9a72912"),
+    "siglip_gpt2": (["backend=pt", "encoder=siglip_tiny", "decoder=gpt2_tiny"],
+                    "9ab769d4ed4c062d4d14b1d90afb48669b97a9e52d52f42e2e9eae123d7f5b03"),
+    "deit_gpt2": (["backend=pt", "encoder=deit_tiny", "decoder=gpt2_tiny"],
+                  "e51f6bf025cdc2c81e84051fb9d8af61c9b2a81ce8c7a497dd0941b3615d71e4"),
+    "convnext_gpt2": (["backend=pt", "encoder=convnext_tiny", "decoder=gpt2_tiny"],
+                      "17605bbac9cdf4fb7ad75b2dcd27c9736b5152a24e0a972b718f562bee35d8b2"),
+    "vit_llama_prefix": (["recipe=tiny_prefix_smoke"],
+                         "9710586712ac86ea6a022d22f1cb7c6f6ad118a68ac3e693d3e10ecb468de7ac"),
+    "siglip_qwen2_prefix": (["architecture=prefix", "backend=pt", "encoder=siglip_tiny", "decoder=qwen2_tiny"],
+                            "b608b92cdcf9b06d7162d9d77aa5c6100c870e9169747b3db7da7b7cff9f9fa3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_random_pytorch_recipes_write_the_bytes_recorded_on_both_transformers_lines(tmp_path, name):
+    overrides, sha = RECORDED[name]
+    out = forge(compose_recipe([*overrides, f"output.dir={tmp_path / 'out'}"])).output_dir
+    assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == sha
+
+
+@pytest.mark.parametrize("name", ["siglip", "deit", "convnext"])
+def test_numpy_draws_follow_transformers_4_57_initialisation(name):
+    if TRANSFORMERS_5:
+        pytest.skip("the reference is transformers 4.57's own _init_weights (5.x initialises these otherwise)")
+    from transformers import AutoConfig, AutoModel
+
+    from vedforge.core.resources import assets_dir
+    from vedforge.families.torch_init import draw_parameters
+    from vedforge.weights.saved_names import saved_names
+
+    config = AutoConfig.from_pretrained(assets_dir() / f"{name}_tiny")
+    if name == "siglip":
+        config = config.vision_config
+        config.hidden_size, config.intermediate_size, config.num_attention_heads = 256, 512, 4  # stable statistics
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    drawn = draw_parameters(model, saved_names(model), seed=0, role="encoder")
+    for name, param in model.named_parameters():
+        theirs, ours = param.detach().numpy(), np.asarray(drawn[name])
+        assert ours.shape == theirs.shape and ours.dtype == np.float32
+        assert abs(ours.std() - theirs.std()) <= 0.25 * theirs.std() + 1e-9, name
+        assert abs(ours.mean() - theirs.mean()) <= 0.3 * theirs.std() + 1e-6, name

@@ -1,0 +1,160 @@
+"""Random weights for towers transformers builds in PyTorch, drawn by vedforge rather than by torch.
+
+A random-weight part built by transformers' PyTorch classes is initialised by the class's
+``_init_weights`` from ``torch.manual_seed``. transformers 5 reorganised several of those
+classes, so the same seed no longer gives the same tensors in 4.57 and 5.x (SigLIP's draws
+changed). For the families listed in :data:`NUMPY_DRAWN`, vedforge instead draws each parameter
+from its own numpy stream (the streams of :mod:`vedforge.families.random_init`: seed, role,
+the tensor's saved name), with the distribution transformers 4.57's ``_init_weights`` gives it,
+decided by module type. The same recipe then writes the same bytes on either transformers line.
+Buffers keep the values the model computes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from vedforge.families.random_init import GENERATOR, TRUNCATED_STD, Init, SeededTensor
+
+# Model types whose random towers vedforge draws itself (the others, Swin and DETR, keep
+# transformers' own initialisation, seeded from the recipe).
+NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext")
+
+
+def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """torch's fan_in and fan_out of a weight (dims 1 and 0, times the receptive field)."""
+    receptive = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _xavier(shape: tuple[int, ...]) -> Init:
+    fan_in, fan_out = _fans(shape)
+    return Init("uniform", math.sqrt(6.0 / (fan_in + fan_out)))
+
+
+def _lecun(shape: tuple[int, ...]) -> Init:
+    return Init("truncated_normal", math.sqrt(1.0 / _fans(shape)[0]) / TRUNCATED_STD)
+
+
+def siglip_initialisers(model: Any) -> dict[str, Init]:
+    """State-dict name -> initialiser of every parameter of a SigLIP vision model, as
+    ``SiglipPreTrainedModel._init_weights`` (4.57) sets it: the innermost module first, then
+    what an enclosing module overrides."""
+    import torch.nn as nn
+
+    out: dict[str, Init] = {}
+    modules = dict(model.named_modules())
+    for prefix, module in modules.items():
+        at = f"{prefix}." if prefix else ""
+        kind = type(module).__name__
+        params = dict(module.named_parameters(recurse=False))
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            out[f"{at}weight"] = _lecun(tuple(module.weight.shape))
+            if module.bias is not None:
+                out[f"{at}bias"] = Init("constant", 0.0)
+        elif isinstance(module, nn.LayerNorm):
+            out[f"{at}weight"], out[f"{at}bias"] = Init("constant", 1.0), Init("constant", 0.0)
+        elif isinstance(module, nn.Embedding):
+            out[f"{at}weight"] = Init("normal", math.sqrt(1.0 / module.weight.shape[1]))
+        elif isinstance(module, nn.MultiheadAttention):
+            out[f"{at}in_proj_weight"] = _xavier(tuple(module.in_proj_weight.shape))
+            out[f"{at}in_proj_bias"] = Init("constant", 0.0)
+        if kind == "SiglipMultiheadAttentionPoolingHead":
+            out[f"{at}probe"] = _xavier(tuple(params["probe"].shape))
+    # Overrides of enclosing modules, applied after their children (torch's Module.apply order).
+    for prefix, module in modules.items():
+        at = f"{prefix}." if prefix else ""
+        kind = type(module).__name__
+        if kind == "SiglipVisionEmbeddings":
+            out[f"{at}position_embedding.weight"] = Init("normal", 1.0 / math.sqrt(module.embed_dim))
+        elif kind == "SiglipAttention":
+            for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                out[f"{at}{proj}.weight"] = _xavier(tuple(getattr(module, proj).weight.shape))
+                out[f"{at}{proj}.bias"] = Init("constant", 0.0)
+        elif kind == "SiglipMLP":
+            for fc in ("fc1", "fc2"):
+                out[f"{at}{fc}.weight"] = _xavier(tuple(getattr(module, fc).weight.shape))
+                out[f"{at}{fc}.bias"] = Init("normal", 1e-6)
+    names = {name for name, _ in model.named_parameters()}
+    return {name: init for name, init in out.items() if name in names}
+
+
+def _normal_linear_initialisers(model: Any, std: float) -> dict[str, Init]:
+    """Linear and Conv2d weights normal(``std``), biases zeros, layer norms ones and zeros: what
+    DeiT's and ConvNeXt's ``_init_weights`` (4.57) share. (DeiT's truncation at +-2, an absolute
+    bound, is a normal for initializer_range this small.)"""
+    import torch.nn as nn
+
+    out: dict[str, Init] = {}
+    for prefix, module in model.named_modules():
+        at = f"{prefix}." if prefix else ""
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            out[f"{at}weight"] = Init("normal", std)
+            if module.bias is not None:
+                out[f"{at}bias"] = Init("constant", 0.0)
+        elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
+            out[f"{at}weight"], out[f"{at}bias"] = Init("constant", 1.0), Init("constant", 0.0)
+    return out
+
+
+def deit_initialisers(model: Any) -> dict[str, Init]:
+    """DeiT (4.57): Linear and Conv2d normal(initializer_range), its tokens and position embeddings zeros."""
+    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
+    for prefix, module in model.named_modules():
+        if type(module).__name__ == "DeiTEmbeddings":
+            at = f"{prefix}." if prefix else ""
+            for name in ("cls_token", "distillation_token", "position_embeddings", "mask_token"):
+                out[f"{at}{name}"] = Init("constant", 0.0)
+    return out
+
+
+def convnext_initialisers(model: Any) -> dict[str, Init]:
+    """ConvNeXt (4.57): Linear and Conv2d normal(initializer_range), layer scales layer_scale_init_value."""
+    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
+    for prefix, module in model.named_modules():
+        if type(module).__name__ == "ConvNextLayer" and getattr(module, "layer_scale_parameter", None) is not None:
+            out[f"{prefix}.layer_scale_parameter"] = Init("constant", float(model.config.layer_scale_init_value))
+    return out
+
+
+_INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers,
+                 "deit": deit_initialisers, "convnext": convnext_initialisers}
+_DESCRIBED = {
+    "siglip": "xavier-uniform attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and "
+              "Conv2d weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
+    "deit": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, class, "
+            "distillation and position embeddings zeros",
+    "convnext": "Linear and Conv2d weights normal(initializer_range), biases zeros, layer norms ones and zeros, "
+                "layer scales layer_scale_init_value",
+}
+_DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
+
+
+def numpy_drawn(model_type: str) -> bool:
+    return model_type in NUMPY_DRAWN
+
+
+def draw_parameters(model: Any, renamed: dict[str, str], *, seed: int, role: str) -> dict[str, SeededTensor]:
+    """Every parameter of ``model`` drawn from its own stream, keyed by its saved name (``renamed``);
+    buffers are not included."""
+    inits = _INITIALISERS[model.config.model_type](model)
+    out = {}
+    for name, param in model.named_parameters():
+        saved = renamed[name]
+        init = inits.get(name) or Init("unknown", 0.0, f"{type(model).__name__} parameter {saved}: no initialiser")
+        out[saved] = SeededTensor(tuple(saved.split(".")), tuple(param.shape), np.float32, init, seed, role)
+    return out
+
+
+def describe_numpy_generation(model_type: str, seed: int) -> dict[str, Any]:
+    """The manifest's record of how a numpy-drawn PyTorch tower's weights were made."""
+    return {
+        "method": "seeded per tensor by vedforge (not by torch), the same on transformers 4.57 and 5.x",
+        "generator": GENERATOR + " (the tensor's saved name)",
+        "distributions": f"by module type, as transformers 4.57's {model_type} _init_weights sets them: "
+                         + _DESCRIBED[model_type],
+        "seed": seed,
+    }
