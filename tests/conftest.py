@@ -53,10 +53,15 @@ def save_tiny_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1, saf
     src = assets_dir() / f"{name}_tiny"
     config = AutoConfig.from_pretrained(src)
     save_random_checkpoint(checkpoint_class(config, role), config, dest, seed=seed, safetensors=safetensors)
+    _copy_metadata(src, dest)
+    return dest
+
+
+def _copy_metadata(src: Path, dest: Path) -> None:
+    """The asset's tokenizer and processor files beside a saved checkpoint (its config is the saved one)."""
     for item in src.iterdir():
         if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
             shutil.copy(item, dest / item.name)
-    return dest
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +125,7 @@ def save_torch_checkpoint(name: str, role: str, dest: Path, *, seed: int = 1) ->
     torch.manual_seed(seed)
     model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(config)
     model.save_pretrained(dest)
-    for item in src.iterdir():
-        if item.suffix in _METADATA_SUFFIXES and item.name != "config.json":
-            shutil.copy(item, dest / item.name)
+    _copy_metadata(src, dest)
     return dest
 
 

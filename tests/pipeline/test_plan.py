@@ -24,6 +24,18 @@ def _manifest_files(manifest: dict, layout_files: list[str]) -> dict[str, int]:
     return {name: manifest["files"][name]["bytes"] for name in layout_files}
 
 
+def _forged_and_planned(plan, cfg):
+    """Forge ``cfg`` and check that ``plan`` counted its parameters and named its new tensors as
+    the forge does; the manifest and the plan summary, for further checks."""
+    manifest = forge(cfg).manifest
+    assert plan.parameters == manifest["parameters"]
+    assert plan.total_parameters == manifest["parameters"]["total"]
+    summary = plan_summary(plan)
+    new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
+    assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}
+    return manifest, summary
+
+
 @pytest.mark.parametrize("encoder,decoder,extra", [
     ("vit", "gpt2", ("token_policy=add_pad",)),
     ("swin", "bart", ("output.max_shard_size=40KB",)),
@@ -34,12 +46,7 @@ def test_pt_plan_of_pytorch_checkpoints_is_what_the_forge_does(tiny_torch_checkp
     with no_weight_file_opened() as opened:
         plan = build_plan(cfg)
     assert opened == [] and plan.outcome == FORGE
-    manifest = forge(cfg).manifest
-    assert plan.parameters == manifest["parameters"]
-    assert plan.total_parameters == manifest["parameters"]["total"]
-    summary = plan_summary(plan)
-    new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
-    assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}
+    manifest, summary = _forged_and_planned(plan, cfg)
     assert summary["token_ids"] == manifest["token_ids"]
     for layout in summary["weight_layouts"]:
         written = _manifest_files(manifest, layout["files"])
@@ -60,12 +67,7 @@ def test_plan_reads_no_weights_and_its_numbers_are_the_forged_manifests(tiny_che
     assert opened == [] and plan.outcome == FORGE
     assert not (tmp_path / "out").exists()
     # The plan is what the forge reports afterwards, number for number.
-    manifest = forge(cfg).manifest
-    assert plan.parameters == manifest["parameters"]
-    assert plan.total_parameters == manifest["parameters"]["total"]
-    summary = plan_summary(plan)
-    new = {part: sorted(names) for part, names in summary["tensors"]["new"].items()}
-    assert new == {part: sorted(names) for part, names in manifest["new_tensors"].items()}
+    manifest, summary = _forged_and_planned(plan, cfg)
     assert summary["tensors"]["resized"] == manifest["resized_tensors"]
     assert summary["token_ids"] == manifest["token_ids"]
     assert [layout["layout"] for layout in summary["weight_layouts"]] == manifest["weight_layouts"]
