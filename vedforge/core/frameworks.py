@@ -17,6 +17,8 @@ from functools import lru_cache
 
 # The Flax profile, as the README's first section installs it.
 FLAX_INSTALL = 'pip install "vedforge[flax]"'
+# What turns USE_TORCH / USE_FLAX off, as transformers reads them.
+FALSE_VALUES = ("0", "false", "no", "off")
 
 
 @lru_cache(maxsize=None)
@@ -42,7 +44,7 @@ def _installed(name: str) -> bool:
 def flax_classes_available() -> bool:
     """True when transformers has its Flax classes (4.x), jax and flax are installed, and
     ``USE_FLAX`` does not hide them from transformers."""
-    if os.environ.get("USE_FLAX", "").lower() in ("0", "false", "no", "off"):
+    if os.environ.get("USE_FLAX", "").lower() in FALSE_VALUES:
         return False
     return _major(transformers_version()) < 5 and _installed("jax") and _installed("flax")
 

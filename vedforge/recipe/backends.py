@@ -16,10 +16,10 @@ import sys
 from typing import Any, Iterable
 
 from vedforge.core.errors import BackendError
-from vedforge.recipe.schema import option_value
+from vedforge.core.frameworks import FALSE_VALUES
+from vedforge.recipe.schema import architecture_name, option_value
 
 INSTALL_HINT = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CPU wheel: pip install torch==2.13.0)'
-_FALSE = ("0", "false", "no", "off")
 
 
 def needs_torch(cfg: Any) -> bool:
@@ -32,14 +32,18 @@ def _swept_values(override: str) -> tuple[str, list[str]]:
     return key.strip(), [v.strip().lower() for v in re.split(r"[,()\[\]\s]+", value) if v.strip()]
 
 
+def _swept(overrides: Iterable[str], sweeper_params: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Each key a sweep sets, from the command line and the recipe's sweeper parameters, with its values."""
+    return ([_swept_values(o) for o in overrides]
+            + [_swept_values(f"{k}={v}") for k, v in (sweeper_params or {}).items()])
+
+
 def sweep_needs_torch(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
     """True when any job of a sweep may write PyTorch weights: the base recipe does, or an
     override on the command line or in the recipe's sweeper parameters sweeps in ``pt``."""
     if needs_torch(cfg):
         return True
-    pairs = [_swept_values(o) for o in overrides]
-    pairs += [_swept_values(f"{k}={v}") for k, v in (sweeper_params or {}).items()]
-    for key, values in pairs:
+    for key, values in _swept(overrides, sweeper_params):
         if key in ("backend", "backend.name") and "pt" in values:
             return True
         if key == "output.pytorch" and "true" in values:
@@ -56,21 +60,15 @@ def configure_torch_import(needed: bool) -> None:
         os.environ.setdefault("USE_TORCH", "0")
 
 
-def _architecture(cfg: Any) -> str:
-    return option_value(cfg.architecture.name) if "architecture" in cfg else "cross_attention"
-
-
 def needs_flax(cfg: Any) -> bool:
     """True when forging ``cfg`` traces transformers' Flax classes: every cross-attention forge
     (its tensors are laid out in Flax's tree), whatever its backend; never a prefix forge."""
-    return _architecture(cfg) != "prefix"
+    return architecture_name(cfg) != "prefix"
 
 
 def sweep_needs_flax(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
     """True when any job of a sweep may need Flax (see :func:`needs_flax`)."""
-    pairs = [_swept_values(o) for o in overrides]
-    pairs += [_swept_values(f"{k}={v}") for k, v in (sweeper_params or {}).items()]
-    swept = [values for key, values in pairs if key in ("architecture", "architecture.name")]
+    swept = [values for key, values in _swept(overrides, sweeper_params) if key in ("architecture", "architecture.name")]
     if swept:
         return any(value != "prefix" for values in swept for value in values)
     return needs_flax(cfg)
@@ -90,7 +88,7 @@ def configure_flax_import(needed: bool) -> None:
 def require_torch(what: str) -> Any:
     """Import and return torch for ``what`` (e.g. "backend=pt"), or raise :class:`BackendError`
     saying how to make it available."""
-    if os.environ.get("USE_TORCH", "").lower() in _FALSE:
+    if os.environ.get("USE_TORCH", "").lower() in FALSE_VALUES:
         raise BackendError(
             f"{what} needs PyTorch, but USE_TORCH={os.environ['USE_TORCH']} in the environment hides it from "
             "transformers. Unset USE_TORCH, or use backend=flax without output.pytorch."

@@ -177,6 +177,13 @@ def option_value(node: Any) -> Any:
     return getattr(node, "value", node)
 
 
+def architecture_name(cfg: Any) -> str:
+    """A composed recipe's ``architecture.name``; cross_attention for a recipe recorded before
+    there was a choice (its manifest has no ``architecture`` key)."""
+    node = cfg.get("architecture")
+    return str(option_value(node.name)) if node is not None else "cross_attention"
+
+
 def register_schema() -> None:
     """Register the schema, and the checked-in recipes as the ``recipe`` group, with Hydra's ConfigStore.
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from vedforge.recipe.schema import option_value
+from vedforge.recipe.schema import architecture_name, option_value
 
 ROLES = ("encoder", "decoder")
 # Settings that say where and whether to write, not what: not part of the recorded recipe.
@@ -138,7 +138,7 @@ def typed_recipe(cfg: DictConfig) -> Recipe:
                           option_value(node.weights), dict(overrides))
 
     policy = cfg.token_policy
-    architecture = option_value(cfg.architecture.name) if "architecture" in cfg else "cross_attention"
+    architecture = architecture_name(cfg)
     prefix = None
     if architecture == "prefix":
         node = cfg.prefix

@@ -9,7 +9,7 @@ from omegaconf import ListConfig
 from vedforge.core.resources import architecture_names
 from vedforge.core.units import parse_size
 from vedforge.core.errors import RecipeError
-from vedforge.recipe.schema import option_value
+from vedforge.recipe.schema import architecture_name, option_value
 
 _TOKENS = ("decoder_start_token", "pad_token", "eos_token")
 
@@ -92,7 +92,7 @@ def _pytorch_backend_problems(cfg: Any) -> list[str]:
 
 def _architecture_problems(cfg: Any) -> list[str]:
     """Settings that do not fit the chosen architecture (``architecture.name``)."""
-    architecture = option_value(cfg.architecture.name) if cfg.get("architecture") is not None else "cross_attention"
+    architecture = architecture_name(cfg)
     known = architecture_names()
     if architecture not in known:
         return [f"architecture.name={architecture} is not an architecture vedforge has; choose one of: {', '.join(known)} "

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from vedforge.recipe.schema import option_value
+from vedforge.recipe.schema import architecture_name, option_value
 
 log = logging.getLogger("vedforge")
 
@@ -288,12 +288,6 @@ def write_summary(sweep_dir: Path, rows: Optional[list[dict[str, Any]]] = None) 
     return summary
 
 
-def _architecture(cfg: DictConfig) -> str:
-    """The recipe's ``architecture.name`` (cross_attention for recipes from before the choice)."""
-    node = cfg.get("architecture")
-    return option_value(node.name) if node is not None else "cross_attention"
-
-
 def _row(cfg: DictConfig, choices: Any, pair: str, *, status: str, output_dir: Optional[Path],
          wall_s: Optional[float], error: Optional[str], loads: Optional[dict]) -> dict[str, Any]:
     """A summary row from a job's config and Hydra's config-group ``choices`` for it."""
@@ -302,7 +296,7 @@ def _row(cfg: DictConfig, choices: Any, pair: str, *, status: str, output_dir: O
         "encoder": choices.get("encoder") or cfg.encoder.name_or_path,
         "decoder": choices.get("decoder") or cfg.decoder.name_or_path,
         "backend": option_value(cfg.backend.name),
-        "architecture": _architecture(cfg),
+        "architecture": architecture_name(cfg),
         "token_policy": choices.get("token_policy"),
         "status": status,
         "output_dir": str(output_dir) if output_dir else None,
