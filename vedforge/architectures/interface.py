@@ -39,9 +39,10 @@ class Architecture(ABC):
         """What the load stage does, for the log."""
 
     @abstractmethod
-    def part_reader(self, plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], Any]]:
-        """The cache key of a part's tensors and the function that reads (or draws) them; a sweep
-        shares states with equal keys between its forges."""
+    def part_reader(self, plan: Any, role: str, source: Any) -> tuple[str, Callable[[], Any]]:
+        """The form of the state a part's reader returns (states of different forms never share a
+        cache entry) and the function that reads, or draws, the part's tensors. The pipeline keys
+        a sweep's shared states by that form and by the part's checkpoint and recipe."""
 
     #: what the assemble stage does, for the log
     assemble_message: str

@@ -43,6 +43,13 @@ class PartPlan:
         return sum(f.bytes or 0 for f in self.files if not f.on_disk)
 
 
+def roles_by_weights(plan: Any) -> tuple[list[str], list[str]]:
+    """The plan's parts whose weights are read from a checkpoint, and those drawn at random."""
+    roles = ("encoder", "decoder")
+    return ([role for role in roles if not plan.part(role).recipe.random_weights],
+            [role for role in roles if plan.part(role).recipe.random_weights])
+
+
 @dataclass(frozen=True)
 class LayoutPlan:
     """A weight layout to write and the files it will write."""

@@ -140,7 +140,11 @@ def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str
     arch = architecture_of(plan)
     states, loads = {}, {}
     for role in ROLES:
-        key, read = arch.part_reader(plan, role, sources[role])
+        form, read = arch.part_reader(plan, role, sources[role])
+        part = plan.part(role).recipe
+        # What the state is made of: the checkpoint's tensors, or for random weights the seed they are drawn from.
+        key = (form, role, str(sources[role].path), part.weights, plan.recipe.seed if part.random_weights else None,
+               part.overrides_key())
         states[role], loaded = cache.get(key, read)
         loads[role] = int(loaded)
         if not loaded:

@@ -33,7 +33,7 @@ class CrossAttention(Architecture):
 
         return load_message(plan)
 
-    def part_reader(self, plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], Any]]:
+    def part_reader(self, plan: Any, role: str, source: Any) -> tuple[str, Callable[[], Any]]:
         from vedforge.architectures.cross_attention.stages import part_reader
 
         return part_reader(plan, role, source)

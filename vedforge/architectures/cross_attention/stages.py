@@ -4,30 +4,28 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from vedforge.architectures.parts import roles_by_weights
 from vedforge.core.errors import VedforgeError
 
 
 def load_message(plan: Any) -> str:
-    reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
-    drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    reading, drawing = roles_by_weights(plan)
     return "; ".join(
         ([f"Reading the {' and '.join(reading)} weights"] if reading else [])
         + ([f"Laying out the random {' and '.join(drawing)} weights (drawn from the seed as they are written)"]
            if drawing else []))
 
 
-def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], Any]]:
-    """The cache key of a part's tensors and the function that reads them: the Flax state, or for
-    an encoder built with PyTorch, its PyTorch state."""
+def part_reader(plan: Any, role: str, source: Any) -> tuple[str, Callable[[], Any]]:
+    """The form of a part's state and the function that reads it: the Flax state, or for an
+    encoder built with PyTorch, its PyTorch state."""
     part = plan.part(role)
     seed, random_weights = plan.recipe.seed, part.recipe.random_weights
-    key = (part.role, str(source.path), part.recipe.weights, seed if random_weights else None,
-           part.recipe.overrides_key())
     if part.built_with_torch:
         from vedforge.architectures.cross_attention.torch_encoder import load_torch_encoder_state
 
-        return (*key, True), lambda: load_torch_encoder_state(source, part.config.model,
-                                                              random_weights=random_weights, seed=seed)
+        return "pytorch", lambda: load_torch_encoder_state(source, part.config.model,
+                                                        random_weights=random_weights, seed=seed)
     from vedforge.core.frameworks import flax_classes_available
 
     if not flax_classes_available():
@@ -35,12 +33,11 @@ def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Callable[[], 
         import vedforge.architectures.cross_attention.torch_view as torch_view
 
         if random_weights:
-            return (*key, False), lambda: torch_view.random_part_state(part.config.checkpoint, seed=seed,
-                                                                       role=part.role)
-        return (*key, False), lambda: torch_view.part_state(source.path, part.config.checkpoint, part.role)
+            return "flax", lambda: torch_view.random_part_state(part.config.checkpoint, seed=seed, role=part.role)
+        return "flax", lambda: torch_view.part_state(source.path, part.config.checkpoint, part.role)
     from vedforge.sources.loading import load_part_state
 
-    return (*key, False), lambda: load_part_state(source, part.config, random_weights=random_weights, seed=seed)
+    return "flax", lambda: load_part_state(source, part.config, random_weights=random_weights, seed=seed)
 
 
 def assemble_weights(plan: Any, states: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:

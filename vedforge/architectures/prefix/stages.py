@@ -14,12 +14,12 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vedforge.architectures.parts import roles_by_weights
 from vedforge.core.seeding import derive_seed
 
 
 def load_message(plan: Any) -> str:
-    reading = [role for role in ("encoder", "decoder") if not plan.part(role).recipe.random_weights]
-    drawing = [role for role in ("encoder", "decoder") if plan.part(role).recipe.random_weights]
+    reading, drawing = roles_by_weights(plan)
     if not drawing:
         return f"Reading the {' and '.join(reading)} weights"
     return "; ".join(([f"Indexing the {' and '.join(reading)} weights"] if reading else [])
@@ -48,13 +48,10 @@ def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
     return state
 
 
-def part_reader(plan: Any, role: str, source: Any) -> tuple[tuple, Any]:
-    """The cache key of a part's tensors (by PyTorch name) and the function that reads or draws them."""
+def part_reader(plan: Any, role: str, source: Any) -> tuple[str, Any]:
+    """The form of a part's state (its tensors by PyTorch name) and the function that reads or draws them."""
     part = plan.part(role)
-    seed, random_weights = plan.recipe.seed, part.recipe.random_weights
-    key = ("prefix", part.role, str(source.path), part.recipe.weights, seed if random_weights else None,
-           part.recipe.overrides_key())
-    return key, lambda: read_prefix_part(part, source, seed)
+    return "prefix", lambda: read_prefix_part(part, source, plan.recipe.seed)
 
 
 def read_prefix_part(part: Any, source: Any, seed: int) -> dict[str, Any]:
