@@ -94,8 +94,9 @@ def _scrubbing_factory(make_record: Any) -> Any:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             text = logging.Formatter().formatException(record.exc_info)
-            if scrub(text) != text:
-                record.exc_text = scrub(text)
+            clean = scrub(text)
+            if clean != text:
+                record.exc_text = clean
         return record
 
     factory.vedforge_scrubs = True  # type: ignore[attr-defined]
