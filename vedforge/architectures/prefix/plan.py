@@ -10,18 +10,21 @@ made, and the tensors to write are named and sized from the model built on the m
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from vedforge.core.errors import UnsupportedModelError, VedforgeError
-from vedforge.families.registry import PREFIX_ENCODERS, PREFIX_LMS, family_of
+from vedforge.families.introspect import LanguageModel
+from vedforge.families.registry import ModelFamily, family_of
 from vedforge.architectures.parts import FORGE, LayoutPlan, PartPlan
 from vedforge.architectures.prefix.tokens import PrefixTokens
 from vedforge.recipe.typed import ROLES, Recipe
 from vedforge.sources.resolve import ResolvedSource
 
+log = logging.getLogger(__name__)
 ARCHITECTURE = "prefix"
 # LLaVA's activation between its two Linears, per projector option.
 PROJECTOR_ACTIVATION = {"mlp2x_gelu": "gelu", "linear": "linear"}
@@ -46,6 +49,7 @@ class PrefixPlan:
     chat_template_source: str
     # The saved name of the input embeddings when the head is written as their untied copy, else None.
     head_from: Optional[str]
+    lm: LanguageModel  # how the LM sits in LlavaForConditionalGeneration, read off its classes
     specs: Mapping[str, tuple[int, ...]]  # every tensor written, by saved name
     layouts: tuple[LayoutPlan, ...]
     outcome: str = FORGE
@@ -64,7 +68,7 @@ class PrefixPlan:
         """The dtype of the new projector tensors: the LM's embedding table's."""
         import numpy as np
 
-        table = f"{self.decoder.family.input_embeddings}.weight"
+        table = f"{self.lm.input_embeddings}.weight"
         embed = next((spec for name, spec in self.lm_shapes.items() if name.endswith(table)), None)
         return np.dtype(embed.dtype) if embed is not None else np.dtype("float32")
 
@@ -81,8 +85,7 @@ class PrefixPlan:
         from vedforge.architectures.prefix.tensors import assemble_prefix
 
         return assemble_prefix(
-            self.specs, tower_state, lm_state, tower_prefixes=_tower_prefixes(self.config.vision_config),
-            lm_prefix=_lm_prefix(self.config.text_config), vocab=(self.tokens.old_vocab, self.tokens.vocab_size),
+            self.specs, tower_state, lm_state, lm_prefix=self.lm.base_prefix + ".", lm_head=self.lm.output_head, vocab=(self.tokens.old_vocab, self.tokens.vocab_size),
             projector=self.recipe.prefix.projector, dtype=self.dtype, seed=self.recipe.seed,
             tower_std=float(getattr(self.config.vision_config, "initializer_range", 0.02)),
             lm_std=float(getattr(self.config.text_config, "initializer_range", 0.02)), head_from=self.head_from,
@@ -145,59 +148,13 @@ def _random_model(part: PartPlan) -> Any:
     return AutoModelForCausalLM.from_config(part.config.model)
 
 
-def _lm_prefix(text_config: Any) -> str:
-    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
-
-    return MODEL_FOR_CAUSAL_LM_MAPPING[type(text_config)].base_model_prefix + "."
-
-
-def _tower_prefixes(vision_config: Any) -> tuple[str, ...]:
-    from transformers import MODEL_MAPPING
-
-    prefix = MODEL_MAPPING[type(vision_config)].base_model_prefix
-    return (prefix + ".",) if prefix else ()
-
-
-def check_prefix_encoder(model_type: str, where: str) -> Any:
-    """The family of a tower LLaVA can take, or :class:`UnsupportedModelError` with the reason."""
-    family = family_of(model_type)
-    if family is not None and family.role == "encoder" and family.prefix_select_strategy:
-        return family
-    if family is not None and family.role == "decoder":
-        reason = "is a text model, not a vision tower"
-    elif family is not None:
-        reason = ("does not emit one token per image patch in its hidden states (a hierarchical or convolutional "
-                  "tower, or object queries), and LlavaForConditionalGeneration splices the tower's patch tokens into "
-                  "the text")
-    else:
-        reason = "is not a vision tower vedforge pairs LLaVA-style"
-    raise UnsupportedModelError(
-        f"architecture=prefix: the encoder {where} has model type '{model_type}', which {reason}. Encoder model "
-        f"types architecture=prefix takes: {', '.join(sorted(PREFIX_ENCODERS))}."
-    )
-
-
-def check_prefix_lm(model_type: str, where: str) -> Any:
-    """The family of a language model LLaVA can hold, or :class:`UnsupportedModelError` with the reason."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    family = family_of(model_type)
-    if family is not None and family.prefix_lm:
-        return family
-    if family is not None and family.role == "encoder":
-        reason = "is a vision model, not a language model"
-    elif model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        reason = ("has no causal language-model head (AutoModelForCausalLM cannot build it), so it cannot generate "
-                  "text after the image tokens")
-    elif model_type in ("bert", "roberta", "xlm-roberta", "roberta-prelayernorm", "bart"):
-        reason = ("is not a decoder-only language model (a bidirectional or sequence-to-sequence model): pair it "
-                  "with architecture=cross_attention")
-    else:
-        reason = "is not among the language models vedforge pairs LLaVA-style"
-    raise UnsupportedModelError(
-        f"architecture=prefix: the decoder {where} has model type '{model_type}', which {reason}. Decoder model "
-        f"types architecture=prefix takes: {', '.join(sorted(PREFIX_LMS))}."
-    )
+def _derived_family(config: Any, role: str) -> ModelFamily:
+    """vedforge's record of a model type where it has one (its label), else one read from the config."""
+    known = family_of(config.model_type)
+    if known is not None and known.role == role:
+        return known
+    label = type(config).__name__.removesuffix("Config") or config.model_type
+    return ModelFamily(config.model_type, label, role, built_with="pytorch")
 
 
 def plan_prefix(recipe: Recipe) -> PrefixPlan:
@@ -210,6 +167,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
 
     import transformers
 
+    from vedforge.families.introspect import is_vision_config, language_model, sub_config, tower_tokens
     from vedforge.sources.loading import PartConfig, apply_overrides, read_config
     from vedforge.sources.loading import fit_processor_to_image_size, load_processor, load_tokenizer
     from vedforge.sources.resolve import locate
@@ -219,37 +177,47 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     hub = recipe.hub
     sources = {role: locate(recipe.part(role), recipe.hub, need_weights=False) for role in ROLES}
     enc_checkpoint = read_config(sources["encoder"], hub.trust_remote_code)
-    enc_family = check_prefix_encoder(enc_checkpoint.model_type, sources["encoder"].describe())
-    tower = copy.deepcopy(enc_checkpoint.vision_config if enc_family.vision_tower else enc_checkpoint)
+    # A composite checkpoint (CLIP, SigLIP, LLaVA, VisionEncoderDecoderModel) gives the part it holds.
+    tower = copy.deepcopy(sub_config(enc_checkpoint, "encoder")[0])
     apply_overrides(tower, recipe.encoder.config_overrides, "encoder")
     lm_checkpoint = read_config(sources["decoder"], hub.trust_remote_code)
-    dec_family = check_prefix_lm(lm_checkpoint.model_type, sources["decoder"].describe())
-    lm = copy.deepcopy(lm_checkpoint)
+    lm = copy.deepcopy(sub_config(lm_checkpoint, "decoder")[0])
     apply_overrides(lm, recipe.decoder.config_overrides, "decoder")
+    lm_model = language_model(lm, sources["decoder"].describe())
+    if lm_model.head_bias:
+        log.warning("The %s language model's output head has a bias, which LlavaForConditionalGeneration's head does "
+                    "not hold: it is left out (the manifest lists it among the unused checkpoint tensors), so the "
+                    "forged model's text logits differ from the LM's by that bias until training adapts.",
+                    lm.model_type)
+    enc_family = _derived_family(tower, "encoder")
+    dec_family = _derived_family(lm, "decoder")
     # The LM as its tensors are (random weights are drawn for it); `lm` then gains the added tokens.
     lm_as_saved = copy.deepcopy(lm)
 
     settings = recipe.prefix
-    strategy = settings.vision_feature_select_strategy or enc_family.prefix_select_strategy
-    leading = enc_family.prefix_leading_tokens
-    if strategy == "default" and leading == 0:
-        raise VedforgeError(
-            f"prefix.vision_feature_select_strategy=default drops a leading CLS token, but the '{tower.model_type}' tower "
-            "has none: it would drop a patch. Use prefix.vision_feature_select_strategy=full (or leave it unset).")
-    depth = int(tower.num_hidden_layers)
-    if not -(depth + 1) <= settings.vision_feature_layer <= depth:
+    if not is_vision_config(tower):
+        raise UnsupportedModelError(
+            f"architecture=prefix: the encoder {sources['encoder'].describe()} has model type '{tower.model_type}', "
+            "which is a text model, not a vision tower. The encoder must be a vision model AutoModel builds "
+            "(ViT, SigLIP, CLIP's or DINOv2's tower, ...).")
+    depth = getattr(tower, "num_hidden_layers", None)
+    if isinstance(depth, int) and not -(depth + 1) <= settings.vision_feature_layer <= depth:
         raise VedforgeError(
             f"prefix.vision_feature_layer={settings.vision_feature_layer} is out of range: the '{tower.model_type}' tower "
             f"has {depth} layers, so its hidden states are numbered 0 to {depth} (or -1 to -{depth + 1}; -2, the "
             "penultimate layer, is LLaVA's choice).")
-    patch = getattr(tower, "patch_size", None)
-    if not isinstance(patch, int):
-        raise UnsupportedModelError(f"architecture=prefix: the '{tower.model_type}' tower has no integer patch_size.")
-
     image_processor = load_processor(sources["encoder"], hub.trust_remote_code)
     if isinstance(getattr(tower, "image_size", None), int):
         fit_processor_to_image_size(image_processor, tower.image_size)
     height, width = _processed_size(image_processor)
+    emitted = tower_tokens(tower, height, width, settings.vision_feature_layer, sources["encoder"].describe())
+    strategy = settings.vision_feature_select_strategy or emitted.strategy
+    leading = emitted.leading
+    patch = tower.patch_size
+    if strategy == "default" and leading == 0:
+        raise VedforgeError(
+            f"prefix.vision_feature_select_strategy=default drops a leading CLS token, but the '{tower.model_type}' tower "
+            "has none: it would drop a patch. Use prefix.vision_feature_select_strategy=full (or leave it unset).")
     image_seq_length = (height // patch) * (width // patch) + leading - (1 if strategy == "default" else 0)
 
     tokenizer = load_tokenizer(sources["decoder"], hub.trust_remote_code)
@@ -274,10 +242,10 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     config.architectures = ["LlavaForConditionalGeneration"]
     config.pad_token_id = tokens.pad
     head_from = None
-    if getattr(lm, "tie_word_embeddings", False) and dec_family.input_embeddings != "embed_tokens":
+    if getattr(lm, "tie_word_embeddings", False) and lm_model.input_embeddings != "embed_tokens":
         # transformers 5 ties LLaVA's head to model.language_model.embed_tokens, which this LM lacks.
         lm.tie_word_embeddings = False
-        head_from = f"language_model.model.{dec_family.input_embeddings}.weight"
+        head_from = f"language_model.model.{lm_model.input_embeddings}.weight"
     config.tie_word_embeddings = bool(getattr(lm, "tie_word_embeddings", False))
     generation = _generation_config(sources["decoder"], tokens)
 
@@ -285,7 +253,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
 
     specs = target_specs(config)
     plan = PrefixPlan(recipe, recipe.output.dir, parts["encoder"], parts["decoder"], config, generation, processor, tokens,
-                      strategy, leading, image_seq_length, template_source, head_from, specs, ())
+                      strategy, leading, image_seq_length, template_source, head_from, lm_model, specs, ())
     dtype = _stored_dtype(plan)
     if dtype is not None:
         config.torch_dtype = dtype

@@ -235,17 +235,19 @@ def _lookup(state: Mapping[str, Any], candidates: Iterable[str]) -> Optional[str
 
 
 def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[str, Any], lm_state: Mapping[str, Any], *,
-                    tower_prefixes: tuple[str, ...], lm_prefix: str, vocab: tuple[int, int], projector: str,
-                    dtype: Any, seed: int, tower_std: float, lm_std: float, head_from: Optional[str] = None,
+                    lm_prefix: str, vocab: tuple[int, int], projector: str, dtype: Any, seed: int,
+                    tower_std: float, lm_std: float, lm_head: str = "lm_head", head_from: Optional[str] = None,
                     dry_run: bool = False) -> tuple[dict[str, Any], PrefixReport]:
     """Fill every saved tensor of the LLaVA model: ``(name -> tensor, report)``.
 
     Args:
         specs: :func:`target_specs`.
         tower_state, lm_state: the checkpoints' tensors by their own names (lazy, or shapes in a dry run).
-        tower_prefixes: the names the tower's class may be nested under in its checkpoint
-            (``vit.`` in a ViTForImageClassification checkpoint).
+            Each part is found wherever its checkpoint nests it (``vit.`` in a ViTForImageClassification
+            checkpoint, ``vision_tower.`` or ``language_model.`` in a LLaVA one):
+            :func:`vedforge.weights.nesting.nesting_prefix`.
         lm_prefix: the causal LM's base-model prefix (``model.`` for Llama, ``transformer.`` for GPT-2).
+        lm_head: the causal LM's output projection (``lm_head``; GPT-NeoX's ``embed_out``).
         vocab: the LM's vocabulary rows before and after the added tokens.
         projector: ``mlp2x_gelu`` or ``linear`` (the second Linear starts as the identity).
         head_from: the saved name of the input embeddings when the output head is written as an
@@ -256,8 +258,14 @@ def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[s
     Raises:
         VedforgeError: a checkpoint lacks an LM tensor, or has a tensor of another shape.
     """
+    from vedforge.weights.nesting import nesting_prefix
+
     report = PrefixReport()
     out: dict[str, Any] = {}
+    _, tower_at = nesting_prefix([(n[len(TOWER):],) for n in specs if n.startswith(TOWER)], tower_state)
+    lm_form, lm_at = nesting_prefix([(lm_prefix + n[len(LM_BASE):], n[len(LM_BASE):]) for n in specs
+                                     if n.startswith(LM_BASE)], lm_state)
+    lm_base_at = lm_at + (lm_prefix if lm_form == 0 else "")
     used = {"encoder": set(), "decoder": set()}
     old_rows, new_rows = vocab
     for name, shape in sorted(specs.items()):
@@ -271,20 +279,19 @@ def assemble_prefix(specs: Mapping[str, tuple[int, ...]], tower_state: Mapping[s
             continue
         if part == "encoder":
             rest = name[len(TOWER):]
-            state, source = tower_state, _lookup(tower_state, [rest] + [p + rest for p in tower_prefixes])
+            state, source = tower_state, _lookup(tower_state, [tower_at + rest])
         elif name.startswith(LM_HEAD):
             rest = name[len(LM_HEAD):]
-            state, source = lm_state, _lookup(lm_state, ["lm_head." + rest])
+            state, source = lm_state, _lookup(lm_state, [f"{lm_at}{lm_head}.{rest}", f"{lm_head}.{rest}"])
             if source is None and head_from is not None:
-                embeddings = head_from[len(LM_BASE):]
-                source = _lookup(lm_state, [lm_prefix + embeddings, embeddings])
+                source = _lookup(lm_state, [lm_base_at + head_from[len(LM_BASE):]])
         else:
             rest = name[len(LM_BASE):]
-            state, source = lm_state, _lookup(lm_state, [lm_prefix + rest, rest])
+            state, source = lm_state, _lookup(lm_state, [lm_base_at + rest])
         if source is None:
             if part == "decoder":
                 raise VedforgeError(
-                    f"The language model checkpoint has no tensor for '{name}' (looked for '{lm_prefix}{rest}'); "
+                    f"The language model checkpoint has no tensor for '{name}' (looked for '{lm_base_at}{rest}'); "
                     "it does not hold the weights its config describes.")
             out[name] = _new_tower_tensor(name, shape, tower_std, seed)
             report.new["encoder"].append(name)

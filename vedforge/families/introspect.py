@@ -1,0 +1,203 @@
+"""What a model can be in a LLaVA-style pairing, read from transformers' own classes.
+
+No list of families decides whether a vision tower or a language model pairs: transformers'
+auto registries say which classes exist for a model type, and the classes built on the meta
+device (nothing allocated) say the rest — the names of the input and output embeddings, and how
+many tokens a tower emits before its patches (a trial forward of an empty image). A model type
+released after this code was written pairs as soon as transformers can build it.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from vedforge.core.errors import UnsupportedModelError
+
+
+def _names(mapping: str) -> Any:
+    import transformers.models.auto.modeling_auto as auto
+
+    return getattr(auto, mapping)
+
+
+def is_vision_config(config: Any) -> bool:
+    """Whether ``config`` describes an image model (it takes images of some size and channel count)."""
+    return hasattr(config, "num_channels") and (hasattr(config, "image_size") or hasattr(config, "patch_size"))
+
+
+def sub_config(config: Any, role: str) -> tuple[Any, Optional[str]]:
+    """The part of a composite checkpoint that plays ``role``, and the config attribute it came from.
+
+    A CLIP, SigLIP or LLaVA checkpoint holds its vision tower in ``vision_config`` (and a LLaVA
+    checkpoint its LM in ``text_config``); a ``VisionEncoderDecoderModel`` checkpoint (TrOCR,
+    Donut) holds ``encoder`` and ``decoder``. A checkpoint of one model is its own part (None).
+    """
+    attributes = ("vision_config", "encoder") if role == "encoder" else ("text_config", "decoder")
+    for attribute in attributes:
+        inner = getattr(config, attribute, None)
+        if inner is not None and hasattr(inner, "model_type") and inner is not config:
+            if role == "encoder" and not is_vision_config(inner):
+                continue
+            return inner, attribute
+    return config, None
+
+
+def _meta(build: Any, config: Any) -> Any:
+    import torch
+
+    # A copy: transformers 5 writes the attention implementation into the config it builds from.
+    with torch.device("meta"):
+        return build(copy.deepcopy(config))
+
+
+def module_name(model: Any, module: Any) -> Optional[str]:
+    """The dotted name of ``module`` inside ``model``."""
+    return next((name for name, candidate in model.named_modules() if candidate is module), None)
+
+
+@dataclass(frozen=True)
+class LanguageModel:
+    """A decoder-only LM as ``LlavaForConditionalGeneration`` holds it, read off its classes."""
+
+    model_type: str
+    base_prefix: str  # the causal LM's base-model attribute (``model`` for Llama, ``transformer`` for GPT-2)
+    input_embeddings: str  # the base model's input embedding module (``embed_tokens``, ``wte``, ``embed_in``)
+    output_head: str  # the causal LM's output projection (``lm_head``, GPT-NeoX's ``embed_out``)
+    head_bias: bool  # the causal LM's head has a bias, which LLaVA's head (bias-free) cannot hold
+
+
+def language_model(config: Any, where: str) -> LanguageModel:
+    """How a decoder-only language model of ``config`` sits in a LLaVA model, or why it cannot.
+
+    Raises:
+        UnsupportedModelError: no causal-LM class, not decoder-only, or no base model for LLaVA to build.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    model_type = config.model_type
+    problem = None
+    if is_vision_config(config):
+        problem = "is a vision model, not a language model"
+    elif model_type not in _names("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"):
+        problem = ("has no causal language-model class (AutoModelForCausalLM cannot build it), so it cannot generate "
+                   "text after the image tokens")
+    elif model_type in _names("MODEL_FOR_MASKED_LM_MAPPING_NAMES") or model_type in _names(
+            "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"):
+        # A masked LM (BERT) attends both ways; a seq2seq model's decoder expects its encoder. Both
+        # have a causal-LM class, but only as a decoder that cross-attends: the other architecture.
+        problem = ("is not a decoder-only language model (transformers also registers it as a masked or "
+                   "sequence-to-sequence model): pair it with architecture=cross_attention, which gives its "
+                   "decoder cross-attention to the image")
+    elif model_type not in _names("MODEL_MAPPING_NAMES"):
+        problem = ("has no base-model class in AutoModel, and LlavaForConditionalGeneration builds its language "
+                   "model with AutoModel")
+    if problem:
+        raise UnsupportedModelError(f"architecture=prefix: the decoder {where} has model type '{model_type}', which "
+                                    f"{problem}. The decoder must be a decoder-only language model transformers' "
+                                    "AutoModelForCausalLM builds (Llama, Qwen3, Gemma3, SmolLM3, GPT-2, ...).")
+    causal = _meta(AutoModelForCausalLM.from_config, config)
+    base = getattr(causal, causal.base_model_prefix, None)
+    if base is None:
+        raise UnsupportedModelError(
+            f"architecture=prefix: the decoder {where} ('{model_type}') has no base model under its causal LM's "
+            f"base_model_prefix '{causal.base_model_prefix}', so its tensors cannot be named inside "
+            "LlavaForConditionalGeneration.")
+    head = causal.get_output_embeddings()
+    embeddings = base.get_input_embeddings()
+    width = getattr(config, "hidden_size", None)
+    if head is None or tuple(head.weight.shape[1:]) != (width,):
+        # LLaVA's own head is Linear(text_config.hidden_size, vocab_size): an LM that projects its
+        # states to another width first (OPT's word_embed_proj_dim) has no head LLaVA can hold.
+        found = "no output head" if head is None else f"an output head reading {tuple(head.weight.shape[1:])} features"
+        raise UnsupportedModelError(
+            f"architecture=prefix: the decoder {where} ('{model_type}') has {found}, but "
+            f"LlavaForConditionalGeneration's head reads the language model's hidden_size={width} features, "
+            "so its logits could not be kept.")
+    return LanguageModel(
+        model_type=model_type, base_prefix=causal.base_model_prefix,
+        input_embeddings=module_name(base, embeddings) or "embed_tokens",
+        output_head=module_name(causal, head) or "lm_head",
+        head_bias=getattr(head, "bias", None) is not None)
+
+
+@dataclass(frozen=True)
+class TowerTokens:
+    """The tokens a vision tower emits at the layer a LLaVA projector reads."""
+
+    leading: int  # tokens before the patch tokens (CLS, distillation, register tokens)
+    patches: int
+    width: int  # the hidden size of those tokens
+
+    @property
+    def strategy(self) -> str:
+        """LLaVA's vision_feature_select_strategy: drop a leading CLS token, or keep every token."""
+        return "default" if self.leading else "full"
+
+
+def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -> TowerTokens:
+    """Count what the tower of ``config`` emits for one ``height`` x ``width`` image at hidden state ``layer``.
+
+    The tower is run on the meta device (shapes only); a tower whose forward the meta device
+    cannot run (rotary tables computed on the host) is run once on uninitialised host memory.
+
+    Raises:
+        UnsupportedModelError: LLaVA cannot take this tower, with the reason.
+    """
+    from transformers import AutoModel
+
+    model_type = config.model_type
+
+    def refuse(reason: str) -> UnsupportedModelError:
+        return UnsupportedModelError(
+            f"architecture=prefix: the encoder {where} has model type '{model_type}', which {reason}. "
+            "The encoder must be a vision model AutoModel builds whose hidden states are one token per image patch "
+            "(after any CLS or register tokens), as ViT, SigLIP, CLIP's or DINOv2's towers are.")
+
+    if not is_vision_config(config):
+        return_reason = "is a text model, not a vision tower"
+        raise refuse(return_reason)
+    if model_type not in _names("MODEL_MAPPING_NAMES"):
+        raise refuse("has no class in AutoModel, which LlavaForConditionalGeneration builds its tower with")
+    model = _meta(AutoModel.from_config, config)
+    required = [name for name, p in inspect.signature(model.forward).parameters.items()
+                if name not in ("self", "pixel_values") and p.default is inspect.Parameter.empty
+                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if required:
+        raise refuse(f"needs {', '.join(required)} besides the pixels, which LlavaForConditionalGeneration does not pass")
+    patch = getattr(config, "patch_size", None)
+    if not isinstance(patch, int):
+        raise refuse(f"has no single integer patch_size (it has {patch!r}): a hierarchical or convolutional tower")
+    hidden = _hidden_states(model, config, height, width)
+    if hidden is None:
+        raise refuse("returns no per-layer hidden states")
+    depth = len(hidden)
+    if not -depth <= layer < depth:
+        raise refuse(f"has {depth} hidden states, so vision_feature_layer={layer} does not exist")
+    shape = tuple(hidden[layer].shape)
+    patches = (height // patch) * (width // patch)
+    hidden_size = getattr(config, "hidden_size", None)
+    if len(shape) != 3 or shape[1] < patches or shape[2] != hidden_size:
+        raise refuse(f"emits hidden states of shape {shape} at layer {layer} for a {height}x{width} image, not "
+                     f"{patches} patch tokens of width hidden_size={hidden_size} (after any leading tokens)")
+    return TowerTokens(leading=shape[1] - patches, patches=patches, width=shape[2])
+
+
+def _hidden_states(model: Any, config: Any, height: int, width: int) -> Optional[tuple]:
+    import torch
+
+    channels = int(getattr(config, "num_channels", 3))
+
+    def run(device: str) -> Optional[tuple]:
+        pixels = torch.empty((1, channels, height, width), device=device)
+        with torch.no_grad():
+            return getattr(model(pixels, output_hidden_states=True), "hidden_states", None)
+
+    try:
+        return run("meta")
+    except (RuntimeError, NotImplementedError, TypeError):
+        # Some towers compute position tables with host-only ops; their shapes need one real pass.
+        model = model.to_empty(device="cpu")
+        return run("cpu")

@@ -1,0 +1,42 @@
+"""Where a model's tensors sit inside a checkpoint that holds more than that model.
+
+A vision tower is stored bare (``embeddings...``), under its task head's base model
+(``vit.embeddings...`` in a ViTForImageClassification checkpoint), or inside a larger model
+(``vision_tower.`` in a LLaVA checkpoint, ``encoder.`` in a VisionEncoderDecoderModel one); a
+language model likewise (``language_model.model.`` in a LLaVA checkpoint). Rather than a table of
+such places, the place is found from the names themselves: the prefix under which most of the
+model's own tensor names appear whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+
+def nesting_prefix(own: Iterable[Sequence[str]], stored: Iterable[str]) -> tuple[int, str]:
+    """The form and prefix under which a model's tensors sit in ``stored``.
+
+    Args:
+        own: for each of the model's tensors, the names it may have relative to its place, in
+            order of preference (``model.layers.0.x`` then ``layers.0.x``); every tensor lists
+            the same number of forms.
+        stored: the checkpoint's tensor names.
+
+    Returns:
+        ``(form, prefix)``: stored names are ``prefix + own[form]``. ``(0, "")`` when nothing matches.
+    """
+    placed: dict[str, list[str]] = {}
+    for name in stored:
+        pieces = name.split(".")
+        for cut in range(len(pieces)):
+            placed.setdefault(".".join(pieces[cut:]), []).append(".".join(pieces[:cut]) + ("." if cut else ""))
+    votes: Counter[tuple[int, str]] = Counter()
+    for forms in own:
+        for form, name in enumerate(forms):
+            for prefix in placed.get(name, ()):
+                votes[(form, prefix)] += 1
+    if not votes:
+        return 0, ""
+    # Most names matched wins; ties go to the preferred form and then the shortest prefix.
+    return min(votes, key=lambda key: (-votes[key], key[0], len(key[1])))
