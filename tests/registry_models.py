@@ -96,8 +96,13 @@ def _shrink(config: Any, *, tower: bool) -> None:
     for name, value in sizes.items():
         if _has(config, name):
             setattr(config, name, value)
-    if isinstance(getattr(config, "layer_types", None), list):
-        config.layer_types = config.layer_types[: sizes["num_hidden_layers"]]
+    if isinstance(getattr(config, "layer_types", None), list) and config.layer_types:
+        # Keep one layer of each kind (a hybrid LM with only its linear-attention layers has no
+        # attention cache to generate with).
+        kinds = list(dict.fromkeys(config.layer_types))
+        count = max(sizes["num_hidden_layers"], len(kinds))
+        config.layer_types = (kinds * count)[:count]
+        config.num_hidden_layers = count
     if isinstance(getattr(config, "stage_names", None), list) and _has(config, "num_hidden_layers"):
         # A backbone config names one stage per layer: fewer layers, fewer stages.
         config.stage_names = ["stem"] + [f"stage{i}" for i in range(1, config.num_hidden_layers + 1)]

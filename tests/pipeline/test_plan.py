@@ -242,3 +242,18 @@ def test_plan_command_prints_a_sweep_with_totals_and_exits_2_for_a_refused_pair(
     assert text.returncode == 0, text.stderr
     assert f"FORGE -> {tmp_path / 'one'}" in text.stdout and "flax_model.msgpack" in text.stdout
     assert not (tmp_path / "one").exists()
+
+
+def test_a_random_option_pointed_at_a_checkpoint_with_weights_says_they_are_not_read(tiny_torch_checkpoints, tmp_path,
+                                                                                     caplog):
+    pytest.importorskip("torch")
+    checkpoint = tiny_torch_checkpoints["vit"]
+    overrides = ["backend=pt", "encoder=vit_tiny", f"encoder.name_or_path={checkpoint}"]
+    with caplog.at_level("WARNING", logger="vedforge"):
+        build_plan(compose_recipe([*overrides, f"output.dir={tmp_path / 'random'}"]))
+    notes = [r.getMessage() for r in caplog.records if "are not read" in r.getMessage()]
+    assert len(notes) == 1 and str(checkpoint) in notes[0] and "encoder.weights=pretrained" in notes[0], notes
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vedforge"):
+        build_plan(compose_recipe([*overrides, "encoder.weights=pretrained", f"output.dir={tmp_path / 'read'}"]))
+    assert not [r for r in caplog.records if "are not read" in r.getMessage()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 from conftest import compose_recipe
@@ -22,6 +23,9 @@ def test_every_option_composes(group):
             assert node.kind == PolicyKind(option)
         elif group == "backend":
             assert node.name == BackendName(option)
+        elif option == "any":
+            # The generic option names no checkpoint: Hydra reports the missing name_or_path.
+            assert OmegaConf.is_missing(node, "name_or_path") and node.weights == Weights.pretrained
         else:
             assert node.name_or_path
             assert isinstance(node.weights, Weights)
@@ -29,7 +33,7 @@ def test_every_option_composes(group):
 
 def test_tiny_options_are_offline_and_real_ones_name_hub_repos():
     for group in ("encoder", "decoder"):
-        for option in _options(group):
+        for option in (o for o in _options(group) if o != "any"):
             node = compose_recipe([f"{group}={option}"])[group]
             if option.endswith("_tiny"):
                 assert node.name_or_path.startswith("builtin:") and node.weights == Weights.random
@@ -54,3 +58,12 @@ def test_misspelt_keys_and_wrong_types_fail_at_compose_time(override):
 def test_unknown_group_option_fails_at_compose_time():
     with pytest.raises(ConfigCompositionException, match="vit_huge"):
         compose_recipe(["encoder=vit_huge"])
+
+
+def test_the_generic_option_says_which_checkpoint_is_missing(tmp_path):
+    from vedforge.recipe.validate import recipe_problems
+
+    problems = recipe_problems(compose_recipe(["encoder=any", f"output.dir={tmp_path}"]))
+    assert any("encoder.name_or_path" in p for p in problems), problems
+    assert recipe_problems(compose_recipe(["encoder=any", "encoder.name_or_path=org/tower",
+                                           f"output.dir={tmp_path}"])) == []

@@ -29,6 +29,8 @@ _tokens = st.one_of(st.none(), st.integers(0, 10**6), _words)
 
 def _valid_overrides(draw) -> list[str]:
     overrides = [f"{group}={draw(st.sampled_from(OPTIONS[group]))}" for group in GROUPS]
+    # The generic options name no checkpoint of their own: the recipe must.
+    overrides += [f"{group}.name_or_path=org/{group}" for group in ("encoder", "decoder") if f"{group}=any" in overrides]
     if overrides[2] == "token_policy=explicit":
         overrides += [f"token_policy.{name}={draw(st.integers(0, 100))}"
                       for name in ("decoder_start_token", "pad_token", "eos_token")]

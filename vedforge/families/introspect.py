@@ -98,8 +98,15 @@ def language_model(config: Any, where: str) -> LanguageModel:
         raise UnsupportedModelError(f"architecture=prefix: the decoder {where} has model type '{model_type}', which "
                                     f"{problem}. The decoder must be a decoder-only language model transformers' "
                                     "AutoModelForCausalLM builds (Llama, Qwen3, Gemma3, SmolLM3, GPT-2, ...).")
+    from transformers import MODEL_MAPPING
+
     causal = _meta(AutoModelForCausalLM.from_config, config)
-    base = getattr(causal, causal.base_model_prefix, None)
+    # The base model is the child AutoModel would build; its attribute is usually base_model_prefix,
+    # but not always (Gemma3ForCausalLM keeps a Gemma3TextModel at `model` under prefix "language_model").
+    base_class = MODEL_MAPPING.get(type(config), None) if type(config) in MODEL_MAPPING else None
+    base_prefix = next((name for name, child in causal.named_children()
+                        if base_class is not None and isinstance(child, base_class)), causal.base_model_prefix)
+    base = getattr(causal, base_prefix, None)
     if base is None:
         raise UnsupportedModelError(
             f"architecture=prefix: the decoder {where} ('{model_type}') has no base model under its causal LM's "
@@ -107,6 +114,11 @@ def language_model(config: Any, where: str) -> LanguageModel:
             "LlavaForConditionalGeneration.")
     head = causal.get_output_embeddings()
     embeddings = base.get_input_embeddings()
+    from vedforge.weights.saved_names import saved_names
+
+    # Names as files hold them: transformers 5 renames some modules (GPT-NeoX's embed_out is its
+    # lm_head) and reverts that on save.
+    renamed = saved_names(causal)
     width = getattr(config, "hidden_size", None)
     if head is None or tuple(head.weight.shape[1:]) != (width,):
         # LLaVA's own head is Linear(text_config.hidden_size, vocab_size): an LM that projects its
@@ -116,10 +128,14 @@ def language_model(config: Any, where: str) -> LanguageModel:
             f"architecture=prefix: the decoder {where} ('{model_type}') has {found}, but "
             f"LlavaForConditionalGeneration's head reads the language model's hidden_size={width} features, "
             "so its logits could not be kept.")
+    embeddings_name = f"{base_prefix}.{module_name(base, embeddings)}.weight"
+    head_name = f"{module_name(causal, head)}.weight"
+    saved_embeddings = renamed.get(embeddings_name, embeddings_name).removesuffix(".weight")
+    saved_base = saved_embeddings.split(".", 1)[0] if "." in saved_embeddings else base_prefix
     return LanguageModel(
-        model_type=model_type, base_prefix=causal.base_model_prefix,
-        input_embeddings=module_name(base, embeddings) or "embed_tokens",
-        output_head=module_name(causal, head) or "lm_head",
+        model_type=model_type, base_prefix=saved_base,
+        input_embeddings=saved_embeddings.removeprefix(saved_base + "."),
+        output_head=renamed.get(head_name, head_name).removesuffix(".weight"),
         head_bias=getattr(head, "bias", None) is not None)
 
 

@@ -19,9 +19,9 @@ import numpy as np
 
 from vedforge.families.random_init import GENERATOR, TRUNCATED_STD, Init, SeededTensor
 
-# Model types whose random towers vedforge draws itself (the others, Swin and DETR, keep
+# Model types whose random towers vedforge draws itself (the others, DETR among them, keep
 # transformers' own initialisation, seeded from the recipe).
-NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext")
+NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext", "swin")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -120,8 +120,19 @@ def convnext_initialisers(model: Any) -> dict[str, Init]:
     return out
 
 
+def swin_initialisers(model: Any) -> dict[str, Init]:
+    """Swin (4.57): Linear and Conv2d normal(initializer_range); its mask token, absolute position
+    embeddings and relative position bias tables zeros. (By parameter name: transformers 5 moved
+    the tables into a module of their own.)"""
+    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
+    for name, _ in model.named_parameters():
+        if name.rsplit(".", 1)[-1] in ("mask_token", "position_embeddings", "relative_position_bias_table"):
+            out[name] = Init("constant", 0.0)
+    return out
+
+
 _INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers,
-                 "deit": deit_initialisers, "convnext": convnext_initialisers}
+                 "deit": deit_initialisers, "convnext": convnext_initialisers, "swin": swin_initialisers}
 _DESCRIBED = {
     "siglip": "xavier-uniform attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and "
               "Conv2d weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
@@ -129,6 +140,8 @@ _DESCRIBED = {
             "distillation and position embeddings zeros",
     "convnext": "Linear and Conv2d weights normal(initializer_range), biases zeros, layer norms ones and zeros, "
                 "layer scales layer_scale_init_value",
+    "swin": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, mask token, "
+            "position embeddings and relative position bias tables zeros",
 }
 _DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
 

@@ -9,6 +9,7 @@ The stages that follow (:mod:`vedforge.pipeline.runner`) only execute it. ``vedf
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from vedforge.pipeline.artifacts import (OutputLock, StagedArtifact, complete_ar
                                          not_writable)
 from vedforge.recipe.typed import Recipe, typed_recipe
 
-__all__ = ["FORGE", "SKIP", "SkipPlan", "build_plan", "check_destination"]
+__all__ = ["FORGE", "SKIP", "SkipPlan", "build_plan", "check_destination", "unread_weights_notes"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,33 @@ def build_plan(cfg: DictConfig) -> Any:
         # Refused at once, not after minutes of loading, when PyTorch is needed but missing.
         require_torch("backend=pt" if recipe.backend == "pt" else "output.pytorch=true")
     check_destination(output_dir, overwrite=recipe.output.overwrite)
-    return architecture(recipe.architecture).plan(recipe)
+    plan = architecture(recipe.architecture).plan(recipe)
+    for note in unread_weights_notes(plan):
+        log.warning(note)
+    return plan
+
+
+def unread_weights_notes(plan: Any) -> list[str]:
+    """One note per part drawn at random from a checkpoint that holds weights of its own (a
+    random-weight option whose ``name_or_path`` was pointed elsewhere): they are not read."""
+    from vedforge.sources.resolve import weight_pattern_sets
+
+    notes = []
+    for role in ("encoder", "decoder"):
+        part = plan.part(role)
+        if not part.recipe.random_weights or part.source.kind == "builtin":
+            continue
+        if part.source.kind == "local":
+            patterns = [p for group in weight_pattern_sets(torch_weights=True) + weight_pattern_sets(torch_weights=False)
+                        for p in group]
+            if not any(next(part.source.path.glob(pattern), None) for pattern in patterns):
+                continue
+            where = f"the weights in {part.source.path}"
+        else:
+            where = f"the weights of the hub repo {part.source.name_or_path}"
+        notes.append(f"{role}.weights=random: {where} are not read; the {role} is drawn at random from its config. "
+                     f"To start from them, add {role}.weights=pretrained.")
+    return notes
 
 
 def check_destination(final: Path, *, overwrite: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import ListConfig
+from omegaconf import ListConfig, OmegaConf
 
 from vedforge.core.resources import architecture_names
 from vedforge.core.units import parse_size
@@ -19,6 +19,11 @@ def recipe_problems(cfg: Any) -> list[str]:
     problems: list[str] = []
     for role in ("encoder", "decoder"):
         node = cfg[role]
+        if OmegaConf.is_missing(node, "name_or_path"):
+            problems.append(
+                f"{role}.name_or_path is missing: the {role} option names no checkpoint of its own ({role}=any takes "
+                f"any), so give one: {role}.name_or_path=ORG/NAME (a hub repo id), a local directory or builtin:NAME")
+            continue
         if not str(node.name_or_path or "").strip():
             problems.append(f"{role}.name_or_path is empty; give a hub repo id, a local directory or builtin:NAME")
         for key in node.config_overrides or {}:
