@@ -32,7 +32,7 @@ _SIZES = {
     "n_head": 4, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8,
     "v_head_dim": 16, "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
     "linear_num_value_heads": 4, "global_attn_every_n_layers": 1,
-    "word_embed_proj_dim": 64,
+    "word_embed_proj_dim": 64, "rotary_dim": 8, "partial_rotary_factor": 0.5,
 }
 _TOWER_SIZES = {"image_size": 32, "patch_size": 8, "num_channels": 3}
 
@@ -109,14 +109,39 @@ def _shrink(config: Any, *, tower: bool) -> None:
         config.out_features = None
 
 
+def _runs_alone(dest: Path, role: str) -> None:
+    """The saved model reloads and runs by itself on this machine (CPU): a forward and a backward
+    pass, and for a language model a short generation. A family that does not is not vedforge's to
+    pair here (it needs CUDA kernels, video input, or more than the generic shrinking gives it)."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    try:
+        AutoConfig.from_pretrained(dest)
+        model = (AutoModelForCausalLM if role == "lm" else AutoModel).from_pretrained(dest)
+        model.train()
+        if role == "lm":
+            ids = torch.tensor([[1, 5, 9, 3]])
+            model(input_ids=ids, labels=ids).loss.backward()
+            model.eval()
+            with torch.no_grad():
+                model.generate(input_ids=ids, max_new_tokens=2, do_sample=False)
+        else:
+            out = model(pixel_values=torch.rand(2, 3, 32, 32), output_hidden_states=True)
+            out.hidden_states[-1].float().mean().backward()
+    except Exception as exc:  # noqa: BLE001 (the reason is reported with the count)
+        raise NotBuildable(f"does not run alone: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:150]}") from None
+
+
 def _tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(assets_dir() / LM_TOKENIZER)
 
 
-def save_tiny(model_type: str, role: str, dest: Path, *, seed: int = 0, **extra: Any) -> Path:
-    """Build a tiny random ``model_type`` for ``role`` and save it where a user's checkpoint would be."""
+def save_tiny(model_type: str, role: str, dest: Path, *, seed: int = 0, check: bool = True, **extra: Any) -> Path:
+    """Build a tiny random ``model_type`` for ``role`` and save it where a user's checkpoint would be
+    (with ``check``, only if it then reloads and runs by itself)."""
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
@@ -135,6 +160,8 @@ def save_tiny(model_type: str, role: str, dest: Path, *, seed: int = 0, **extra:
         model.save_pretrained(dest)
     except Exception as exc:
         raise NotBuildable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if check:
+        _runs_alone(dest, role)
     asset = assets_dir() / (LM_TOKENIZER if role == "lm" else TOWER_PROCESSOR)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                  "preprocessor_config.json"):

@@ -67,6 +67,9 @@ class LanguageModel:
     input_embeddings: str  # the base model's input embedding module (``embed_tokens``, ``wte``, ``embed_in``)
     output_head: str  # the causal LM's output projection (``lm_head``, GPT-NeoX's ``embed_out``)
     head_bias: bool  # the causal LM's head has a bias, which LLaVA's head (bias-free) cannot hold
+    # What the causal LM does to its logits beyond a Linear head over the last hidden state (a
+    # scale, a soft cap, a prediction transform), which LLaVA's head does not; None when nothing.
+    logits_differ: Optional[str] = None
 
 
 def language_model(config: Any, where: str) -> LanguageModel:
@@ -107,6 +110,13 @@ def language_model(config: Any, where: str) -> LanguageModel:
     base_prefix = next((name for name, child in causal.named_children()
                         if base_class is not None and isinstance(child, base_class)), causal.base_model_prefix)
     base = getattr(causal, base_prefix, None)
+    if base_class is not None and not isinstance(base, base_class):
+        # LLaVA builds AutoModel's class for the text config; for Whisper that is the whole
+        # encoder-decoder, not the decoder its causal LM holds.
+        raise UnsupportedModelError(
+            f"architecture=prefix: the decoder {where} ('{model_type}'): LlavaForConditionalGeneration would build "
+            f"{base_class.__name__} (AutoModel's class for it) as its language model, but the causal LM "
+            f"{type(causal).__name__} holds {type(base).__name__}, so its weights have no place there.")
     if base is None:
         raise UnsupportedModelError(
             f"architecture=prefix: the decoder {where} ('{model_type}') has no base model under its causal LM's "
@@ -114,6 +124,9 @@ def language_model(config: Any, where: str) -> LanguageModel:
             "LlavaForConditionalGeneration.")
     head = causal.get_output_embeddings()
     embeddings = base.get_input_embeddings()
+    problem = _llava_cannot_run(causal, base, head, embeddings, config)
+    if problem:
+        raise UnsupportedModelError(f"architecture=prefix: the decoder {where} ('{model_type}') {problem}.")
     from vedforge.weights.saved_names import saved_names
 
     # Names as files hold them: transformers 5 renames some modules (GPT-NeoX's embed_out is its
@@ -136,7 +149,76 @@ def language_model(config: Any, where: str) -> LanguageModel:
         model_type=model_type, base_prefix=saved_base,
         input_embeddings=saved_embeddings.removeprefix(saved_base + "."),
         output_head=renamed.get(head_name, head_name).removesuffix(".weight"),
-        head_bias=getattr(head, "bias", None) is not None)
+        head_bias=getattr(head, "bias", None) is not None,
+        logits_differ=_logits_beyond_head(causal, base, head, config))
+
+
+def _llava_lm_keywords() -> set[str]:
+    """The keyword arguments LlavaModel.forward passes its language model, read from its source
+    (4.57 passes cache_position and past_key_values, 5.x passes cache)."""
+    import re
+
+    from transformers.models.llava import modeling_llava
+
+    source = inspect.getsource(modeling_llava.LlavaModel.forward)
+    call = re.search(r"self\.language_model\((.*?)\)\n", source, re.S)
+    return set(re.findall(r"(\w+)\s*=", call.group(1))) if call else {"inputs_embeds", "attention_mask"}
+
+
+def _llava_cannot_run(causal: Any, base: Any, head: Any, embeddings: Any, config: Any) -> Optional[str]:
+    """Why LlavaForConditionalGeneration could not run this LM as transformers runs it alone, or None."""
+    import sys
+
+    from transformers.cache_utils import Cache
+
+    vocab = getattr(config, "vocab_size", None)
+    for what, module in (("input embeddings", embeddings), ("output head", head)):
+        rows = getattr(getattr(module, "weight", None), "shape", (None,))[0]
+        if module is not None and rows != vocab:
+            return (f"has {rows} rows in its {what} for vocab_size={vocab}; LlavaForConditionalGeneration sizes both "
+                    "by vocab_size")
+    parameters = inspect.signature(base.forward).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        missing = sorted(_llava_lm_keywords() - set(parameters))
+        if missing:
+            return (f"has a base model ({type(base).__name__}) whose forward takes no {', '.join(missing)}, which "
+                    "LlavaForConditionalGeneration passes its language model")
+    if not type(causal)._supports_default_dynamic_cache():
+        return ("keeps a recurrent or custom cache, not the DynamicCache LlavaForConditionalGeneration's generate "
+                "makes for its language model")
+    module = sys.modules[type(causal).__module__]
+    own_caches = [obj.__name__ for obj in vars(module).values()
+                  if isinstance(obj, type) and issubclass(obj, Cache) and obj.__module__ == module.__name__]
+    if own_caches:
+        return (f"generates with a cache of its own ({', '.join(sorted(own_caches))}: hybrid or recurrent state), "
+                "which LlavaForConditionalGeneration's generate does not make")
+    return None
+
+
+def _logits_beyond_head(causal: Any, base: Any, head: Any, config: Any) -> Optional[str]:
+    """Trace the causal LM once on the meta device: its logits must be its head's output, and its
+    head's input the base model's last hidden state, for LLaVA's plain head to compute the same."""
+    import torch
+
+    seen: dict[str, Any] = {}
+    hooks = [base.register_forward_hook(lambda m, a, out: seen.setdefault("hidden", out[0] if isinstance(out, tuple)
+                                                                         else out.last_hidden_state)),
+             head.register_forward_hook(lambda m, a, out: seen.update(head_in=a[0] if a else None, head_out=out))]
+    try:
+        with torch.no_grad():
+            ids = torch.zeros((1, 3), dtype=torch.long, device="meta")
+            logits = causal(input_ids=ids, use_cache=False).logits
+    except Exception:  # noqa: BLE001 (a model the meta device cannot trace is not judged here)
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
+    hidden, head_in = seen.get("hidden"), seen.get("head_in")
+    if head_in is not None and hidden is not None and head_in is not hidden and getattr(head_in, "_base", None) is not hidden:
+        return "its head reads a transformed hidden state (a prediction transform between the model and the head)"
+    if logits is not seen.get("head_out"):
+        return "it transforms the head's output (a logit scale or soft cap)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -183,10 +265,20 @@ def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -
                 and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     if required:
         raise refuse(f"needs {', '.join(required)} besides the pixels, which LlavaForConditionalGeneration does not pass")
+    first = next((name for name in inspect.signature(model.forward).parameters if name != "self"), None)
+    if first != "pixel_values":
+        # LLaVA calls its tower with the pixels as the first positional argument.
+        raise refuse(f"takes {first} first, not pixel_values (LlavaForConditionalGeneration passes the pixels "
+                     "positionally): a multimodal or document model, not a vision tower")
     patch = getattr(config, "patch_size", None)
     if not isinstance(patch, int):
         raise refuse(f"has no single integer patch_size (it has {patch!r}): a hierarchical or convolutional tower")
-    hidden = _hidden_states(model, config, height, width)
+    try:
+        hidden = _hidden_states(model, config, height, width)
+    except Exception as exc:  # noqa: BLE001 (any failure of a trial forward is the reason given)
+        first_line = (str(exc).splitlines() or [""])[0][:200]
+        raise refuse(f"fails on one {height}x{width} image ({type(exc).__name__}: {first_line}): a video or "
+                     "multi-input model, or one whose forward needs more than an image") from None
     if hidden is None:
         raise refuse("returns no per-layer hidden states")
     depth = len(hidden)

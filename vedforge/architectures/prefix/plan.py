@@ -184,6 +184,10 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     lm = copy.deepcopy(sub_config(lm_checkpoint, "decoder")[0])
     apply_overrides(lm, recipe.decoder.config_overrides, "decoder")
     lm_model = language_model(lm, sources["decoder"].describe())
+    if lm_model.logits_differ:
+        log.warning("The %s language model's logits are more than a Linear head over its last hidden state: %s. "
+                    "LlavaForConditionalGeneration's head is that Linear only, so the forged model's text logits differ "
+                    "from the LM's until training adapts.", lm.model_type, lm_model.logits_differ)
     if lm_model.head_bias:
         log.warning("The %s language model's output head has a bias, which LlavaForConditionalGeneration's head does "
                     "not hold: it is left out (the manifest lists it among the unused checkpoint tensors), so the "
@@ -251,7 +255,13 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
 
     from vedforge.architectures.prefix.tensors import target_specs
 
-    specs = target_specs(config)
+    try:
+        specs = target_specs(config)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise UnsupportedModelError(
+            f"architecture=prefix: LlavaForConditionalGeneration cannot be built around the '{lm.model_type}' language "
+            f"model {sources['decoder'].describe()} with the '{tower.model_type}' tower: transformers raises "
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}") from None
     plan = PrefixPlan(recipe, recipe.output.dir, parts["encoder"], parts["decoder"], config, generation, processor, tokens,
                       strategy, leading, image_seq_length, template_source, head_from, lm_model, specs, ())
     dtype = _stored_dtype(plan)

@@ -93,7 +93,7 @@ def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str
     from vedforge.architectures.prefix.tensors import GENERATION
 
     recipe, tokens, config = plan.recipe, plan.tokens, plan.config
-    return {
+    fields = {
         "architecture": "prefix",
         "model_class": "LlavaForConditionalGeneration",
         "prefix": {
@@ -127,6 +127,12 @@ def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str
         "needs_keyword_decode": False,
         "needs_torch_compat": False,
     }
+    # What LLaVA's plain head cannot keep of the LM's own (read off its classes at plan time).
+    if plan.lm.logits_differ:
+        fields["prefix"]["lm_logits_differ"] = plan.lm.logits_differ
+    if plan.lm.head_bias:
+        fields["prefix"]["lm_head_bias_left_out"] = True
+    return fields
 
 
 def _torch_version() -> str:
