@@ -49,6 +49,8 @@ def test_electra_is_assembled_from_the_pytorch_view_and_refused_by_flax_for_its_
     ("vit", "is a vision model, not a text decoder"),
     ("gpt_bigcode", "cannot be built with cross-attention"),
     ("big_bird", "generate() fails with a cross-attention cache"),
+    ("xmod", "needs a language id"),
+    ("mega", "saves buffers beside its parameters"),
 ])
 def test_a_decoder_is_refused_with_what_transformers_showed(model_type, phrase):
     assert phrase in _refusal(decoder_family, model_type)
@@ -65,7 +67,7 @@ def test_flax_refuses_a_decoder_without_cross_attention_for_that_reason():
 
 @pytest.mark.parametrize("model_type, tower", [
     ("dinov3_vit", False), ("ijepa", False), ("vit_msn", False), ("data2vec-vision", False), ("swinv2", False),
-    ("yolos", False), ("aimv2", True),
+    ("yolos", False), ("chinese_clip", True),
 ])
 def test_a_vision_model_gets_a_derived_record(model_type, tower):
     family = encoder_family(AutoConfig.for_model(model_type), "'here'", "pt")
@@ -83,6 +85,7 @@ def test_a_feature_map_encoder_is_derived_with_the_fix_it_needs():
     ("bert", "is a text model, not a vision model"),
     ("sam_vision_model", "(batch, tokens, 768)"),
     ("siglip2_vision_model", "does not run on pixel_values alone"),
+    ("aimv2", "vision tower is saved under names its vision model class (Aimv2VisionModel) does not load"),
 ])
 def test_an_encoder_is_refused_with_what_transformers_showed(model_type, phrase):
     assert phrase in _refusal(encoder_family, model_type)

@@ -166,6 +166,12 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
                flax_refusal=_FLAX_CROSS_ATTENTION_BROKEN,
                torch_refusal=("has a PyTorch causal-LM class (BigBirdForCausalLM) whose generate() fails with a "
                               "cross-attention cache in this transformers, so a forged model could not caption")),
+    # X-MOD routes every layer through a language adapter chosen by lang_ids or a default language,
+    # which VisionEncoderDecoderModel never passes: without this record it forges, then raises in
+    # its first forward.
+    ModelFamily("xmod", "X-MOD", "decoder", built_with="pytorch",
+                torch_refusal=("needs a language id for its adapters (lang_ids, or XmodPreTrainedModel."
+                               "set_default_language) that VisionEncoderDecoderModel never passes")),
     # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
     _prefix_lm("llama", "Llama"),
     _prefix_lm("qwen2", "Qwen2"),

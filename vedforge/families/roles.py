@@ -158,6 +158,11 @@ def derive_encoder(config: Any, where: str) -> ModelFamily:
     except Exception as exc:  # a class needing an uninstalled library, or an inconsistent config
         raise _encoder_refusal(model_type, where, (
             f"cannot be built: {what} raised {type(exc).__name__} ({first_line(exc)})")) from None
+    if two_tower and not _tower_loads_from(cls, model, config):
+        raise _encoder_refusal(model_type, where, (
+            f"is a multi-tower checkpoint whose vision tower is saved under names its vision model class "
+            f"({cls.__name__}) does not load, so the tower's pretrained weights would be lost; forge from a "
+            f"checkpoint of the vision tower alone"))
     try:
         output = vision_output(model, int(getattr(tower, "num_channels", 3) or 3), _image_size(tower))
     except Exception as exc:
@@ -188,6 +193,22 @@ def derive_encoder(config: Any, where: str) -> ModelFamily:
         fixes.append("its forward takes no output_attentions")
     return ModelFamily(model_type, _label(config), "encoder", built_with="pytorch", vision_tower=two_tower,
                        torch_compat_fix="; ".join(fixes) or None, layer_attributes=())
+
+
+def _tower_loads_from(cls: Any, tower: Any, config: Any) -> bool:
+    """Whether ``cls.from_pretrained`` on the full checkpoint finds every tower weight: its names,
+    as they are or under the class's base_model_prefix, are among the full model's."""
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    from vedforge.families.meta_probe import build_on_meta
+
+    try:
+        full = {name for name, _ in build_on_meta(MODEL_MAPPING[type(config)], config).named_parameters()}
+    except Exception:
+        return False
+    names = {name for name, _ in tower.named_parameters()}
+    prefix = getattr(cls, "base_model_prefix", "")
+    return names <= full or bool(prefix) and {f"{prefix}.{name}" for name in names} <= full
 
 
 def _takes_var_keywords(function: Any) -> bool:
@@ -315,6 +336,13 @@ def _cross_attention_problem(cls: Any, config: Any) -> str | None:
         except Exception as exc:
             return (f"cannot be built with cross-attention: {cls.__name__} raised {type(exc).__name__} "
                     f"({first_line(exc)})")
+    # The forge assembles parameters only (torch_view reads no buffer), so a decoder that saves
+    # state in buffers would load with those missing.
+    parameters = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    buffers = [name for name in model.state_dict() if name not in parameters]
+    if buffers:
+        return (f"is a model whose PyTorch class ({cls.__name__}) saves buffers beside its parameters "
+                f"({', '.join(buffers[:2])}...), which the cross-attention forge does not carry over")
     layers = [(name, module) for name, module in model.named_modules()
               if name.rpartition(".")[2].isdigit() and takes(module.forward, "encoder_hidden_states")]
     if not layers:
