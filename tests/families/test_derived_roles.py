@@ -53,6 +53,10 @@ def test_electra_is_assembled_from_the_pytorch_view_and_refused_by_flax_for_its_
     ("mega", "saves buffers beside its parameters"),
 ])
 def test_a_decoder_is_refused_with_what_transformers_showed(model_type, phrase):
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        pytest.skip(f"this transformers has no {model_type}")
     assert phrase in _refusal(decoder_family, model_type)
 
 

@@ -202,11 +202,18 @@ def _tower_loads_from(cls: Any, tower: Any, config: Any) -> bool:
 
     from vedforge.families.meta_probe import build_on_meta
 
+    from vedforge.weights.saved_names import saved_names
+
+    def saved(model: Any) -> set[str]:
+        # As save_pretrained names them: transformers 5 renames modules inside some classes.
+        renamed = saved_names(model)
+        return {renamed.get(name, name) for name, _ in model.named_parameters()}
+
     try:
-        full = {name for name, _ in build_on_meta(MODEL_MAPPING[type(config)], config).named_parameters()}
+        full = saved(build_on_meta(MODEL_MAPPING[type(config)], config))
     except Exception:
         return False
-    names = {name for name, _ in tower.named_parameters()}
+    names = saved(tower)
     prefix = getattr(cls, "base_model_prefix", "")
     return names <= full or bool(prefix) and {f"{prefix}.{name}" for name in names} <= full
 
