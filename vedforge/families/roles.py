@@ -87,11 +87,8 @@ def encoder_family(config: Any, where: str, backend: str = "flax") -> ModelFamil
         _DERIVED[model_type] = family
         return family
     if family is None:
-        # backend=flax: say why backend=pt would (or would not) take it, not just that Flax cannot.
-        try:
-            derive_encoder(config, where)
-        except ImportError:
-            pass
+        # backend=flax: a flax run hides torch from transformers (USE_TORCH=0), so nothing is
+        # derived here; a backend=pt run then says whether PyTorch takes it.
         raise _no_flax_encoder(model_type, where)
     raise _encoder_refusal(model_type, where, "is a text model, not a vision model")
 
@@ -99,7 +96,7 @@ def encoder_family(config: Any, where: str, backend: str = "flax") -> ModelFamil
 def _no_flax_encoder(model_type: str, where: str) -> UnsupportedModelError:
     return UnsupportedModelError(
         f"The encoder {where} has model type '{model_type}', which has no Flax implementation in transformers 4.x "
-        f"that vedforge forges, so backend=flax cannot forge it. Forge it for PyTorch with backend=pt (needs the "
+        f"that vedforge forges (or is no vision model), so backend=flax cannot forge it. Forge it for PyTorch with backend=pt (needs the "
         f"torch extra: pip install \"vedforge[torch]\"). Encoder model types backend=flax supports: "
         f"{', '.join(sorted(ENCODER_TYPES))}."
     )
