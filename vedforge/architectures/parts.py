@@ -32,7 +32,8 @@ class PartPlan:
 
     @property
     def built_with_torch(self) -> bool:
-        return self.family.built_with == "pytorch"
+        """An encoder built by transformers' PyTorch classes (a decoder is always assembled in Flax layout)."""
+        return self.role == "encoder" and self.family.built_with == "pytorch"
 
     @property
     def read_bytes(self) -> int:

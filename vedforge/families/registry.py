@@ -1,7 +1,9 @@
-"""Which model types can pair, which cannot and why, and family conventions.
+"""What vedforge knows about model types that transformers' classes do not say.
 
-Everything here is decided from a model's configuration alone, so an impossible pairing
-is refused before any weights are read.
+``backend=flax`` takes the Flax ports recorded here. ``backend=pt`` takes any model type
+transformers can build for the role, with a record derived from transformers
+(:mod:`vedforge.families.roles`); the hand-written records below are kept for real quirks, each
+saying what breaks without it, and for the towers and language models of prefix pairings.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from vedforge.core.errors import UnsupportedModelError
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,10 @@ class ModelFamily:
     position_offset: bool = False
     # The decoder's layer count inside the combined model's config.
     decoder_layer_attribute: str = "num_hidden_layers"
+    # Why backend=flax refuses this type although transformers 4.x has a Flax port of it, or None.
+    flax_refusal: str | None = None
+    # Why backend=pt refuses this type although its PyTorch class has cross-attention, or None.
+    torch_refusal: str | None = None
 
     @property
     def needs_flax_compat(self) -> bool:
@@ -100,8 +105,11 @@ def _prefix_lm(model_type: str, label: str) -> ModelFamily:
 
 
 def _bert_like(model_type: str, label: str, **kw) -> ModelFamily:
-    return ModelFamily(model_type, label, "decoder", conventional_start="[CLS]", conventional_end="[SEP]",
-                       keyword_decode=True, **kw)
+    kw.setdefault("keyword_decode", True)
+    return ModelFamily(model_type, label, "decoder", conventional_start="[CLS]", conventional_end="[SEP]", **kw)
+
+
+_FLAX_CROSS_ATTENTION_BROKEN = "has a Flax port that fails inside its cross-attention in transformers 4.x"
 
 
 def _roberta_like(model_type: str, label: str) -> ModelFamily:
@@ -125,10 +133,11 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
              prefix_select_strategy="full",
              layer_attributes=(("vision_config", "num_hidden_layers"), ("text_config", "num_hidden_layers"))),
     _encoder("siglip_vision_model", "SigLIP vision tower", built_with="pytorch", prefix_select_strategy="full"),
-    _encoder("swin", "Swin", built_with="pytorch"),
     # DeiT (distilled) puts a distillation token after its CLS token; LLaVA's "default" drops the CLS
     # only, so the distillation token is one more image token.
     _encoder("deit", "DeiT", built_with="pytorch", prefix_select_strategy="default", prefix_leading_tokens=2),
+    # Without these two, stock VisionEncoderDecoderModel cannot build or run them
+    # (vedforge.torch_compat); a derived record would say the same, these keep the wording.
     _encoder("convnext", "ConvNeXt", built_with="pytorch",
              torch_compat_fix="its output is a feature map, not a sequence, and its config has no hidden_size"),
     _encoder("detr", "DETR (its object-query states are the decoder's memory)", built_with="pytorch",
@@ -139,10 +148,30 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     ModelFamily("bart", "BART", "decoder", init_std_attr="init_std",
                 aliases=((("model", "decoder", "embed_tokens", "embedding"), ("model", "shared", "embedding")),),
                 layer_attributes=(("encoder_layers",), ("decoder_layers",)), decoder_layer_attribute="decoder_layers"),
+    # BERT and the RoBERTa family: transformers 4.x's Flax wrapper passes the image features
+    # positionally into the wrong parameter (keyword_decode), and Flax RoBERTa numbers positions
+    # from 0 where PyTorch starts after the pad id (position_offset).
     _bert_like("bert", "BERT"),
     _roberta_like("roberta", "RoBERTa"),
     _roberta_like("xlm-roberta", "XLM-RoBERTa"),
     _roberta_like("roberta-prelayernorm", "RoBERTa-PreLayerNorm"),
+    # Flax ports whose cross-attention fails in transformers 4.x: without these records
+    # backend=flax would trace them and fail inside the forge. backend=pt assembles them from
+    # the PyTorch view (built_with="pytorch").
+    _bert_like("electra", "ELECTRA", built_with="pytorch", keyword_decode=False,
+               flax_refusal=_FLAX_CROSS_ATTENTION_BROKEN),
+    # BigBird's PyTorch causal LM also fails: generate() with a cross-attention cache raises in
+    # its block-sparse attention bookkeeping, so a forged model could be trained but never caption.
+    _bert_like("big_bird", "BigBird", built_with="pytorch", keyword_decode=False,
+               flax_refusal=_FLAX_CROSS_ATTENTION_BROKEN,
+               torch_refusal=("has a PyTorch causal-LM class (BigBirdForCausalLM) whose generate() fails with a "
+                              "cross-attention cache in this transformers, so a forged model could not caption")),
+    # X-MOD routes every layer through a language adapter chosen by lang_ids or a default language,
+    # which VisionEncoderDecoderModel never passes: without this record it forges, then raises in
+    # its first forward.
+    ModelFamily("xmod", "X-MOD", "decoder", built_with="pytorch",
+                torch_refusal=("needs a language id for its adapters (lang_ids, or XmodPreTrainedModel."
+                               "set_default_language) that VisionEncoderDecoderModel never passes")),
     # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
     _prefix_lm("llama", "Llama"),
     _prefix_lm("qwen2", "Qwen2"),
@@ -155,8 +184,9 @@ ENCODER_TYPES: dict[str, str] = {t: f.label for t, f in FAMILIES.items() if f.ro
 PYTORCH_ONLY_ENCODER_TYPES: dict[str, str] = {
     t: f.label for t, f in FAMILIES.items() if f.role == "encoder" and f.built_with == "pytorch"
 }
+# The decoders backend=flax forges (Flax ports whose cross-attention works in 4.57).
 DECODER_FAMILIES: dict[str, ModelFamily] = {
-    t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.cross_attention}
+    t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.cross_attention and f.built_with == "flax"}
 # The towers and language models a prefix (LLaVA) pairing takes.
 PREFIX_ENCODERS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "encoder" and f.prefix_select_strategy}
 PREFIX_LMS: dict[str, ModelFamily] = {t: f for t, f in FAMILIES.items() if f.role == "decoder" and f.prefix_lm}
@@ -179,62 +209,3 @@ def layer_attributes(config: Any) -> list[tuple[str, ...]]:
         if isinstance(node, int):
             present.append(slot)
     return present
-
-
-# Model types that are refused, with the reason given to the user.
-_NO_FLAX = "has no Flax implementation in transformers 4.x"
-_NO_CROSS_ATTENTION = "is a decoder-only language model without cross-attention layers, so it cannot attend to image features"
-REFUSED: dict[str, str] = {
-    **{t: _NO_FLAX + " and is not among the encoders vedforge builds with PyTorch" for t in ("swinv2", "convnextv2", "donut-swin", "mobilevit")},
-    **{t: "has no Flax vision model that exposes the patch features a decoder can attend to" for t in ("resnet", "regnet")},
-    **{
-        t: _NO_CROSS_ATTENTION
-        for t in ("llama", "opt", "gpt_neo", "gptj", "mistral", "gemma", "gemma2", "bloom", "xglm", "qwen2", "phi")
-    },
-    **{t: "is a sequence-to-sequence model, not a causal language model that can be used as a decoder" for t in ("t5", "mt5", "longt5")},
-    **{t: "has a Flax port that fails inside its cross-attention in transformers 4.x" for t in ("electra", "big_bird")},
-}
-
-
-def _describe(kinds: dict[str, object]) -> str:
-    return ", ".join(sorted(kinds))
-
-
-def check_encoder_type(model_type: str, where: str, backend: str = "flax") -> None:
-    """Raise :class:`UnsupportedModelError` unless ``model_type`` can be a vision encoder for ``backend``."""
-    if model_type in ENCODER_TYPES:
-        return
-    if model_type in PYTORCH_ONLY_ENCODER_TYPES:
-        if backend == "pt":
-            return
-        raise UnsupportedModelError(
-            f"The encoder {where} has model type '{model_type}', which {_NO_FLAX}, so backend=flax cannot forge it. "
-            f"Forge it for PyTorch with backend=pt (needs the torch extra: pip install \"vedforge[torch]\"). "
-            f"Encoder model types backend=flax supports: {_describe(ENCODER_TYPES)}."
-        )
-    if model_type in DECODER_FAMILIES or model_type in REFUSED and "decoder" in REFUSED[model_type]:
-        reason = "is a text model, not a vision model"
-    else:
-        reason = REFUSED.get(model_type, "is not a vision model vedforge can use as an encoder")
-    raise UnsupportedModelError(
-        f"The encoder {where} has model type '{model_type}', which {reason}. "
-        f"Supported encoder model types: {_describe(ENCODER_TYPES)}; with backend=pt also "
-        f"{_describe(PYTORCH_ONLY_ENCODER_TYPES)}."
-    )
-
-
-def decoder_family(model_type: str, where: str) -> DecoderFamily:
-    """Return the family conventions for ``model_type`` or raise :class:`UnsupportedModelError`."""
-    family = DECODER_FAMILIES.get(model_type)
-    if family is not None:
-        return family
-    if model_type in ENCODER_TYPES:
-        reason = "is a vision model, not a text decoder"
-    else:
-        reason = REFUSED.get(model_type, "has no Flax causal-LM port with cross-attention that vedforge supports")
-    hint = (" architecture=prefix backend=pt pairs it LLaVA-style instead (LlavaForConditionalGeneration)."
-            if model_type in PREFIX_LMS else "")
-    raise UnsupportedModelError(
-        f"The decoder {where} has model type '{model_type}', which {reason}. "
-        f"Supported decoder model types: {_describe(DECODER_FAMILIES)}.{hint}"
-    )

@@ -98,10 +98,11 @@ def resolve_token_ids(policy: Any, tokenizer: Any, decoder_config: Any, family: 
             )
 
     bos = _first(decoder_config.bos_token_id, tokenizer.bos_token_id)
+    # Last, a BERT-style tokenizer's own [CLS]/[SEP], for a decoder vedforge has no record of.
     eos = _first(given["eos_token"], decoder_config.eos_token_id, tokenizer.eos_token_id,
-                 _conventional(family.conventional_end, tokenizer))
+                 _conventional(family.conventional_end, tokenizer), getattr(tokenizer, "sep_token_id", None))
     start = _first(given["decoder_start_token"], getattr(decoder_config, "decoder_start_token_id", None), bos,
-                   _conventional(family.conventional_start, tokenizer))
+                   _conventional(family.conventional_start, tokenizer), getattr(tokenizer, "cls_token_id", None))
     if start is None:
         raise TokenPolicyError(
             f"The decoder {decoder_name} (model type '{decoder_config.model_type}') has no decoder_start_token_id, "

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from vedforge.weights.checkpoint import FlatState, read_state
 from vedforge.core.errors import (ConfigOverrideError, CorruptCheckpointError, UnsupportedModelError, VedforgeError,
                                   first_line)
-from vedforge.families.registry import check_encoder_type, decoder_family, family_of
+from vedforge.families.registry import ModelFamily
+from vedforge.families.roles import decoder_family, encoder_family
 from vedforge.sources.resolve import ResolvedSource
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class PartConfig:
 
     checkpoint: Any  # transformers PretrainedConfig of the checkpoint (a full CLIPConfig for clip)
     model: Any  # the config the combined model is built from (CLIP: its vision_config)
+    family: ModelFamily | None = None  # what the role check found (a registry record or a derived one)
 
 
 def read_config(source: ResolvedSource, trust_remote_code: bool):
@@ -71,8 +73,8 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
                         backend: str = "flax") -> PartConfig:
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
     checkpoint = read_config(source, trust_remote_code)
-    check_encoder_type(checkpoint.model_type, f"{source.describe()}", backend)
-    tower = checkpoint.vision_config if family_of(checkpoint.model_type).vision_tower else checkpoint
+    family = encoder_family(checkpoint, f"{source.describe()}", backend)
+    tower = checkpoint.vision_config if family.vision_tower else checkpoint
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
     apply_overrides(tower, overrides, "encoder")
     model = copy.deepcopy(tower)
@@ -86,18 +88,19 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
             f"choose an image_size that is a multiple of {patch_size} (e.g. {image_size - image_size % patch_size} "
             f"or {image_size - image_size % patch_size + patch_size})."
         )
-    return PartConfig(checkpoint, model)
+    return PartConfig(checkpoint, model, family)
 
 
-def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False) -> PartConfig:
-    """Load and check the decoder config, and turn it into a cross-attending decoder."""
+def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
+                        backend: str = "flax") -> PartConfig:
+    """Load and check the decoder config for ``backend``, and turn it into a cross-attending decoder."""
     checkpoint = read_config(source, trust_remote_code)
-    decoder_family(checkpoint.model_type, f"{source.describe()}")
+    family = decoder_family(checkpoint, f"{source.describe()}", backend)
     apply_overrides(checkpoint, overrides, "decoder")
     model = copy.deepcopy(checkpoint)
     model.is_decoder = True
     model.add_cross_attention = True
-    return PartConfig(checkpoint, model)
+    return PartConfig(checkpoint, model, family)
 
 
 def checkpoint_class(config: Any, role: str):

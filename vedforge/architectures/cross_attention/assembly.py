@@ -54,9 +54,9 @@ class Assembly:
 
 def _layers_attr(part_config: Any) -> str:
     """The config attribute holding a part's layer count (BART's num_hidden_layers means its encoder)."""
-    from vedforge.families.registry import family_of
+    from vedforge.families.roles import known_family
 
-    family = family_of(part_config.model_type)
+    family = known_family(part_config.model_type)
     return family.decoder_layer_attribute if family is not None and family.role == "decoder" else "num_hidden_layers"
 
 

@@ -64,10 +64,10 @@ the same fix as a drop-in class.
 
 
 def _family_flag(model_type: str, name: str) -> object:
-    """An attribute of the family record of ``model_type`` (None for a type vedforge does not know)."""
-    from vedforge.families.registry import family_of
+    """An attribute of the family record of ``model_type`` (None for a type neither recorded nor derived in this process)."""
+    from vedforge.families.roles import known_family
 
-    family = family_of(model_type)
+    family = known_family(model_type)
     return getattr(family, name) if family else None
 
 

@@ -35,10 +35,9 @@ def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
         from vedforge.architectures.cross_attention.torch_encoder import describe_torch_generation
 
         return describe_torch_generation(part.config.model, plan.recipe.seed)
-    from vedforge.core.frameworks import flax_classes_available
     from vedforge.families.random_init import describe_generation
 
-    if not flax_classes_available():
+    if part.torch_view:
         from vedforge.architectures.cross_attention.torch_view import flax_class_name
 
         # Named, not imported: transformers 5 has no Flax classes; their initialisers are drawn.

@@ -26,7 +26,15 @@ def torch_built(family: ModelFamily, role: str) -> bool:
     """Whether a part of ``family`` in ``role`` is built by transformers' PyTorch classes (an
     encoder without a Flax port). The others are assembled in Flax layout, from traced Flax
     classes or, where transformers has none, from the PyTorch view of the same tree."""
-    return family.built_with == "pytorch"
+    return role == "encoder" and family.built_with == "pytorch"
+
+
+def reads_torch_view(decoder: ModelFamily) -> bool:
+    """Whether the Flax-layout tree is read off the PyTorch classes on the meta device
+    (:mod:`.torch_view`) rather than traced from transformers' Flax classes: where there are no
+    Flax classes (transformers 5), and for a decoder without a working Flax port even under 4.57.
+    The whole tree is read one way, so the encoder's and the decoder's paths agree."""
+    return not flax_classes_available() or decoder.built_with == "pytorch"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,8 @@ class Part(PartPlan):
 
     # For an encoder built with PyTorch: its state-dict name -> shape/dtype, and its buffers.
     torch_specs: Optional[tuple[Mapping[str, Any], frozenset[str]]] = None
+    # Its Flax-layout tensors are read off the PyTorch class (see reads_torch_view).
+    torch_view: bool = False
 
     @cached_property
     def shapes(self) -> Mapping[Any, Any]:
@@ -42,7 +52,7 @@ class Part(PartPlan):
         encoder built with PyTorch its state-dict name -> shape/dtype. Traced when first asked for."""
         if self.torch_specs is not None:
             return self.torch_specs[0]
-        if not flax_classes_available():
+        if self.torch_view:
             import vedforge.architectures.cross_attention.torch_view as torch_view
 
             return torch_view.checkpoint_shapes(self.saved_config, self.role)
@@ -86,12 +96,13 @@ class CrossAttentionPlan:
         real assembly), because it traces both checkpoints' classes.
         """
         from vedforge.architectures.cross_attention.assembly import assemble
+        from vedforge.families.roles import init_std
 
         family = self.decoder.family
         growth = (self.old_vocab, self.ids.vocab_size) if self.ids.vocab_size != self.old_vocab else None
         tensors = assemble(
             self.target, {role: {} if self.part(role).built_with_torch else self.part(role).shapes for role in ROLES},
-            seed=self.recipe.seed, init_std=float(getattr(self.decoder.config.model, family.init_std_attr, 0.02)),
+            seed=self.recipe.seed, init_std=init_std(self.decoder.config.model, family),
             aliases=family.aliases, decoder_vocab_growth=growth, dry_run=True,
         )
         if self.encoder.built_with_torch:
@@ -176,7 +187,6 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
 
     from vedforge.architectures.cross_attention.assembly import target_shapes
     from vedforge.weights.writer import nbytes
-    from vedforge.families.registry import family_of
     from vedforge.sources.loading import (fit_processor_to_image_size, load_decoder_config, load_encoder_config,
                                           load_processor, load_tokenizer)
     from vedforge.recipe.token_policy import apply_token_ids, generation_config_for, resolve_token_ids
@@ -186,14 +196,16 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     # Configs first: a pairing that cannot be forged is refused before any weights are fetched.
     sources = {role: locate(recipe.part(role), recipe.hub, need_weights=False) for role in ROLES}
     enc = load_encoder_config(sources["encoder"], recipe.encoder.config_overrides, hub.trust_remote_code, recipe.backend)
-    enc_family = family_of(enc.checkpoint.model_type)
+    enc_family = enc.family
     torch_encoder = torch_built(enc_family, "encoder")
     if torch_encoder:
         from vedforge.families.torch_fixes import prepare_encoder_config
 
         prepare_encoder_config(enc.model)
-    dec = load_decoder_config(sources["decoder"], recipe.decoder.config_overrides, hub.trust_remote_code)
-    dec_family = family_of(dec.model.model_type)
+    dec = load_decoder_config(sources["decoder"], recipe.decoder.config_overrides, hub.trust_remote_code,
+                              recipe.backend)
+    dec_family = dec.family
+    torch_view_tree = reads_torch_view(dec_family)
     if recipe.cross_attention_init == "zero":
         _check_zero_init(dec_family)
     processor = load_processor(sources["encoder"], hub.trust_remote_code)
@@ -206,8 +218,9 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     apply_token_ids(config, ids)
     config.architectures = ["VisionEncoderDecoderModel"]
     generation = generation_config_for(config, ids)
-    if not flax_classes_available():
-        # No Flax classes to trace (transformers 5): the same tree, read off the PyTorch model.
+    if torch_view_tree:
+        # No Flax classes to trace (transformers 5, or a decoder without a working Flax port):
+        # the same tree, read off the PyTorch model.
         import vedforge.architectures.cross_attention.torch_view as torch_view
 
         target = torch_view.target_shapes(config)
@@ -229,8 +242,8 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
         )
 
     parts = {
-        "encoder": _plan_part(recipe.encoder, sources["encoder"], enc, enc_family, recipe),
-        "decoder": _plan_part(recipe.decoder, sources["decoder"], dec, dec_family, recipe),
+        "encoder": _plan_part(recipe.encoder, sources["encoder"], enc, enc_family, recipe, torch_view_tree),
+        "decoder": _plan_part(recipe.decoder, sources["decoder"], dec, dec_family, recipe, torch_view_tree),
     }
     # Every target tensor is filled with its own shape, so the target tells what is written.
     layouts = _plan_layouts(recipe, config, target, parts["encoder"])
@@ -241,7 +254,8 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     )
 
 
-def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: ModelFamily, recipe: Recipe) -> Part:
+def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: ModelFamily, recipe: Recipe,
+               torch_view: bool) -> Part:
     from vedforge.sources.weight_files import planned_weight_files
 
     torch_encoder = torch_built(family, part.role)
@@ -250,14 +264,14 @@ def _plan_part(part: PartRecipe, source: ResolvedSource, config: Any, family: Mo
         from vedforge.architectures.cross_attention.torch_encoder import encoder_tensor_specs
 
         specs, buffers = encoder_tensor_specs(config.model)
-        return Part(part, source, config, family, files, config.checkpoint, (specs, frozenset(buffers)))
+        return Part(part, source, config, family, files, config.checkpoint, (specs, frozenset(buffers)), torch_view)
     saved_as = config.checkpoint
     if not part.random_weights and part.config_overrides:
         from vedforge.sources.loading import read_config
 
         # The file holds the tensors of the config it was saved with, not of the overridden one.
         saved_as = read_config(source, recipe.hub.trust_remote_code)
-    return Part(part, source, config, family, files, saved_as)
+    return Part(part, source, config, family, files, saved_as, torch_view=torch_view)
 
 
 def _plan_layouts(recipe: Recipe, config: Any, params: Mapping[tuple, Any], encoder: Part) -> tuple[LayoutPlan, ...]:

@@ -26,10 +26,9 @@ def part_reader(plan: Any, role: str, source: Any) -> tuple[str, Callable[[], An
 
         return "pytorch", lambda: load_torch_encoder_state(source, part.config.model,
                                                         random_weights=random_weights, seed=seed)
-    from vedforge.core.frameworks import flax_classes_available
-
-    if not flax_classes_available():
-        # transformers 5: the Flax layout read off the PyTorch class (see torch_view).
+    if part.torch_view:
+        # transformers 5, or a decoder without a working Flax port: the Flax layout read off
+        # the PyTorch class (see torch_view).
         import vedforge.architectures.cross_attention.torch_view as torch_view
 
         if random_weights:
@@ -44,6 +43,7 @@ def assemble_weights(plan: Any, states: Mapping[str, Any]) -> tuple[Any, dict[st
     """The combined model's tensors, and per weight layout the tensors it writes."""
     from vedforge.architectures.cross_attention.assembly import assemble
     from vedforge.architectures.cross_attention.plan import report_torch_encoder
+    from vedforge.families.roles import init_std
 
     family = plan.decoder.family
     dec_config = plan.decoder.config.model
@@ -55,7 +55,7 @@ def assemble_weights(plan: Any, states: Mapping[str, Any]) -> tuple[Any, dict[st
     growth = (plan.old_vocab, plan.ids.vocab_size) if plan.ids.vocab_size != plan.old_vocab else None
     try:
         assembly = assemble(plan.target, states, seed=plan.recipe.seed,
-                            init_std=float(getattr(dec_config, family.init_std_attr, 0.02)), aliases=family.aliases,
+                            init_std=init_std(dec_config, family), aliases=family.aliases,
                             decoder_vocab_growth=growth)
     except ValueError as exc:
         raise VedforgeError(f"The checkpoints do not fit the combined model: {exc}.") from None

@@ -144,8 +144,8 @@ def random_part_state(config: Any, *, seed: int, role: str) -> dict[Path_, Any]:
 def flax_initialiser(config: Any, role: str, path: Path_, shape: tuple[int, ...]) -> Any:
     """The initialiser transformers' Flax class for ``config`` declares for parameter ``path``.
 
-    Decoders (GPT-2, BERT, RoBERTa, BART): Dense kernels and embeddings normal(initializer_range or
-    init_std), biases zeros, LayerNorm scales ones; BERT's prediction-head transform is a plain
+    Decoders (GPT-2, BERT, RoBERTa, BART, and any other causal LM): Dense kernels and embeddings
+    normal(initializer_range or init_std), biases zeros, LayerNorm scales ones; BERT's prediction-head transform is a plain
     ``nn.Dense`` (lecun_normal). Encoders: ViT and DINOv2 draw kernels and their class, mask and
     position tokens from a truncated-normal ``variance_scaling(initializer_range**2, "fan_in")``;
     BEiT draws kernels normal(initializer_range) and starts its tokens at zero and its layer scales
@@ -156,6 +156,7 @@ def flax_initialiser(config: Any, role: str, path: Path_, shape: tuple[int, ...]
     """
     from vedforge.families.random_init import TRUNCATED_STD, Init
     from vedforge.families.registry import family_of
+    from vedforge.families.roles import init_std
 
     leaf, joined = path[-1], "/".join(path)
     unknown = Init("unknown", 0.0, f"{flax_class_name(config)} parameter {joined}: no initialiser known without Flax")
@@ -165,7 +166,8 @@ def flax_initialiser(config: Any, role: str, path: Path_, shape: tuple[int, ...]
         return Init("constant", 1.0)
     model_type = config.model_type
     if role == "decoder":
-        std = float(getattr(config, family_of(model_type).init_std_attr, 0.02))
+        # A decoder vedforge has no record of draws as transformers' _init_weights does.
+        std = init_std(config, family_of(model_type))
         if path[-3:] == ("transform", "dense", "kernel") and "predictions" in path:
             return Init("truncated_normal", float(np.sqrt(1.0 / shape[0])) / TRUNCATED_STD)
         return Init("normal", std) if leaf in ("kernel", "embedding") else unknown
