@@ -21,6 +21,9 @@ def part_summary(part: Any) -> dict[str, Any]:
         "read_bytes": part.read_bytes,
         "download_bytes": part.download_bytes,
     }
+    taken_from = getattr(part.config, "taken_from", None)
+    if taken_from is not None:
+        entry["taken_from"] = taken_from
     entry.update(source.location())
     return entry
 
@@ -31,4 +34,6 @@ def part_line(role: str, part: dict[str, Any]) -> str:
              else f"{part['name_or_path']} ({part['kind']}: {part['path']})")
     fetched = (f"{human_bytes(part['download_bytes'])} to download, {human_bytes(part['read_bytes'])} to read"
                if part["weights"] == "pretrained" else "no weights read")
-    return f"  {role}: {where}\n    {part['model_type']} ({part['family']}, {part['built_with']}), {part['weights']} weights; {fetched}"
+    inside = f", its {part['taken_from']}" if part.get("taken_from") else ""
+    return (f"  {role}: {where}{inside}\n    {part['model_type']} ({part['family']}, {part['built_with']}), "
+            f"{part['weights']} weights; {fetched}")

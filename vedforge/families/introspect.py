@@ -45,6 +45,26 @@ def sub_config(config: Any, role: str) -> tuple[Any, Optional[str]]:
     return config, None
 
 
+def composite_part(config: Any, role: str) -> tuple[Any, Optional[str]]:
+    """The part a checkpoint of a whole multimodal model holds for ``role`` (a
+    ``VisionEncoderDecoderModel`` such as TrOCR or Donut, or a LLaVA-like image-text model), and the
+    config attribute it came from; any other checkpoint is its own part (None). Two-tower
+    contrastive checkpoints (CLIP, SigLIP) are not composites here: their towers are records."""
+    model_type = getattr(config, "model_type", "")
+    try:
+        from transformers.models.auto import modeling_auto
+
+        holders = set(getattr(modeling_auto, "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES", {})) | set(
+            getattr(modeling_auto, "MODEL_FOR_VISION_2_SEQ_MAPPING_NAMES", {}))
+    except ImportError:  # a Flax run hides torch, and with it the PyTorch registries
+        holders = set()
+    if model_type == "vision-encoder-decoder" or model_type in holders:
+        part, attribute = sub_config(config, role)
+        if attribute is not None:
+            return part, attribute
+    return config, None
+
+
 def _meta(build: Any, config: Any) -> Any:
     import torch
 
@@ -150,7 +170,7 @@ def language_model(config: Any, where: str) -> LanguageModel:
         input_embeddings=saved_embeddings.removeprefix(saved_base + "."),
         output_head=renamed.get(head_name, head_name).removesuffix(".weight"),
         head_bias=getattr(head, "bias", None) is not None,
-        logits_differ=_logits_beyond_head(causal, base, head, config))
+        logits_differ=_logits_beyond_head(causal, base_prefix, head, config))
 
 
 def _llava_lm_keywords() -> set[str]:
@@ -195,26 +215,38 @@ def _llava_cannot_run(causal: Any, base: Any, head: Any, embeddings: Any, config
     return None
 
 
-def _logits_beyond_head(causal: Any, base: Any, head: Any, config: Any) -> Optional[str]:
-    """Trace the causal LM once on the meta device: its logits must be its head's output, and its
-    head's input the base model's last hidden state, for LLaVA's plain head to compute the same."""
+def _logits_beyond_head(causal: Any, base_prefix: str, head: Any, config: Any) -> Optional[str]:
+    """What the causal LM computes between its base model's last hidden state and its logits,
+    beyond the plain Linear head LLaVA has; None when nothing.
+
+    Traced on the meta device with the base model replaced by a stand-in that returns a hidden
+    state (the base model's own attention-mask code reads values, which the meta device has not):
+    the head must read that hidden state (or a slice of it) and the logits must be the head's output.
+    """
     import torch
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    width = int(getattr(config, "hidden_size", 0) or head.weight.shape[-1])
+    hidden = torch.empty((1, 3, width), device="meta")
+
+    class _Hidden(torch.nn.Module):
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return BaseModelOutputWithPast(last_hidden_state=hidden)
 
     seen: dict[str, Any] = {}
-    hooks = [base.register_forward_hook(lambda m, a, out: seen.setdefault("hidden", out[0] if isinstance(out, tuple)
-                                                                         else out.last_hidden_state)),
-             head.register_forward_hook(lambda m, a, out: seen.update(head_in=a[0] if a else None, head_out=out))]
+    base = getattr(causal, base_prefix)
+    hook = head.register_forward_hook(lambda m, a, out: seen.update(head_in=a[0] if a else None, head_out=out))
     try:
+        setattr(causal, base_prefix, _Hidden())
         with torch.no_grad():
-            ids = torch.zeros((1, 3), dtype=torch.long, device="meta")
-            logits = causal(input_ids=ids, use_cache=False).logits
-    except Exception:  # noqa: BLE001 (a model the meta device cannot trace is not judged here)
+            logits = causal(input_ids=torch.zeros((1, 3), dtype=torch.long, device="meta"), use_cache=False).logits
+    except Exception:  # noqa: BLE001 (a forward this stand-in cannot drive is not judged here)
         return None
     finally:
-        for hook in hooks:
-            hook.remove()
-    hidden, head_in = seen.get("hidden"), seen.get("head_in")
-    if head_in is not None and hidden is not None and head_in is not hidden and getattr(head_in, "_base", None) is not hidden:
+        setattr(causal, base_prefix, base)
+        hook.remove()
+    head_in = seen.get("head_in")
+    if head_in is not None and head_in is not hidden and getattr(head_in, "_base", None) is not hidden:
         return "its head reads a transformed hidden state (a prediction transform between the model and the head)"
     if logits is not seen.get("head_out"):
         return "it transforms the head's output (a logit scale or soft cap)"

@@ -30,15 +30,18 @@ def package_versions() -> dict[str, str]:
 
 
 def describe_input(source: ResolvedSource, *, model_type: str, weights: str,
-                   initialisation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest entry of one input: where it came from and what it resolved to, and for
-    random weights how they were made."""
+                   initialisation: dict[str, Any] | None = None, taken_from: str | None = None) -> dict[str, Any]:
+    """The manifest entry of one input: where it came from and what it resolved to (for a part of a
+    whole multimodal checkpoint, the config attribute it was taken from), and for random weights
+    how they were made."""
     entry: dict[str, Any] = {
         "name_or_path": source.name_or_path,
         "kind": source.kind,
         "model_type": model_type,
         "weights": weights,
     }
+    if taken_from is not None:
+        entry["taken_from"] = taken_from
     if initialisation is not None:
         entry["initialisation"] = initialisation
     entry.update(source.location())
@@ -65,7 +68,8 @@ def manifest_head(plan: Any, sources: dict[str, ResolvedSource], arch: Any) -> d
         "versions": {**package_versions(), **arch.extra_versions(plan)},
         "inputs": {
             role: describe_input(sources[role], model_type=plan.part(role).config.checkpoint.model_type,
-                                 weights=recipe.part(role).weights, initialisation=arch.initialisation(plan, role))
+                                 weights=recipe.part(role).weights, initialisation=arch.initialisation(plan, role),
+                                 taken_from=getattr(plan.part(role).config, "taken_from", None))
             for role in ("encoder", "decoder")
         },
         "seed": recipe.seed,

@@ -31,6 +31,24 @@ class PartConfig:
     checkpoint: Any  # transformers PretrainedConfig of the checkpoint (a full CLIPConfig for clip)
     model: Any  # the config the combined model is built from (CLIP: its vision_config)
     family: ModelFamily | None = None  # what the role check found (a registry record or a derived one)
+    # The attribute of a whole multimodal checkpoint this part was taken from ("decoder" of a
+    # VisionEncoderDecoderModel, "vision_config" of a LLaVA model), else None.
+    taken_from: str | None = None
+
+
+def read_part_config(source: ResolvedSource, trust_remote_code: bool, role: str, backend: str) -> tuple[Any, str | None]:
+    """The config of the part ``source`` holds for ``role``: the checkpoint's own, or for a whole
+    multimodal checkpoint (TrOCR, Donut, LLaVA) the part it holds, with where it came from."""
+    from vedforge.families.introspect import composite_part
+
+    checkpoint = read_config(source, trust_remote_code)
+    part, taken_from = composite_part(checkpoint, role)
+    if taken_from is not None and backend == "flax":
+        raise UnsupportedModelError(
+            f"The {role} checkpoint {source.describe()} is a whole '{checkpoint.model_type}' model; vedforge takes its "
+            f"{role} ('{part.model_type}', from {taken_from}) from its PyTorch weights by name, with backend=pt. Add "
+            "backend=pt, or give a checkpoint of the part alone.")
+    return part, taken_from
 
 
 def read_config(source: ResolvedSource, trust_remote_code: bool):
@@ -72,7 +90,7 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], role: str) -> Non
 def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
                         backend: str = "flax") -> PartConfig:
     """Load and check the encoder config; for a full CLIP checkpoint, take its vision tower."""
-    checkpoint = read_config(source, trust_remote_code)
+    checkpoint, taken_from = read_part_config(source, trust_remote_code, "encoder", backend)
     family = encoder_family(checkpoint, f"{source.describe()}", backend)
     tower = checkpoint.vision_config if family.vision_tower else checkpoint
     # Overrides shape the architecture, so random weights are drawn for the overridden one.
@@ -88,19 +106,19 @@ def load_encoder_config(source: ResolvedSource, overrides: Mapping[str, Any], tr
             f"choose an image_size that is a multiple of {patch_size} (e.g. {image_size - image_size % patch_size} "
             f"or {image_size - image_size % patch_size + patch_size})."
         )
-    return PartConfig(checkpoint, model, family)
+    return PartConfig(checkpoint, model, family, taken_from)
 
 
 def load_decoder_config(source: ResolvedSource, overrides: Mapping[str, Any], trust_remote_code: bool = False,
                         backend: str = "flax") -> PartConfig:
     """Load and check the decoder config for ``backend``, and turn it into a cross-attending decoder."""
-    checkpoint = read_config(source, trust_remote_code)
+    checkpoint, taken_from = read_part_config(source, trust_remote_code, "decoder", backend)
     family = decoder_family(checkpoint, f"{source.describe()}", backend)
     apply_overrides(checkpoint, overrides, "decoder")
     model = copy.deepcopy(checkpoint)
     model.is_decoder = True
     model.add_cross_attention = True
-    return PartConfig(checkpoint, model, family)
+    return PartConfig(checkpoint, model, family, taken_from)
 
 
 def checkpoint_class(config: Any, role: str):

@@ -8,8 +8,10 @@ PyTorch checkpoint as is.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -55,6 +57,36 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
         f"encoder.{name}" for name in kept}
 
 
+@contextlib.contextmanager
+def _tower_alone(source: ResolvedSource, model_config: Any) -> Iterator[Path]:
+    """The directory to load the tower from: the checkpoint's own, or for a tower inside a whole
+    model's checkpoint (``encoder.`` of a VisionEncoderDecoderModel, ``vision_tower.`` of a LLaVA
+    one) a temporary one holding just its tensors under their own names, which transformers'
+    loading then maps as for any checkpoint of the tower."""
+    import tempfile
+
+    import torch
+    from safetensors.numpy import save_file
+    from transformers import AutoModel
+
+    from vedforge.architectures.prefix.weights import read_part_tensors
+    from vedforge.weights.nesting import nesting_prefix
+
+    stored = read_part_tensors(source.path, header_only=True, role="encoder")
+    with torch.device("meta"):
+        own = list(AutoModel.from_config(config_to_build(model_config)).state_dict())
+    _, prefix = nesting_prefix([(name,) for name in own], stored)
+    if not prefix or any(name in stored for name in own):
+        yield source.path
+        return
+    tensors = read_part_tensors(source.path, role="encoder")
+    with tempfile.TemporaryDirectory(prefix="vedforge-tower-") as tmp:
+        save_file({name[len(prefix):]: np.ascontiguousarray(np.asarray(tensors[name]))
+                   for name in stored if name.startswith(prefix)}, str(Path(tmp) / "model.safetensors"),
+                  metadata={"format": "pt"})
+        yield Path(tmp)
+
+
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random PyTorch-built encoder's weights were made."""
     from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
@@ -85,8 +117,9 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
         model, missing = AutoModel.from_config(config_to_build(model_config)), []
     else:
         try:
-            model, info = AutoModel.from_pretrained(str(source.path), config=config_to_build(model_config),
-                                                    output_loading_info=True)
+            with _tower_alone(source, model_config) as path:
+                model, info = AutoModel.from_pretrained(str(path), config=config_to_build(model_config),
+                                                        output_loading_info=True)
         except (OSError, ValueError, RuntimeError) as exc:
             raise CorruptCheckpointError(
                 f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "

@@ -178,10 +178,12 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     sources = {role: locate(recipe.part(role), recipe.hub, need_weights=False) for role in ROLES}
     enc_checkpoint = read_config(sources["encoder"], hub.trust_remote_code)
     # A composite checkpoint (CLIP, SigLIP, LLaVA, VisionEncoderDecoderModel) gives the part it holds.
-    tower = copy.deepcopy(sub_config(enc_checkpoint, "encoder")[0])
+    tower, tower_from = sub_config(enc_checkpoint, "encoder")
+    tower = copy.deepcopy(tower)
     apply_overrides(tower, recipe.encoder.config_overrides, "encoder")
     lm_checkpoint = read_config(sources["decoder"], hub.trust_remote_code)
-    lm = copy.deepcopy(sub_config(lm_checkpoint, "decoder")[0])
+    lm, lm_from = sub_config(lm_checkpoint, "decoder")
+    lm = copy.deepcopy(lm)
     apply_overrides(lm, recipe.decoder.config_overrides, "decoder")
     lm_model = language_model(lm, sources["decoder"].describe())
     if lm_model.logits_differ:
@@ -235,9 +237,10 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
         chat_template=template, image_token=tokenizer.convert_ids_to_tokens(tokens.image),
         num_additional_image_tokens=leading)
 
-    parts = {"encoder": _plan_part(recipe, "encoder", sources["encoder"], PartConfig(enc_checkpoint, tower), enc_family),
-             "decoder": _plan_part(recipe, "decoder", sources["decoder"], PartConfig(lm_checkpoint, lm_as_saved),
-                                   dec_family)}
+    parts = {"encoder": _plan_part(recipe, "encoder", sources["encoder"],
+                                   PartConfig(enc_checkpoint, tower, taken_from=tower_from), enc_family),
+             "decoder": _plan_part(recipe, "decoder", sources["decoder"],
+                                   PartConfig(lm_checkpoint, lm_as_saved, taken_from=lm_from), dec_family)}
     config = transformers.LlavaConfig(
         vision_config=tower, text_config=lm, image_token_index=tokens.image,
         projector_hidden_act=PROJECTOR_ACTIVATION[settings.projector], vision_feature_select_strategy=strategy,
@@ -256,8 +259,11 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     from vedforge.architectures.prefix.tensors import target_specs
 
     try:
+        # What from_pretrained will do with config.json: some sub-configs do not load back (DBRX's in 4.57).
+        type(config).from_dict(config.to_dict())
         specs = target_specs(config)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # IndexError: XGLM sizes its position table by pad_token_id, which the added <pad> can exceed.
         raise UnsupportedModelError(
             f"architecture=prefix: LlavaForConditionalGeneration cannot be built around the '{lm.model_type}' language "
             f"model {sources['decoder'].describe()} with the '{tower.model_type}' tower: transformers raises "

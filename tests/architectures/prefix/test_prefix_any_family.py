@@ -64,7 +64,7 @@ def _same_tensors(model, checkpoint: Path, part: str) -> None:
         got = model.model.vision_tower.state_dict()
     else:
         causal = AutoModelForCausalLM.from_pretrained(checkpoint)
-        want = {**causal.base_model.state_dict(), "lm_head": causal.get_output_embeddings().weight}
+        want = {**causal.get_decoder().state_dict(), "lm_head": causal.get_output_embeddings().weight}
         got = {**model.model.language_model.state_dict(), "lm_head": model.lm_head.weight}
     assert set(want) <= set(got), sorted(set(want) - set(got))
     for name, tensor in want.items():
