@@ -75,6 +75,8 @@ def manifest_head(plan: Any, sources: dict[str, ResolvedSource], arch: Any) -> d
         "seed": recipe.seed,
         "backend": recipe.backend,
         "weight_layouts": [layout.layout.name for layout in plan.layouts],
+        # What vedforge chose for the recipe's auto settings, and why (absent when it named them).
+        **({"choices": recipe.choices} if recipe.choices else {}),
     }
 
 

@@ -43,7 +43,11 @@ def build_plan(cfg: DictConfig) -> Any:
     Raises:
         VedforgeError: every problem that needs no weights to be found.
     """
-    recipe = typed_recipe(cfg)
+    from vedforge.pipeline.choice import choose
+
+    # auto architecture and backend are chosen first: the recorded recipe, which resuming
+    # compares, holds the choice.
+    recipe = choose(typed_recipe(cfg))
     output_dir = recipe.output.dir
     if recipe.output.resume and not recipe.output.overwrite:
         previous = complete_artifact(output_dir, recipe.data)

@@ -20,7 +20,10 @@ def plan_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = True)
     ``tensors``, what each tensor comes from (which traces the checkpoints) is left out and
     only the total parameter count is given."""
     if plan.outcome != SKIP:
-        return architecture_of(plan).summary(plan, pair=pair, tensors=tensors)
+        summary = architecture_of(plan).summary(plan, pair=pair, tensors=tensors)
+        if plan.recipe.choices:
+            summary["choices"] = plan.recipe.choices
+        return summary
     summary: dict[str, Any] = {"output_dir": str(plan.output_dir), "outcome": "skipped"}
     if pair is not None:
         summary["pair"] = pair
@@ -52,7 +55,10 @@ def render_text(summary: dict[str, Any]) -> str:
         return (f"{head}SKIPPED (already complete) -> {summary['output_dir']}\n  "
                 f"{counts.get('total', 0):,} parameters ({counts.get('new', 0):,} new); {FORGE_AGAIN}")
     # A cross-attention summary names no architecture: its JSON is as it was before there were two.
-    return architecture(summary.get("architecture", "cross_attention")).render_text(summary)
+    text = architecture(summary.get("architecture", "cross_attention")).render_text(summary)
+    for setting, choice in (summary.get("choices") or {}).items():
+        text += f"\n  chosen: {setting}={choice['value']} ({choice['why']})"
+    return text
 
 
 def render_totals(summaries: list[dict[str, Any]]) -> str:

@@ -23,8 +23,55 @@ INSTALL_HINT = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CP
 
 
 def needs_torch(cfg: Any) -> bool:
-    """True when forging ``cfg`` (a composed recipe) writes PyTorch weights."""
-    return option_value(cfg.backend.name) == "pt" or bool(cfg.output.pytorch)
+    """True when forging ``cfg`` (a composed recipe) writes PyTorch weights, or may: with
+    ``backend=auto`` unless both parts are known Flax pairings (:func:`predicted_flax_pairing`)."""
+    backend = option_value(cfg.backend.name)
+    if backend == "auto" and not predicted_flax_pairing(cfg):
+        return True
+    return backend == "pt" or bool(cfg.output.pytorch)
+
+
+def _model_type(node: Any, hub: Any) -> str | None:
+    """A part's model type from its config.json where it is on this machine (embedded, a local
+    folder, or the hub cache), read as JSON: transformers must not be imported yet. None when unknown."""
+    import json
+    from pathlib import Path
+
+    from vedforge.core.resources import assets_dir
+
+    name, subfolder = str(node.name_or_path), str(node.get("subfolder") or "")
+    if name.startswith("builtin:"):
+        path: Path | None = assets_dir() / name.removeprefix("builtin:") / "config.json"
+    elif Path(name).expanduser().is_dir():
+        path = Path(name).expanduser() / subfolder / "config.json"
+    else:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(name, f"{subfolder}/config.json" if subfolder else "config.json",
+                                           cache_dir=hub.get("cache_dir"), revision=node.get("revision"))
+        except Exception:  # noqa: BLE001 (an id the hub would refuse: unknown here, refused later)
+            found = None
+        path = Path(found) if isinstance(found, str) else None
+    try:
+        return json.loads(path.read_text()).get("model_type") if path is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def predicted_flax_pairing(cfg: Any) -> bool:
+    """True when ``backend=auto`` (and ``architecture=auto``) will surely choose a Flax
+    cross-attention forge: Flax is here and both parts' model types are among the Flax pairings
+    vedforge's records hold (the choice itself, vedforge.pipeline.choice, decides the same way).
+    Decided before transformers is imported, so that a Flax forge keeps torch out."""
+    from vedforge.core.frameworks import flax_classes_available
+    from vedforge.families.registry import DECODER_FAMILIES, ENCODER_TYPES
+
+    if not flax_classes_available() or architecture_name(cfg) == "prefix":
+        return False
+    hub = cfg.get("hub") or {}
+    encoder, decoder = _model_type(cfg.encoder, hub), _model_type(cfg.decoder, hub)
+    return encoder in ENCODER_TYPES and decoder in DECODER_FAMILIES
 
 
 def _swept_values(override: str) -> tuple[str, list[str]]:
@@ -44,8 +91,10 @@ def sweep_needs_torch(cfg: Any, overrides: Iterable[str], sweeper_params: dict[s
     if needs_torch(cfg):
         return True
     for key, values in _swept(overrides, sweeper_params):
-        if key in ("backend", "backend.name") and "pt" in values:
+        if key in ("backend", "backend.name") and ("pt" in values or "auto" in values):
             return True
+        if key.split(".")[0] in ("encoder", "decoder") and option_value(cfg.backend.name) == "auto":
+            return True  # other parts may have no Flax port
         if key == "output.pytorch" and "true" in values:
             return True
     return False
@@ -62,8 +111,17 @@ def configure_torch_import(needed: bool) -> None:
 
 def needs_flax(cfg: Any) -> bool:
     """True when forging ``cfg`` traces transformers' Flax classes: every cross-attention forge
-    (its tensors are laid out in Flax's tree), whatever its backend; never a prefix forge."""
-    return architecture_name(cfg) != "prefix"
+    (its tensors are laid out in Flax's tree), whatever its backend; never a prefix forge. With
+    ``architecture=auto``, unless the decoder is known to be a decoder-only LM that only a prefix
+    pairing holds."""
+    from vedforge.families.registry import PREFIX_LMS
+
+    architecture = architecture_name(cfg)
+    if architecture == "auto":
+        decoder = _model_type(cfg.decoder, cfg.get("hub") or {})
+        family = PREFIX_LMS.get(decoder or "")
+        return not (family is not None and not family.cross_attention)
+    return architecture != "prefix"
 
 
 def sweep_needs_flax(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:

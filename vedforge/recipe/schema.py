@@ -41,6 +41,7 @@ class BackendName(Enum):
 
     flax = "flax"  # FlaxVisionEncoderDecoderModel (flax_model.msgpack)
     pt = "pt"  # PyTorch VisionEncoderDecoderModel (model.safetensors); needs the torch extra
+    auto = "auto"  # chosen from the parts: flax where both have Flax ports and Flax is here, else pt
 
 
 class WeightFormat(Enum):
@@ -141,7 +142,8 @@ class ArchitectureConfig:
     # A folder under vedforge/architectures/ (a string, not an enum, so that a new architecture is
     # that folder plus its conf/architecture option): cross_attention (VisionEncoderDecoderModel, the
     # decoder cross-attends to the image) or prefix (LlavaForConditionalGeneration, projected image
-    # features spliced into the LM's input). Checked by vedforge.recipe.validate.
+    # features spliced into the LM's input), or auto: chosen from the decoder
+    # (vedforge.pipeline.choice). Checked by vedforge.recipe.validate.
     name: str = "cross_attention"
 
 

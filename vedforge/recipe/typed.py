@@ -8,7 +8,7 @@ size string again.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -82,6 +82,11 @@ class PrefixRecipe:
     vision_feature_layer: int
     vision_feature_select_strategy: Optional[str]  # None: from the encoder family
 
+    @property
+    def changed(self) -> bool:
+        """Whether any setting differs from its default (so the recipe asks for a prefix pairing)."""
+        return (self.projector, self.vision_feature_layer, self.vision_feature_select_strategy) != ("mlp2x_gelu", -2, None)
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -90,15 +95,17 @@ class Recipe:
     encoder: PartRecipe
     decoder: PartRecipe
     token_policy: TokenPolicy
-    backend: str  # "flax" or "pt"
+    backend: str  # "flax" or "pt" ("auto" until vedforge.pipeline.choice chooses)
     seed: int
     cross_attention_init: str  # "random" or "zero"
     output: OutputRecipe
     hub: HubRecipe
     # The recipe as recorded in the manifest (no output location, no secret).
     data: dict[str, Any]
-    architecture: str = "cross_attention"  # or "prefix"
-    prefix: Optional[PrefixRecipe] = None  # architecture=prefix only
+    architecture: str = "cross_attention"  # or "prefix" ("auto" until chosen)
+    prefix: Optional[PrefixRecipe] = None  # architecture=prefix (or auto) only
+    # What vedforge chose for an "auto" setting, and why: {"backend": {"value": ..., "why": ...}}.
+    choices: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def part(self, role: str) -> PartRecipe:
         return self.encoder if role == "encoder" else self.decoder
@@ -140,7 +147,7 @@ def typed_recipe(cfg: DictConfig) -> Recipe:
     policy = cfg.token_policy
     architecture = architecture_name(cfg)
     prefix = None
-    if architecture == "prefix":
+    if architecture in ("prefix", "auto"):
         node = cfg.prefix
         strategy = node.vision_feature_select_strategy
         prefix = PrefixRecipe(option_value(node.projector), int(node.vision_feature_layer),

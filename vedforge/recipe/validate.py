@@ -99,9 +99,11 @@ def _architecture_problems(cfg: Any) -> list[str]:
     """Settings that do not fit the chosen architecture (``architecture.name``)."""
     architecture = architecture_name(cfg)
     known = architecture_names()
+    if architecture == "auto":
+        return []  # chosen from the parts; the chosen architecture's plan checks its own settings
     if architecture not in known:
         return [f"architecture.name={architecture} is not an architecture vedforge has; choose one of: {', '.join(known)} "
-                "(architecture=<name> selects it)"]
+                "or auto (architecture=<name> selects it)"]
     prefix = cfg.get("prefix")
     if architecture != "prefix":
         changed = []
@@ -113,7 +115,7 @@ def _architecture_problems(cfg: Any) -> list[str]:
                     f"architecture={architecture}); add architecture=prefix backend=pt, or leave them out"]
         return []
     problems = []
-    if option_value(cfg.backend.name) != "pt":
+    if option_value(cfg.backend.name) not in ("pt", "auto"):
         problems.append(
             f"architecture=prefix builds transformers' LlavaForConditionalGeneration, which exists in PyTorch only "
             f"(transformers has no Flax LLaVA), so backend={option_value(cfg.backend.name)} cannot forge it; add backend=pt"
