@@ -51,7 +51,7 @@ def test_a_new_option_file_is_listed(tmp_path):
     conf, recipes = _conf_copy(tmp_path)
     shutil.copy(conf / "encoder" / "vit_tiny.yaml", conf / "encoder" / "my_vit.yaml")
     text = render_help(conf, recipes)
-    assert "encoder: beit, beit_tiny, " in text and "my_vit" in text.split("encoder:")[1].splitlines()[0]
+    assert "encoder: any, beit, beit_tiny, " in text and "my_vit" in text.split("encoder:")[1].splitlines()[0]
 
 
 def test_what_only_hydra_can_render_is_left_to_hydra(tmp_path):

@@ -35,7 +35,7 @@ def test_a_bare_vedforge_forges_the_embedded_default_as_a_pytorch_model(tmp_path
 
 
 def test_backend_flax_is_refused_in_one_paragraph_with_the_install_command(tmp_path):
-    result = run_cli("encoder=vit_tiny", f"output.dir={tmp_path / 'out'}", cwd=tmp_path, env=NO_FLAX)
+    result = run_cli("backend=flax", "encoder=vit_tiny", f"output.dir={tmp_path / 'out'}", cwd=tmp_path, env=NO_FLAX)
     assert result.returncode == 2, result.stderr
     message = " ".join(result.stderr.split("vedforge: error: ", 1)[1].split())
     assert message.startswith("backend=flax") and INSTALL in message and "backend=pt" in message

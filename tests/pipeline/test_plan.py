@@ -125,7 +125,7 @@ def _refusals(checkpoints: dict[str, Path], tmp_path: Path) -> dict[str, tuple[l
         "locked output": ([f"output.dir={locked}"], OutputError, "is writing to"),
         "safetensors too large": (["output.format=safetensors", "output.max_shard_size=1KB"], VedforgeError,
                                   "exceeds output.max_shard_size=1KB"),
-        "unsupported pairing": (["encoder.name_or_path=builtin:swin_tiny", "encoder.weights=random"],
+        "unsupported pairing": (["backend=flax", "encoder.name_or_path=builtin:swin_tiny", "encoder.weights=random"],
                                 UnsupportedModelError, "backend=flax cannot forge it"),
         "zero init where inexact": ([f"decoder.name_or_path={checkpoints['bert']}", "cross_attention.init=zero"],
                                     VedforgeError, "cross_attention.init=zero cannot"),
@@ -226,16 +226,18 @@ def test_plan_command_without_flax_plans_pt_and_refuses_flax_with_the_install_co
 @needs_flax
 def test_plan_command_prints_a_sweep_with_totals_and_exits_2_for_a_refused_pair(tmp_path):
     sweep = tmp_path / "sweep"
-    result = _run_plan("-m", "--json", "encoder=vit_tiny,swin_tiny", "decoder=gpt2_tiny", f"hydra.sweep.dir={sweep}")
+    result = _run_plan("-m", "--json", "backend=flax", "encoder=vit_tiny,swin_tiny", "decoder=gpt2_tiny",
+                       f"hydra.sweep.dir={sweep}")
     assert result.returncode == 2, result.stderr
     data = json.loads(result.stdout)
     pairs = {p["pair"]: p for p in data["pairs"]}
-    assert set(pairs) == {"vit_tiny__gpt2_tiny", "swin_tiny__gpt2_tiny"}
-    assert pairs["vit_tiny__gpt2_tiny"]["outcome"] == "forge"
-    assert pairs["vit_tiny__gpt2_tiny"]["output_dir"] == str(sweep / "vit_tiny__gpt2_tiny")
-    assert pairs["swin_tiny__gpt2_tiny"]["outcome"] == "refused" and "backend=pt" in pairs["swin_tiny__gpt2_tiny"]["reason"]
+    vit, swin = "vit_tiny__gpt2_tiny__backend=flax", "swin_tiny__gpt2_tiny__backend=flax"
+    assert set(pairs) == {vit, swin}
+    assert pairs[vit]["outcome"] == "forge"
+    assert pairs[vit]["output_dir"] == str(sweep / vit)
+    assert pairs[swin]["outcome"] == "refused" and "backend=pt" in pairs[swin]["reason"]
     assert data["totals"] == {"pairs": 2, "forge": 1, "skipped": 0, "refused": 1, "download_bytes": 0,
-                              "write_bytes": pairs["vit_tiny__gpt2_tiny"]["write_bytes"]}
+                              "write_bytes": pairs[vit]["write_bytes"]}
     assert not sweep.exists()  # a plan writes nothing, not even Hydra's records
 
     text = _run_plan(f"output.dir={tmp_path / 'one'}")

@@ -223,6 +223,15 @@ def test_random_recipes_forge_and_reload_or_fail_cleanly(tmp_path_factory, encod
         assert not out.exists()
         return
     event("forged")
+    manifest = result.manifest
+    if manifest.get("architecture") == "prefix":
+        from transformers import LlavaForConditionalGeneration
+
+        model, info = LlavaForConditionalGeneration.from_pretrained(result.output_dir, output_loading_info=True)
+        assert not any(info.values()), info
+        assert model.config.image_token_id == manifest["token_ids"]["image"]
+        return
+    backend = manifest["backend"]
     if backend == "pt" or "output.pytorch=true" in extras:
         from vedforge.torch_compat import VisionEncoderDecoderModel
 

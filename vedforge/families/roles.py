@@ -89,14 +89,16 @@ def encoder_family(config: Any, where: str, backend: str = "flax") -> ModelFamil
     if family is None:
         # backend=flax: a flax run hides torch from transformers (USE_TORCH=0), so nothing is
         # derived here; a backend=pt run then says whether PyTorch takes it.
-        raise _no_flax_encoder(model_type, where)
+        raise _no_flax_encoder(model_type, where, known=_is_vision(config))
     raise _encoder_refusal(model_type, where, "is a text model, not a vision model")
 
 
-def _no_flax_encoder(model_type: str, where: str) -> UnsupportedModelError:
+def _no_flax_encoder(model_type: str, where: str, known: bool = True) -> UnsupportedModelError:
+    # An unrecorded type is not probed here (a Flax run hides torch): it may be no vision model at all.
+    unknown = "" if known else " (if it is a vision model at all)"
     return UnsupportedModelError(
         f"The encoder {where} has model type '{model_type}', which has no Flax implementation in transformers 4.x "
-        f"that vedforge forges (or is no vision model), so backend=flax cannot forge it. Forge it for PyTorch with backend=pt (needs the "
+        f"that vedforge forges{unknown}, so backend=flax cannot forge it. Forge it for PyTorch with backend=pt (needs the "
         f"torch extra: pip install \"vedforge[torch]\"). Encoder model types backend=flax supports: "
         f"{', '.join(sorted(ENCODER_TYPES))}."
     )

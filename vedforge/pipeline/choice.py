@@ -49,20 +49,21 @@ def choose(recipe: Recipe) -> Recipe:
                                prefix=recipe.prefix if architecture == "prefix" else None)
 
 
-def _part_configs(recipe: Recipe) -> dict[str, tuple[Any, str]]:
-    """Each part's config (the part a whole multimodal checkpoint holds), and how to name it."""
+def _part_configs(recipe: Recipe) -> dict[str, tuple[Any, str, Any]]:
+    """Each part's config (the part a whole multimodal checkpoint holds), how to name it, and the
+    attribute of the whole checkpoint it came from (None for a checkpoint of the part alone)."""
     from vedforge.sources.loading import read_part_config
     from vedforge.sources.resolve import locate
 
     configs = {}
     for role in ("encoder", "decoder"):
         source = locate(recipe.part(role), recipe.hub, need_weights=False)
-        config, _ = read_part_config(source, recipe.hub.trust_remote_code, role, "pt")
-        configs[role] = (config, source.describe())
+        config, taken_from = read_part_config(source, recipe.hub.trust_remote_code, role, "pt")
+        configs[role] = (config, source.describe(), taken_from)
     return configs
 
 
-def _architecture(recipe: Recipe, configs: dict[str, tuple[Any, str]]) -> tuple[str, str]:
+def _architecture(recipe: Recipe, configs: dict[str, tuple[Any, str, Any]]) -> tuple[str, str]:
     from vedforge.families.introspect import language_model
     from vedforge.families.roles import decoder_family
 
@@ -70,13 +71,13 @@ def _architecture(recipe: Recipe, configs: dict[str, tuple[Any, str]]) -> tuple[
         if recipe.cross_attention_init != "random":
             from vedforge.core.errors import RecipeError
 
-            raise RecipeError("Invalid recipe: prefix.* settings ask for architecture=prefix and cross_attention.init "
-                              "for architecture=cross_attention; keep the settings of one architecture (or name it: "
-                              "architecture=prefix or architecture=cross_attention)")
+            raise RecipeError(["prefix.* settings ask for architecture=prefix and cross_attention.init for "
+                               "architecture=cross_attention; keep the settings of one architecture (or name it: "
+                               "architecture=prefix or architecture=cross_attention)"])
         return "prefix", "prefix.* settings are given"
     if recipe.cross_attention_init != "random":
         return "cross_attention", "cross_attention.init is given"
-    decoder, where = configs["decoder"]
+    decoder, where, _ = configs["decoder"]
     try:
         decoder_family(decoder, where, "pt")
         return "cross_attention", f"the decoder ('{decoder.model_type}') can cross-attend to the image"
@@ -90,7 +91,7 @@ def _architecture(recipe: Recipe, configs: dict[str, tuple[Any, str]]) -> tuple[
                       "cross-attention, which LlavaForConditionalGeneration holds")
 
 
-def _backend(recipe: Recipe, architecture: str, configs: dict[str, tuple[Any, str]]) -> tuple[str, str]:
+def _backend(recipe: Recipe, architecture: str, configs: dict[str, tuple[Any, str, Any]]) -> tuple[str, str]:
     from vedforge.core.frameworks import flax_classes_available, transformers_version
     from vedforge.families.roles import decoder_family, encoder_family
 
@@ -101,7 +102,9 @@ def _backend(recipe: Recipe, architecture: str, configs: dict[str, tuple[Any, st
     if not flax_classes_available():
         return "pt", f"this environment has no Flax classes (transformers {transformers_version()})"
     for role, family in (("encoder", encoder_family), ("decoder", decoder_family)):
-        config, where = configs[role]
+        config, where, taken_from = configs[role]
+        if taken_from is not None:
+            return "pt", f"the {role} is taken from a whole model's PyTorch weights ({taken_from})"
         try:
             if family(config, where, "flax").built_with != "flax":
                 raise UnsupportedModelError("")

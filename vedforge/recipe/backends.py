@@ -59,19 +59,42 @@ def _model_type(node: Any, hub: Any) -> str | None:
         return None
 
 
+def _swept_pairs_predicted_flax(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
+    """Whether every encoder and decoder option a sweep names (or the base recipe's) is a sure
+    Flax pairing (:func:`predicted_flax_pairing`)."""
+    from omegaconf import OmegaConf
+
+    from vedforge.core.resources import config_dir
+
+    parts: dict[str, list[Any]] = {"encoder": [cfg.encoder], "decoder": [cfg.decoder]}
+    for key, values in _swept(overrides, sweeper_params):
+        if key in parts:
+            files = [config_dir() / key / f"{value}.yaml" for value in values]
+            if not all(f.is_file() for f in files):
+                return False
+            parts[key] = [OmegaConf.load(f) for f in files]
+        elif key.split(".")[0] in parts:
+            return False  # a swept path or setting: not known before the jobs compose
+    return all(_flax_pair(e, d, cfg) for e in parts["encoder"] for d in parts["decoder"])
+
+
+def _flax_pair(encoder: Any, decoder: Any, cfg: Any) -> bool:
+    from vedforge.families.registry import DECODER_FAMILIES, ENCODER_TYPES
+
+    hub = cfg.get("hub") or {}
+    return _model_type(encoder, hub) in ENCODER_TYPES and _model_type(decoder, hub) in DECODER_FAMILIES
+
+
 def predicted_flax_pairing(cfg: Any) -> bool:
     """True when ``backend=auto`` (and ``architecture=auto``) will surely choose a Flax
     cross-attention forge: Flax is here and both parts' model types are among the Flax pairings
     vedforge's records hold (the choice itself, vedforge.pipeline.choice, decides the same way).
     Decided before transformers is imported, so that a Flax forge keeps torch out."""
     from vedforge.core.frameworks import flax_classes_available
-    from vedforge.families.registry import DECODER_FAMILIES, ENCODER_TYPES
 
     if not flax_classes_available() or architecture_name(cfg) == "prefix":
         return False
-    hub = cfg.get("hub") or {}
-    encoder, decoder = _model_type(cfg.encoder, hub), _model_type(cfg.decoder, hub)
-    return encoder in ENCODER_TYPES and decoder in DECODER_FAMILIES
+    return _flax_pair(cfg.encoder, cfg.decoder, cfg)
 
 
 def _swept_values(override: str) -> tuple[str, list[str]]:
@@ -93,11 +116,10 @@ def sweep_needs_torch(cfg: Any, overrides: Iterable[str], sweeper_params: dict[s
     for key, values in _swept(overrides, sweeper_params):
         if key in ("backend", "backend.name") and ("pt" in values or "auto" in values):
             return True
-        if key.split(".")[0] in ("encoder", "decoder") and option_value(cfg.backend.name) == "auto":
-            return True  # other parts may have no Flax port
         if key == "output.pytorch" and "true" in values:
             return True
-    return False
+    # With backend=auto, some swept part may have no Flax port.
+    return option_value(cfg.backend.name) == "auto" and not _swept_pairs_predicted_flax(cfg, overrides, sweeper_params)
 
 
 def configure_torch_import(needed: bool) -> None:

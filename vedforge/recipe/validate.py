@@ -60,7 +60,7 @@ def recipe_problems(cfg: Any) -> list[str]:
         problems.append(
             f"output.max_shard_size={cfg.output.max_shard_size!r} is not a size; write it like 10GB, 500MB, 2GiB or a byte count"
         )
-    if (option_value(cfg.backend.name) == "flax" and cfg.output.pytorch
+    if (option_value(cfg.backend.name) in ("flax", "auto") and cfg.output.pytorch
             and option_value(cfg.output.format) == "safetensors"):
         problems.append(
             "output.pytorch=true writes PyTorch weights to model.safetensors, the file output.format=safetensors "

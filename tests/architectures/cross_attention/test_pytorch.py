@@ -156,7 +156,7 @@ def test_pytorch_only_encoder_carries_the_decoder_a_flax_forge_would(tmp_path):
 @pytest.mark.parametrize("encoder", PYTORCH_ONLY)
 def test_flax_backend_refuses_encoders_without_flax_port(tmp_path, encoder):
     with pytest.raises(UnsupportedModelError, match="backend=pt"):
-        forge(compose_recipe([f"encoder={encoder}_tiny", f"output.dir={tmp_path / 'out'}"]))
+        forge(compose_recipe(["backend=flax", f"encoder={encoder}_tiny", f"output.dir={tmp_path / 'out'}"]))
     assert not (tmp_path / "out").exists()
 
 

@@ -332,8 +332,10 @@ REFUSALS = {
     "convnext": ([*PREFIX, "encoder=convnext_tiny"], UnsupportedModelError, "patch tokens of width hidden_size"),
     "vision_as_lm": ([*PREFIX, "decoder=vit_tiny"], UnsupportedModelError, "is a vision model"),
     "no_causal_head": ([*PREFIX], UnsupportedModelError, "has no causal language-model class"),
-    "llama_cross": (["backend=pt", "decoder=llama_tiny"], UnsupportedModelError, "architecture=prefix backend=pt pairs it"),
-    "prefix_settings": (["prefix.projector=linear"], RecipeError, "apply to architecture=prefix only"),
+    "llama_cross": (["backend=pt", "architecture=cross_attention", "decoder=llama_tiny"], UnsupportedModelError,
+                    "architecture=prefix backend=pt pairs it"),
+    "prefix_settings": (["architecture=cross_attention", "prefix.projector=linear"], RecipeError,
+                        "apply to architecture=prefix only"),
     "zero_init": ([*PREFIX, "cross_attention.init=zero"], RecipeError, "cross_attention.init applies"),
     "layer": ([*PREFIX, "prefix.vision_feature_layer=7"], VedforgeError, "out of range"),
 }
