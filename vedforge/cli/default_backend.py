@@ -1,12 +1,10 @@
 """What a bare ``vedforge`` forges where transformers has no Flax classes.
 
-The default backend is ``flax``. Where transformers has no Flax classes (transformers 5, or the
-torch profile without jax and flax), a command line that only forges the embedded default (a
-bare ``vedforge``, or with ``output.*``, ``hub.*``, ``seed``, ``token_policy`` overrides) forges
-it as a PyTorch model instead (``backend=pt``) and says so in one log line; so does
-``vedforge plan``. Any command line that names a recipe, a part, an architecture or a backend
-keeps the default backend, and ``backend=flax`` is then refused at plan time with the command
-that installs the Flax profile.
+The default ``backend=auto`` chooses ``pt`` there anyway (:mod:`vedforge.pipeline.choice`); for
+a command line that only forges the embedded default (a bare ``vedforge``, or with ``output.*``,
+``hub.*``, ``seed``, ``token_policy`` overrides) this names ``backend=pt`` up front, so the
+command line keeps torch in, and says so in one log line; so does ``vedforge plan``. An explicit
+``backend=flax`` is refused at plan time with the command that installs the Flax profile.
 """
 
 from __future__ import annotations
@@ -20,8 +18,8 @@ def default_backend_override(argv: list[str]) -> str | None:
     """``backend=pt`` when ``argv`` forges the embedded default (a bare ``vedforge``, perhaps with
     ``output.*``, ``hub.*``, ``seed`` or ``token_policy``) and this environment has no Flax classes
     (transformers 5, or the torch profile without jax): the default pair is then forged as a
-    PyTorch model. Any other command line keeps the default backend, and ``backend=flax`` is
-    refused at plan time with the install command of the Flax profile."""
+    PyTorch model. Any other command line leaves ``backend=auto`` to choose, and an explicit
+    ``backend=flax`` is refused at plan time with the install command of the Flax profile."""
     if any(arg in ("-m", "--multirun") or arg.startswith("-") for arg in argv):
         return None
     for arg in argv:

@@ -19,9 +19,9 @@ import numpy as np
 
 from vedforge.families.random_init import GENERATOR, TRUNCATED_STD, Init, SeededTensor
 
-# Model types whose random towers vedforge draws itself (the others, DETR among them, keep
-# transformers' own initialisation, seeded from the recipe).
-NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext", "swin")
+# Model types whose random towers vedforge draws itself (the others keep transformers' own
+# initialisation, seeded from the recipe).
+NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext", "swin", "detr")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -131,8 +131,36 @@ def swin_initialisers(model: Any) -> dict[str, Init]:
     return out
 
 
+def detr_initialisers(model: Any) -> dict[str, Init]:
+    """DETR (4.57): Linear, Conv2d and Embedding weights normal(init_std), biases zeros, LayerNorm
+    ones and zeros; its ResNet backbone, a model of its own, keeps ResNet's initialisation (its
+    convolutions kaiming-normal, fan_out, for ReLU; its frozen batch norms are buffers)."""
+    import torch.nn as nn
+
+    std = float(model.config.init_std)
+    backbone = {id(m) for m in model.modules() if type(m).__name__.endswith("Backbone")}
+    inside = set()
+    for module in model.modules():
+        if id(module) in backbone:
+            inside.update(id(m) for m in module.modules())
+    out: dict[str, Init] = {}
+    for prefix, module in model.named_modules():
+        at = f"{prefix}." if prefix else ""
+        if isinstance(module, nn.Conv2d) and id(module) in inside:
+            fan_out = module.weight.shape[0] * int(np.prod(module.weight.shape[2:], dtype=np.int64))
+            out[f"{at}weight"] = Init("normal", math.sqrt(2.0 / fan_out))
+        elif isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            out[f"{at}weight"] = Init("normal", std)
+        elif isinstance(module, nn.LayerNorm):
+            out[f"{at}weight"] = Init("constant", 1.0)
+        if getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
+            out[f"{at}bias"] = Init("constant", 0.0)
+    return out
+
+
 _INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers,
-                 "deit": deit_initialisers, "convnext": convnext_initialisers, "swin": swin_initialisers}
+                 "deit": deit_initialisers, "convnext": convnext_initialisers, "swin": swin_initialisers,
+                 "detr": detr_initialisers}
 _DESCRIBED = {
     "siglip": "xavier-uniform attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and "
               "Conv2d weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
@@ -142,6 +170,8 @@ _DESCRIBED = {
                 "layer scales layer_scale_init_value",
     "swin": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, mask token, "
             "position embeddings and relative position bias tables zeros",
+    "detr": "Linear, Conv2d and Embedding weights normal(init_std), biases zeros, LayerNorm ones and zeros; the ResNet "
+            "backbone's convolutions kaiming-normal (fan_out, ReLU gain), its frozen batch norms as the model computes them",
 }
 _DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
 

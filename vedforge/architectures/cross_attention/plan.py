@@ -181,7 +181,7 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
         from vedforge.core.frameworks import flax_missing_reason
 
         raise BackendError(flax_missing_reason(
-            "backend=flax (the default backend; Flax weights, flax_model.msgpack)")
+            "backend=flax (Flax weights, flax_model.msgpack)")
             + " For the PyTorch model of this recipe here, add backend=pt.")
     import transformers
 
