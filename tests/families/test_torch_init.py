@@ -1,5 +1,5 @@
-"""Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP, DeiT, ConvNeXt and
-Swin towers drawn by vedforge follow the distributions transformers 4.57's _init_weights gives them."""
+"""Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP, DeiT, ConvNeXt,
+Swin and DETR towers drawn by vedforge follow the distributions transformers 4.57's _init_weights gives them."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ RECORDED = {
                       "17605bbac9cdf4fb7ad75b2dcd27c9736b5152a24e0a972b718f562bee35d8b2"),
     "swin_bart": (["backend=pt", "encoder=swin_tiny", "decoder=bart_tiny"],
                   "fc3dc57700cbbaf41e00719eca65f46f7523ac05e846ad4c5c331647a458075f"),
+    "detr_gpt2": (["backend=pt", "encoder=detr_tiny", "decoder=gpt2_tiny"],
+                  "d7adacb4f54f115197fe0bf2c615ebdcb2a936b4a6fd92a2ad01aa5ad8bcba80"),
     "vit_llama_prefix": (["recipe=tiny_prefix_smoke"],
                          "9710586712ac86ea6a022d22f1cb7c6f6ad118a68ac3e693d3e10ecb468de7ac"),
     "siglip_qwen2_prefix": (["architecture=prefix", "backend=pt", "encoder=siglip_tiny", "decoder=qwen2_tiny"],
@@ -41,7 +43,7 @@ def test_random_pytorch_recipes_write_the_bytes_recorded_on_both_transformers_li
     assert hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest() == sha
 
 
-@pytest.mark.parametrize("name", ["siglip", "deit", "convnext", "swin"])
+@pytest.mark.parametrize("name", ["siglip", "deit", "convnext", "swin", "detr"])
 def test_numpy_draws_follow_transformers_4_57_initialisation(name):
     if TRANSFORMERS_5:
         pytest.skip("the reference is transformers 4.57's own _init_weights (5.x initialises these otherwise)")
