@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import compose_recipe  # noqa: E402
+from conftest import compose_recipe, needs_flax  # noqa: E402
 from vedforge.core.errors import UnsupportedModelError  # noqa: E402
 from vedforge.pipeline.runner import forge  # noqa: E402
 
@@ -69,6 +69,7 @@ def test_the_tower_of_a_llava_checkpoint_becomes_a_cross_attention_encoder(tmp_p
     assert _inputs(out)["encoder"]["taken_from"] == "vision_config"
 
 
+@needs_flax
 def test_a_whole_model_as_a_flax_part_is_refused_with_the_way_that_works(donut_like, tmp_path):
     with pytest.raises(UnsupportedModelError, match="backend=pt"):
         _forge(tmp_path, "out", "backend=flax", "encoder=vit_tiny", "decoder=any", f"decoder.name_or_path={donut_like}")
