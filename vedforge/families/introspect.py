@@ -123,7 +123,15 @@ def language_model(config: Any, where: str) -> LanguageModel:
                                     "AutoModelForCausalLM builds (Llama, Qwen3, Gemma3, SmolLM3, GPT-2, ...).")
     from transformers import MODEL_MAPPING
 
-    causal = _meta(AutoModelForCausalLM.from_config, config)
+    try:
+        causal = _meta(AutoModelForCausalLM.from_config, config)
+    except (NotImplementedError, RuntimeError) as exc:
+        # vedforge reads what it needs off the class built on the meta device; a class whose
+        # constructor computes on real values (Apertus's xIELU) cannot be read that way.
+        raise UnsupportedModelError(
+            f"architecture=prefix: the decoder {where} ('{model_type}') cannot be built on the meta device "
+            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}), where vedforge reads the names "
+            "and sizes of its tensors without allocating them.") from None
     # The base model is the child AutoModel would build; its attribute is usually base_model_prefix,
     # but not always (Gemma3ForCausalLM keeps a Gemma3TextModel at `model` under prefix "language_model").
     base_class = MODEL_MAPPING.get(type(config), None) if type(config) in MODEL_MAPPING else None

@@ -21,7 +21,7 @@ def _forge_pt(tmp_path, encoder, decoder) -> dict:
     out = tmp_path / "out"
     forge(compose_recipe([f"encoder.name_or_path={encoder}", "encoder.weights=pretrained",
                           f"decoder.name_or_path={decoder}", "decoder.weights=pretrained",
-                          "backend=pt", f"output.dir={out}"]))
+                          "backend=pt", "architecture=cross_attention", f"output.dir={out}"]))
     return check_forged(out, {"encoder": encoder, "decoder": decoder})
 
 
@@ -77,7 +77,7 @@ def _matrix(role, types, save, pair, tmp_path, capsys) -> None:
             encoder, decoder = pair(checkpoint)
             forge(compose_recipe([f"encoder.name_or_path={encoder}", "encoder.weights=pretrained",
                                   f"decoder.name_or_path={decoder}", "decoder.weights=pretrained",
-                                  "backend=pt", f"output.dir={where / 'out'}"]))
+                                  "backend=pt", "architecture=cross_attention", f"output.dir={where / 'out'}"]))
         except UnsupportedModelError as exc:
             outcomes[model_type] = ("refused", str(exc))
             continue
