@@ -129,16 +129,25 @@ def _text_logits_match(out: Path, checkpoint: Path) -> None:
     torch.testing.assert_close(got[..., :vocab], want, rtol=1e-4, atol=1e-4)
 
 
-def forge_lm(model_type: str, root: Path) -> tuple[str, str]:
-    """``("forged", "")``, ``("refused", reason)`` or ``("not built", why)`` for one LM type."""
+def _forge_one(model_type: str, role: str, root: Path) -> tuple[str, Path | str]:
+    """``("forged", checkpoint)``, ``("refused", reason)`` or ``("not built", why)``."""
     try:
-        checkpoint = save_tiny(model_type, "lm", root / "lm")
+        checkpoint = save_tiny(model_type, role, root / role)
     except NotBuildable as exc:
         return "not built", str(exc)
     try:
-        out = forge(_recipe(root / "out", lm=checkpoint)).output_dir
+        forge(_recipe(root / "out", **{role: checkpoint}))
     except UnsupportedModelError as exc:
         return "refused", str(exc)
+    return "forged", checkpoint
+
+
+def forge_lm(model_type: str, root: Path) -> tuple[str, str]:
+    """``("forged", note)``, ``("refused", reason)`` or ``("not built", why)`` for one LM type."""
+    outcome, checkpoint = _forge_one(model_type, "lm", root)
+    if outcome != "forged":
+        return outcome, checkpoint
+    out = root / "out"
     prefix = json.loads((out / "vedforge_manifest.json").read_text())["prefix"]
     # A prediction transform before the head is what LLaVA's plain head cannot hold (noted).
     dropped = "transformed hidden state" in prefix.get("lm_logits_differ", "")
@@ -151,15 +160,10 @@ def forge_lm(model_type: str, root: Path) -> tuple[str, str]:
 
 def forge_tower(model_type: str, root: Path) -> tuple[str, str]:
     """As :func:`forge_lm`, for one vision tower type."""
-    try:
-        checkpoint = save_tiny(model_type, "tower", root / "tower")
-    except NotBuildable as exc:
-        return "not built", str(exc)
-    try:
-        out = forge(_recipe(root / "out", tower=checkpoint)).output_dir
-    except UnsupportedModelError as exc:
-        return "refused", str(exc)
-    _check_forged(out, checkpoint, "tower")
+    outcome, checkpoint = _forge_one(model_type, "tower", root)
+    if outcome != "forged":
+        return outcome, checkpoint
+    _check_forged(root / "out", checkpoint, "tower")
     return "forged", ""
 
 
