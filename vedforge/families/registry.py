@@ -172,6 +172,20 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     ModelFamily("xmod", "X-MOD", "decoder", built_with="pytorch",
                 torch_refusal=("needs a language id for its adapters (lang_ids, or XmodPreTrainedModel."
                                "set_default_language) that VisionEncoderDecoderModel never passes")),
+    # Vision models AutoModel builds whose class fails inside VisionEncoderDecoderModel in
+    # transformers 4.57 (each found by the registry matrix; without the record the forge succeeds
+    # and the model then raises in its first forward or training step).
+    _encoder("aimv2_vision_model", "AIMv2 vision tower", built_with="pytorch",
+             torch_refusal=("has a PyTorch class whose output is not contiguous, and a view() of it fails in "
+                            "VisionEncoderDecoderModel's training step in this transformers")),
+    _encoder("internvl_vision", "InternVL vision tower", built_with="pytorch",
+             torch_refusal=("has a forward that its own input checks (check_model_inputs) reject in this "
+                            "transformers, because it declares no **kwargs")),
+    _encoder("layoutlmv3", "LayoutLMv3", built_with="pytorch",
+             torch_refusal=("is a document model whose forward expects text tokens and layout boxes with the "
+                            "image; with pixels alone it fails")),
+    _encoder("dpt", "DPT", built_with="pytorch",
+             torch_refusal="raises KeyError 'output_attentions' when called as VisionEncoderDecoderModel calls it"),
     # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
     _prefix_lm("llama", "Llama"),
     _prefix_lm("qwen2", "Qwen2"),

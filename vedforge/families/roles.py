@@ -78,6 +78,8 @@ def encoder_family(config: Any, where: str, backend: str = "flax") -> ModelFamil
     model_type = config.model_type
     family = family_of(model_type)
     if family is not None and family.role == "encoder":
+        if backend == "pt" and family.torch_refusal:
+            raise _encoder_refusal(model_type, where, family.torch_refusal)
         if backend == "pt" or family.built_with == "flax":
             return family
         raise _no_flax_encoder(model_type, where)

@@ -156,6 +156,9 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
     def convert_pytorch_layout(tensors: dict) -> FlatState:
         from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
 
+        if part.taken_from is not None:
+            tensors = _own_tensors(tensors, part.checkpoint, source.role)
+
         # The converter reads `.params` only for key names and shapes; the shape tree serves
         # without initialising (an uninitialised model's `.params` raises).
         shell = cls(part.checkpoint, _do_init=False)
@@ -163,6 +166,23 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
         return flatten_dict(convert_pytorch_state_dict_to_flax(tensors, shapes))
 
     return read_state(source.path, convert_pytorch_layout, source.role)
+
+
+def _own_tensors(tensors: dict, config: Any, role: str) -> dict:
+    """The tensors of a part taken from a whole model's checkpoint, by the names of the part's own
+    PyTorch class (``vision_tower.`` of a LLaVA checkpoint, ``decoder.`` of a VisionEncoderDecoderModel
+    one, dropped). Such parts are read with backend=pt only, where torch is at hand."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from vedforge.weights.nesting import nesting_prefix
+    from vedforge.weights.saved_names import saved_names
+
+    with torch.device("meta"):
+        model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(copy.deepcopy(config))
+    own = saved_names(model).values()
+    _, prefix = nesting_prefix([(name,) for name in own], tensors)
+    return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
 
 
 def fit_processor_to_image_size(processor: Any, image_size: int) -> None:

@@ -3,6 +3,7 @@ every type of the installed transformers in the slow matrix."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 
@@ -66,6 +67,7 @@ def _matrix(role, types, save, pair, tmp_path, capsys) -> None:
     outcomes: dict[str, tuple[str, str]] = {}
     started = time.monotonic()
     for model_type in types:
+        shutil.rmtree(tmp_path / role, ignore_errors=True)  # a matrix of checkpoints would fill the disk
         where = tmp_path / role / model_type
         try:
             checkpoint = save(model_type, where / "checkpoint")

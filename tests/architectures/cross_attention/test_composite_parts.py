@@ -60,11 +60,14 @@ def test_the_encoder_of_a_vision_encoder_decoder_checkpoint_pairs_with_a_new_dec
     assert _inputs(out)["encoder"]["taken_from"] == "encoder"
 
 
-def test_the_tower_of_a_llava_checkpoint_becomes_a_cross_attention_encoder(tmp_path):
+# A decoder with a Flax port and one without: the tower is read by the Flax-layout engine and by
+# the PyTorch view alike.
+@pytest.mark.parametrize("decoder", ["gpt2_tiny", "trocr_tiny"])
+def test_the_tower_of_a_llava_checkpoint_becomes_a_cross_attention_encoder(tmp_path, decoder):
     from transformers import LlavaForConditionalGeneration
 
     llava = _forge(tmp_path, "llava", "recipe=tiny_prefix_smoke")
-    out = _forge(tmp_path, "out", "backend=pt", "encoder=any", f"encoder.name_or_path={llava}", "decoder=trocr_tiny")
+    out = _forge(tmp_path, "out", "backend=pt", "encoder=any", f"encoder.name_or_path={llava}", f"decoder={decoder}")
     _same(_ved(out).encoder.state_dict(), LlavaForConditionalGeneration.from_pretrained(llava).model.vision_tower.state_dict())
     assert _inputs(out)["encoder"]["taken_from"] == "vision_config"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,8 @@ def test_every_registered_model_type_forges_or_is_refused_with_a_reason(tmp_path
         except Exception as exc:  # noqa: BLE001 (every failure is listed, then the test fails)
             failures[model_type] = f"{type(exc).__name__}: {str(exc)[:300]}"
             continue
+        finally:
+            shutil.rmtree(tmp_path / model_type, ignore_errors=True)  # keep the disk for the next type
         outcomes[outcome].append(model_type)
         if reason:
             reasons[model_type] = reason
