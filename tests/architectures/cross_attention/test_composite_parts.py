@@ -76,3 +76,29 @@ def test_the_tower_of_a_llava_checkpoint_becomes_a_cross_attention_encoder(tmp_p
 def test_a_whole_model_as_a_flax_part_is_refused_with_the_way_that_works(donut_like, tmp_path):
     with pytest.raises(UnsupportedModelError, match="backend=pt"):
         _forge(tmp_path, "out", "backend=flax", "encoder=vit_tiny", "decoder=any", f"decoder.name_or_path={donut_like}")
+
+
+def test_the_decoder_of_an_mbart_checkpoint_pairs_with_a_vision_encoder(tmp_path):
+    """A sequence-to-sequence MBart checkpoint gives its decoder (as MBartForCausalLM holds it);
+    its encoder stays behind, listed as unused."""
+    from transformers import AutoConfig, MBartForConditionalGeneration
+
+    from vedforge.core.resources import assets_dir
+
+    config = AutoConfig.from_pretrained(assets_dir() / "mbart_tiny")
+    torch.manual_seed(0)
+    MBartForConditionalGeneration(config).save_pretrained(tmp_path / "mbart")
+    for item in (assets_dir() / "mbart_tiny").iterdir():
+        if item.name != "config.json":
+            (tmp_path / "mbart" / item.name).write_bytes(item.read_bytes())
+    out = _forge(tmp_path, "out", "encoder=vit_tiny", "decoder=any", f"decoder.name_or_path={tmp_path / 'mbart'}")
+    from safetensors.torch import load_file
+
+    stored = load_file(tmp_path / "mbart" / "model.safetensors")
+    got = _ved(out).decoder.state_dict()
+    # The decoder's token embeddings are stored once, as the shared table (tied in the checkpoint).
+    assert torch.equal(got["model.decoder.embed_tokens.weight"], stored["model.shared.weight"])
+    decoder_tensors = [name for name in stored if name.startswith("model.decoder.")]
+    assert decoder_tensors and all(torch.equal(got[name], stored[name]) for name in decoder_tensors)
+    manifest = json.loads((out / "vedforge_manifest.json").read_text())
+    assert manifest["backend"] == "pt" and not manifest["new_tensors"]

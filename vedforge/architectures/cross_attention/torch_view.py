@@ -49,17 +49,18 @@ def _leaf(module: Any, pname: str) -> tuple[str, tuple[int, ...] | None]:
     return pname, None
 
 
-def flax_view(model: Any) -> View:
+def flax_view(model: Any, *, tied: bool = False) -> View:
     """Every parameter of PyTorch ``model`` under its Flax path; a tied parameter once (as
-    ``save_pretrained`` writes it, and as Flax holds one tensor)."""
+    ``save_pretrained`` writes it, and as Flax holds one tensor), or with ``tied`` under each of
+    its names."""
     from vedforge.weights.saved_names import saved_names
 
     renamed = saved_names(model)
     out: View = {}
     seen: set[int] = set()
-    for module_name, module in model.named_modules():
+    for module_name, module in model.named_modules(remove_duplicate=not tied):
         for pname, param in module.named_parameters(recurse=False):
-            if id(param) in seen:
+            if id(param) in seen and not tied:
                 continue
             seen.add(id(param))
             full = f"{module_name}.{pname}" if module_name else pname
@@ -113,8 +114,13 @@ def part_state(path: Any, config: Any, role: str) -> dict[Path_, Any]:
     or a Flax msgpack / safetensors file as it is."""
     from vedforge.weights.checkpoint import read_state
 
-    view = flax_view(checkpoint_model(config, role))
+    model = checkpoint_model(config, role)
+    view = flax_view(model)
     by_name = {saved: (fpath, axes) for fpath, (saved, _, axes) in view.items()}
+    # Names of one tied tensor: a seq2seq checkpoint stores its decoder's token embeddings once, as
+    # model.shared, and the decoder alone (MBartForCausalLM) names them model.decoder.embed_tokens.
+    every = flax_view(model, tied=True)
+    ties = _tied_groups(model)
 
     def from_pytorch_layout(tensors: dict) -> dict[Path_, Any]:
         from vedforge.weights.nesting import nesting_prefix
@@ -133,7 +139,28 @@ def part_state(path: Any, config: Any, role: str) -> dict[Path_, Any]:
                 out[tuple(name.split("."))] = tensor  # kept, so the report lists it as unused
         return out
 
-    return read_state(path, from_pytorch_layout)
+    state = read_state(path, from_pytorch_layout)
+    for group in ties:
+        present = next((every_path for every_path in group if every_path in state), None)
+        if present is not None:
+            for every_path in group:
+                state.setdefault(every_path, state[present])
+    return state
+
+
+def _tied_groups(model: Any) -> list[list[Path_]]:
+    """The Flax paths of each parameter ``model`` holds under more than one name."""
+    names: dict[int, list[Path_]] = {}
+    view = flax_view(model, tied=True)
+    by_saved = {saved: fpath for fpath, (saved, _, _) in view.items()}
+    from vedforge.weights.saved_names import saved_names
+
+    renamed = saved_names(model)
+    for name, param in model.named_parameters(remove_duplicate=False):
+        saved = renamed.get(name, name)
+        if saved in by_saved:
+            names.setdefault(id(param), []).append(by_saved[saved])
+    return [group for group in names.values() if len(group) > 1]
 
 
 def random_part_state(config: Any, *, seed: int, role: str) -> dict[Path_, Any]:
