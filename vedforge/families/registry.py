@@ -94,6 +94,11 @@ def _encoder(model_type: str, label: str, **kw) -> ModelFamily:
     return ModelFamily(model_type, label, "encoder", **kw)
 
 
+def _fails_in_ved(model_type: str, label: str, reason: str) -> ModelFamily:
+    """A vision model whose PyTorch class fails inside VisionEncoderDecoderModel: refused, with ``reason``."""
+    return ModelFamily(model_type, label, "encoder", built_with="pytorch", torch_refusal=reason)
+
+
 def _cls_tower(model_type: str, label: str, **kw) -> ModelFamily:
     """A ViT-style tower: a CLS token, then the patch tokens."""
     return ModelFamily(model_type, label, "encoder", prefix_select_strategy="default", prefix_leading_tokens=1, **kw)
@@ -175,17 +180,16 @@ FAMILIES: dict[str, ModelFamily] = {f.model_type: f for f in (
     # Vision models AutoModel builds whose class fails inside VisionEncoderDecoderModel in
     # transformers 4.57 (each found by the registry matrix; without the record the forge succeeds
     # and the model then raises in its first forward or training step).
-    _encoder("aimv2_vision_model", "AIMv2 vision tower", built_with="pytorch",
-             torch_refusal=("has a PyTorch class whose output is not contiguous, and a view() of it fails in "
-                            "VisionEncoderDecoderModel's training step in this transformers")),
-    _encoder("internvl_vision", "InternVL vision tower", built_with="pytorch",
-             torch_refusal=("has a forward that its own input checks (check_model_inputs) reject in this "
-                            "transformers, because it declares no **kwargs")),
-    _encoder("layoutlmv3", "LayoutLMv3", built_with="pytorch",
-             torch_refusal=("is a document model whose forward expects text tokens and layout boxes with the "
-                            "image; with pixels alone it fails")),
-    _encoder("dpt", "DPT", built_with="pytorch",
-             torch_refusal="raises KeyError 'output_attentions' when called as VisionEncoderDecoderModel calls it"),
+    _fails_in_ved("aimv2_vision_model", "AIMv2 vision tower",
+                  "has a PyTorch class whose output is not contiguous, and a view() of it fails in "
+                  "VisionEncoderDecoderModel's training step in this transformers"),
+    _fails_in_ved("internvl_vision", "InternVL vision tower",
+                  "has a forward that its own input checks (check_model_inputs) reject in this transformers, "
+                  "because it declares no **kwargs"),
+    _fails_in_ved("layoutlmv3", "LayoutLMv3",
+                  "is a document model whose forward expects text tokens and layout boxes with the image; with "
+                  "pixels alone it fails"),
+    _fails_in_ved("dpt", "DPT", "raises KeyError 'output_attentions' when called as VisionEncoderDecoderModel calls it"),
     # Decoder-only language models without cross-attention: prefix (LLaVA) pairings only.
     _prefix_lm("llama", "Llama"),
     _prefix_lm("qwen2", "Qwen2"),
