@@ -106,8 +106,9 @@ def _backend(recipe: Recipe, architecture: str, configs: dict[str, tuple[Any, st
         if taken_from is not None:
             return "pt", f"the {role} is taken from a whole model's PyTorch weights ({taken_from})"
         try:
-            if family(config, where, "flax").built_with != "flax":
-                raise UnsupportedModelError("")
+            flax_port = family(config, where, "flax").built_with == "flax"
         except (UnsupportedModelError, ImportError):
+            flax_port = False
+        if not flax_port:
             return "pt", f"the {role} ('{config.model_type}') has no Flax port vedforge forges"
     return "flax", "both parts have Flax ports: FlaxVisionEncoderDecoderModel, as in the classic script"
