@@ -47,7 +47,8 @@ def init_std(config: Any, family: ModelFamily | None = None) -> float:
     return 0.02
 
 
-def _label(config: Any) -> str:
+def label_of(config: Any) -> str:
+    """A family's display name read from its config class (Qwen3Config: Qwen3)."""
     return type(config).__name__.removesuffix("Config") or config.model_type
 
 
@@ -192,7 +193,7 @@ def derive_encoder(config: Any, where: str) -> ModelFamily:
         fixes.append("its output has no hidden_states or attentions field")
     if not takes(model.forward, "output_attentions") and not _takes_var_keywords(model.forward):
         fixes.append("its forward takes no output_attentions")
-    return ModelFamily(model_type, _label(config), "encoder", built_with="pytorch", vision_tower=two_tower,
+    return ModelFamily(model_type, label_of(config), "encoder", built_with="pytorch", vision_tower=two_tower,
                        torch_compat_fix="; ".join(fixes) or None, layer_attributes=())
 
 
@@ -317,7 +318,7 @@ def derive_decoder(config: Any, where: str) -> ModelFamily:
     problem = _cross_attention_problem(cls, config)
     if problem is not None:
         raise _decoder_refusal(model_type, where, f"{problem}, so it cannot attend to image features")
-    return ModelFamily(model_type, _label(config), "decoder", built_with="pytorch",
+    return ModelFamily(model_type, label_of(config), "decoder", built_with="pytorch",
                        init_std_attr=next((n for n in ("initializer_range", "init_std") if hasattr(config, n)),
                                           "initializer_range"),
                        decoder_layer_attribute="decoder_layers" if isinstance(getattr(config, "decoder_layers", None), int)

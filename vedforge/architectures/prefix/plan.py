@@ -150,11 +150,12 @@ def _random_model(part: PartPlan) -> Any:
 
 def _derived_family(config: Any, role: str) -> ModelFamily:
     """vedforge's record of a model type where it has one (its label), else one read from the config."""
+    from vedforge.families.roles import label_of
+
     known = family_of(config.model_type)
     if known is not None and known.role == role:
         return known
-    label = type(config).__name__.removesuffix("Config") or config.model_type
-    return ModelFamily(config.model_type, label, role, built_with="pytorch")
+    return ModelFamily(config.model_type, label_of(config), role, built_with="pytorch")
 
 
 def plan_prefix(recipe: Recipe) -> PrefixPlan:
