@@ -175,14 +175,12 @@ def _own_tensors(tensors: dict, config: Any, role: str) -> dict:
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    from vedforge.weights.nesting import nesting_prefix
+    from vedforge.weights.nesting import own_tensors
     from vedforge.weights.saved_names import saved_names
 
     with torch.device("meta"):
         model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(copy.deepcopy(config))
-    own = saved_names(model).values()
-    _, prefix = nesting_prefix([(name,) for name in own], tensors)
-    return {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    return own_tensors(saved_names(model).values(), tensors)[1]
 
 
 def fit_processor_to_image_size(processor: Any, image_size: int) -> None:

@@ -11,7 +11,9 @@ model's own tensor names appear whole.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def nesting_prefix(own: Iterable[Sequence[str]], stored: Iterable[str]) -> tuple[int, str]:
@@ -40,3 +42,10 @@ def nesting_prefix(own: Iterable[Sequence[str]], stored: Iterable[str]) -> tuple
         return 0, ""
     # Most names matched wins; ties go to the preferred form and then the shortest prefix.
     return min(votes, key=lambda key: (-votes[key], key[0], len(key[1])))
+
+
+def own_tensors(own: Iterable[str], stored: Mapping[str, T]) -> tuple[str, dict[str, T]]:
+    """A model's tensors in a checkpoint that may hold more (``own``: the model's own names), by
+    those names: ``(prefix, tensors)``, the tensors under any other prefix left out."""
+    _, prefix = nesting_prefix([(name,) for name in own], stored)
+    return prefix, {name[len(prefix):]: t for name, t in stored.items() if name.startswith(prefix)}

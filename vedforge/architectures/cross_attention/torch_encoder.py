@@ -70,20 +70,18 @@ def _tower_alone(source: ResolvedSource, model_config: Any) -> Iterator[Path]:
     from transformers import AutoModel
 
     from vedforge.architectures.prefix.weights import read_part_tensors
-    from vedforge.weights.nesting import nesting_prefix
+    from vedforge.weights.nesting import own_tensors
 
-    stored = read_part_tensors(source.path, header_only=True, role="encoder")
+    stored = read_part_tensors(source.path, role="encoder")  # indexed lazily: nothing read yet
     with torch.device("meta"):
         own = list(AutoModel.from_config(config_to_build(model_config)).state_dict())
-    _, prefix = nesting_prefix([(name,) for name in own], stored)
+    prefix, tower = own_tensors(own, stored)
     if not prefix or any(name in stored for name in own):
         yield source.path
         return
-    tensors = read_part_tensors(source.path, role="encoder")
     with tempfile.TemporaryDirectory(prefix="vedforge-tower-") as tmp:
-        save_file({name[len(prefix):]: np.ascontiguousarray(np.asarray(tensors[name]))
-                   for name in stored if name.startswith(prefix)}, str(Path(tmp) / "model.safetensors"),
-                  metadata={"format": "pt"})
+        save_file({name: np.ascontiguousarray(np.asarray(t)) for name, t in tower.items()},
+                  str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
         yield Path(tmp)
 
 

@@ -123,13 +123,11 @@ def part_state(path: Any, config: Any, role: str) -> dict[Path_, Any]:
     ties = _tied_groups(model)
 
     def from_pytorch_layout(tensors: dict) -> dict[Path_, Any]:
-        from vedforge.weights.nesting import nesting_prefix
+        from vedforge.weights.nesting import own_tensors
 
         # A part inside a whole model's checkpoint (``decoder.`` of a VisionEncoderDecoderModel):
         # its own tensors only, by their names inside it.
-        _, prefix = nesting_prefix([(name,) for name in by_name], tensors)
-        if prefix:
-            tensors = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+        tensors = own_tensors(by_name, tensors)[1]
         out: dict[Path_, Any] = {}
         for name, tensor in tensors.items():
             if name in by_name:
