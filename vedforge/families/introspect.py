@@ -275,11 +275,25 @@ class TowerTokens:
         return "default" if self.leading else "full"
 
 
+def tower_refusal(config: Any, where: str, reason: str) -> UnsupportedModelError:
+    """Why LLaVA cannot take the tower of ``config``, in one paragraph with what it can take."""
+    return UnsupportedModelError(
+        f"architecture=prefix: the encoder {where} has model type '{config.model_type}', which {reason}. "
+        "The encoder must be a vision model AutoModel builds whose hidden states are one token per image patch "
+        "(after any CLS or register tokens), as ViT, SigLIP, CLIP's or DINOv2's towers are.")
+
+
+def check_vision_tower(config: Any, where: str) -> None:
+    """Refuse a text model as the tower, from its config alone (before its processor is looked for)."""
+    if not is_vision_config(config):
+        raise tower_refusal(config, where, "is a text model, not a vision tower")
+
+
 def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -> TowerTokens:
     """Count what the tower of ``config`` emits for one ``height`` x ``width`` image at hidden state ``layer``.
 
     The tower is run on the meta device (shapes only); a tower whose forward the meta device
-    cannot run (rotary tables computed on the host) is run once on uninitialised host memory.
+    still cannot run is run once on uninitialised host memory.
 
     Raises:
         UnsupportedModelError: LLaVA cannot take this tower, with the reason.
@@ -289,14 +303,9 @@ def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -
     model_type = config.model_type
 
     def refuse(reason: str) -> UnsupportedModelError:
-        return UnsupportedModelError(
-            f"architecture=prefix: the encoder {where} has model type '{model_type}', which {reason}. "
-            "The encoder must be a vision model AutoModel builds whose hidden states are one token per image patch "
-            "(after any CLS or register tokens), as ViT, SigLIP, CLIP's or DINOv2's towers are.")
+        return tower_refusal(config, where, reason)
 
-    if not is_vision_config(config):
-        return_reason = "is a text model, not a vision tower"
-        raise refuse(return_reason)
+    check_vision_tower(config, where)
     if model_type not in _names("MODEL_MAPPING_NAMES"):
         raise refuse("has no class in AutoModel, which LlavaForConditionalGeneration builds its tower with")
     model = _meta(AutoModel.from_config, config)
@@ -343,8 +352,11 @@ def _hidden_states(model: Any, config: Any, height: int, width: int) -> Optional
         with torch.no_grad():
             return getattr(model(pixels, output_hidden_states=True), "hidden_states", None)
 
+    from vedforge.families.meta_probe import meta_autocast
+
     try:
-        return run("meta")
+        with meta_autocast():  # rotary towers (DINOv3) open an autocast block on their input's device
+            return run("meta")
     except (RuntimeError, NotImplementedError, TypeError):
         # Some towers compute position tables with host-only ops; their shapes need one real pass.
         model = model.to_empty(device="cpu")

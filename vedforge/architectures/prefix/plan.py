@@ -168,7 +168,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
 
     import transformers
 
-    from vedforge.families.introspect import is_vision_config, language_model, sub_config, tower_tokens
+    from vedforge.families.introspect import check_vision_tower, language_model, sub_config, tower_tokens
     from vedforge.sources.loading import PartConfig, apply_overrides, read_config
     from vedforge.sources.loading import fit_processor_to_image_size, load_processor, load_tokenizer
     from vedforge.sources.resolve import locate
@@ -202,11 +202,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
     lm_as_saved = copy.deepcopy(lm)
 
     settings = recipe.prefix
-    if not is_vision_config(tower):
-        raise UnsupportedModelError(
-            f"architecture=prefix: the encoder {sources['encoder'].describe()} has model type '{tower.model_type}', "
-            "which is a text model, not a vision tower. The encoder must be a vision model AutoModel builds "
-            "(ViT, SigLIP, CLIP's or DINOv2's tower, ...).")
+    check_vision_tower(tower, sources["encoder"].describe())
     depth = getattr(tower, "num_hidden_layers", None)
     if isinstance(depth, int) and not -(depth + 1) <= settings.vision_feature_layer <= depth:
         raise VedforgeError(
