@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vedforge.core.resources import assets_dir
+from vedforge.families.introspect import is_vision_config
 
 LM_TOKENIZER = "llama_tiny"  # a 512-token byte-level BPE with a chat template
 TOWER_PROCESSOR = "vit_tiny"  # 32 x 32 images
@@ -58,7 +59,7 @@ def registered_types(role: str) -> list[str]:
             config = AutoConfig.for_model(model_type)
         except Exception:  # a type whose default config cannot be made at all
             continue
-        if hasattr(config, "num_channels") and (hasattr(config, "image_size") or hasattr(config, "patch_size")):
+        if is_vision_config(config):
             towers.append(model_type)
     return towers
 
