@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Derivations vedforge caches (vedforge.core.derived_cache) go to a folder of this test session,
+# not the user's cache: every session starts cold, and its forges share what they derive.
+os.environ.setdefault("VEDFORGE_CACHE", tempfile.mkdtemp(prefix="vedforge-test-cache-"))
 
 # The CLI, run in-process by some tests, tells transformers to leave out torch or jax for a run
 # that does not need them (USE_TORCH=0, USE_FLAX=0), before transformers is first imported.

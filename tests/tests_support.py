@@ -26,7 +26,7 @@ def save_random_checkpoint(cls, config, dest: Path, *, seed: int, safetensors: b
     from vedforge.families.random_init import UnknownInitializerError, random_part_state
 
     params = {}
-    for path, tensor in random_part_state(cls, config, seed=seed, role="checkpoint").items():
+    for path, tensor in random_part_state(lambda: cls, config, seed=seed, role="checkpoint", choice=cls.__name__).items():
         try:
             params[path] = np.asarray(tensor)
         except UnknownInitializerError:

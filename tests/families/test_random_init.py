@@ -49,7 +49,7 @@ def _class(name: str, config):
 def _drawn(name: str, config, seed: int = 0) -> dict[tuple[str, ...], np.ndarray]:
     from vedforge.families.random_init import random_part_state
 
-    state = random_part_state(_class(name, config), config, seed=seed, role=FAMILIES[name])
+    state = random_part_state(lambda: _class(name, config), config, seed=seed, role=FAMILIES[name], choice="test")
     if name == "clip":  # only the vision tower goes into the combined model
         state = {k: v for k, v in state.items() if k[0] == "vision_model"}
     return {k: np.asarray(v) for k, v in state.items()}
@@ -229,7 +229,7 @@ def test_an_initialiser_that_cannot_be_drawn_fails_only_when_drawn():
     from vedforge.families.random_init import UnknownInitializerError, random_part_state
 
     config = _config("clip")
-    state = random_part_state(_class("clip", config), config, seed=0, role="encoder")
+    state = random_part_state(lambda: _class("clip", config), config, seed=0, role="encoder", choice="test")
     # A full CLIP checkpoint's logit scale is set by a lambda; the vision tower never needs it.
     with pytest.raises(UnknownInitializerError, match="logit_scale"):
         np.asarray(state[("logit_scale",)])
@@ -267,7 +267,8 @@ def _cli(tmp_path, *args, env=None):
 
 def test_the_embedded_default_logs_no_compilation_with_jax_log_compiles(tmp_path):
     out = tmp_path / "out"
-    result = _cli(tmp_path, f"output.dir={out}", "hydra.run.dir=run", env={"JAX_LOG_COMPILES": "1"})
+    # The cache of derivations off: the initialisers are traced, as in a first forge.
+    result = _cli(tmp_path, f"output.dir={out}", "hydra.run.dir=run", env={"JAX_LOG_COMPILES": "1", "VEDFORGE_CACHE": "off"})
     assert result.returncode == 0, result.stderr
     log = result.stdout + result.stderr + (tmp_path / "run" / "vedforge.log").read_text()
     # JAX_LOG_COMPILES is on: the abstract shape traces are logged, compilations would be too.

@@ -219,20 +219,52 @@ class SeededTensor(DeferredArray):
         return data if dtype is None else data.astype(dtype)
 
 
-def random_part_state(cls: Any, config: Any, *, seed: int, role: str) -> FlatState:
-    """The tensors of a randomly initialised ``cls(config)``, in that class's layout, unevaluated.
+def part_initialisers(load_class: Callable[[], Any], config: Any, role: str, *, choice: str = "checkpoint class"
+                      ) -> tuple[str, dict[Path_, tuple[Any, Init]]]:
+    """The name of the Flax class ``load_class()`` returns for ``config``, and every parameter's shape
+    spec and initialiser (:func:`traced_part`). ``choice`` names how ``load_class`` picks the class
+    from the config (it is part of the cache key).
+
+    Traced the first time a configuration is drawn and read from vedforge's cache of derivations
+    (:mod:`vedforge.core.derived_cache`) after that: ``load_class`` is called, and jax and flax are
+    imported, only on a miss.
+    """
+    from vedforge.core.derived_cache import derived
+    from vedforge.weights.lazy_tensor import TensorSpec
+
+    def trace() -> tuple[str, dict[Path_, tuple[Any, Init]]]:
+        cls = load_class()
+        return cls.__name__, traced_part(cls, config)
+
+    def encode(result: tuple[str, dict[Path_, tuple[Any, Init]]]) -> dict[str, Any]:
+        name, table = result
+        return {"class": name, "tensors": [[list(path), list(spec.shape), np.dtype(spec.dtype).name, init.kind,
+                                             init.scale, init.reason] for path, (spec, init) in table.items()]}
+
+    def decode(value: dict[str, Any]) -> tuple[str, dict[Path_, tuple[Any, Init]]]:
+        return value["class"], {tuple(path): (TensorSpec(tuple(shape), np.dtype(dtype)), Init(kind, float(scale), reason))
+                                for path, shape, dtype, kind, scale, reason in value["tensors"]}
+
+    return derived("flax-initialisers", 1, {"role": role, "class": choice, "config": config.to_dict()}, trace,
+                   encode=encode, decode=decode)
+
+
+def random_part_state(load_class: Callable[[], Any], config: Any, *, seed: int, role: str,
+                      choice: str = "checkpoint class") -> FlatState:
+    """The tensors of a randomly initialised Flax ``load_class()(config)``, in that class's layout,
+    unevaluated (:func:`part_initialisers`).
 
     Converting a tensor whose initialiser is unknown raises :class:`UnknownInitializerError`.
     """
-    return {path: SeededTensor(path, spec.shape, spec.dtype, init, seed, role)
-            for path, (spec, init) in traced_part(cls, config).items()}
+    _, table = part_initialisers(load_class, config, role, choice=choice)
+    return {path: SeededTensor(path, spec.shape, spec.dtype, init, seed, role) for path, (spec, init) in table.items()}
 
 
-def describe_generation(cls: Any, seed: int) -> dict[str, Any]:
+def describe_generation(class_name: str, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random part's weights were made."""
     return {
         "method": "seeded per tensor, without XLA",
         "generator": GENERATOR,
-        "distributions": f"the initialisers transformers' {cls.__name__} declares for each parameter",
+        "distributions": f"the initialisers transformers' {class_name} declares for each parameter",
         "seed": seed,
     }

@@ -131,13 +131,24 @@ def configure_torch_import(needed: bool) -> None:
         os.environ.setdefault("USE_TORCH", "0")
 
 
+def pretrained_torch_forge(backend: str, random_parts: Iterable[bool]) -> bool:
+    """Whether a cross-attention forge reads its tensor tree off transformers' PyTorch classes on
+    the meta device even where Flax classes exist: a PyTorch forge (``backend=pt``) of pretrained
+    parts, which then needs no Flax at all. A random part keeps the traced Flax tree, whose
+    initialisers it is drawn from (the PyTorch view knows them for fewer families)."""
+    return backend == "pt" and not any(random_parts)
+
+
 def needs_flax(cfg: Any) -> bool:
-    """True when forging ``cfg`` traces transformers' Flax classes: every cross-attention forge
-    (its tensors are laid out in Flax's tree), whatever its backend; never a prefix forge. With
-    ``architecture=auto``, unless the decoder is known to be a decoder-only LM that only a prefix
-    pairing holds."""
+    """True when forging ``cfg`` may trace transformers' Flax classes: a cross-attention forge
+    (its tensors are laid out in Flax's tree) unless it is a PyTorch forge of pretrained parts
+    (:func:`pretrained_torch_forge`); never a prefix forge. With ``architecture=auto``, unless the
+    decoder is known to be a decoder-only LM that only a prefix pairing holds."""
     from vedforge.families.registry import PREFIX_LMS
 
+    if pretrained_torch_forge(option_value(cfg.backend.name),
+                              (option_value(cfg[role].weights) == "random" for role in ("encoder", "decoder"))):
+        return False
     architecture = architecture_name(cfg)
     if architecture == "auto":
         decoder = _model_type(cfg.decoder, cfg.get("hub") or {})
@@ -148,9 +159,14 @@ def needs_flax(cfg: Any) -> bool:
 
 def sweep_needs_flax(cfg: Any, overrides: Iterable[str], sweeper_params: dict[str, Any]) -> bool:
     """True when any job of a sweep may need Flax (see :func:`needs_flax`)."""
-    swept = [values for key, values in _swept(overrides, sweeper_params) if key in ("architecture", "architecture.name")]
+    pairs = _swept(overrides, sweeper_params)
+    swept = [values for key, values in pairs if key in ("architecture", "architecture.name")]
     if swept:
         return any(value != "prefix" for values in swept for value in values)
+    if any(key in ("backend", "backend.name", "encoder", "decoder", "encoder.weights", "decoder.weights")
+           for key, _ in pairs):
+        # Some job may be a Flax forge or draw a random part: only a prefix recipe surely needs no Flax.
+        return architecture_name(cfg) != "prefix"
     return needs_flax(cfg)
 
 

@@ -134,6 +134,21 @@ def checkpoint_class(config: Any, role: str):
     return mapping[type(config)]
 
 
+def _registered_checkpoint_class(config: Any, role: str) -> Any:
+    from vedforge.compat import register_clip_vision
+
+    register_clip_vision()
+    return checkpoint_class(config, role)
+
+
+def random_part_class_name(config: Any, role: str) -> str:
+    """The name of the Flax class whose initialisers a random part with ``config`` is drawn from
+    (kept with them in the cache of derivations, so naming it imports no Flax class)."""
+    from vedforge.families.random_init import part_initialisers
+
+    return part_initialisers(lambda: _registered_checkpoint_class(config, role), config, role)[0]
+
+
 def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights: bool, seed: int) -> FlatState:
     """The tensors of one part, in the layout of the class its checkpoint was saved from.
 
@@ -142,19 +157,21 @@ def load_part_state(source: ResolvedSource, part: PartConfig, *, random_weights:
     initialisation had been saved and loaded (:mod:`vedforge.families.random_init`: nothing is compiled).
     The tensors are drawn only when written.
     """
-    from flax.traverse_util import flatten_dict
+    # Flax's classes only where they are needed: a Flax checkpoint is read as it is saved, and a
+    # forge of Flax checkpoints then imports neither jax nor flax.
+    def flax_class() -> Any:
+        return _registered_checkpoint_class(part.checkpoint, source.role)
 
-    from vedforge.compat import register_clip_vision
-
-    register_clip_vision()
-    cls = checkpoint_class(part.checkpoint, source.role)
     if random_weights:
         from vedforge.families.random_init import random_part_state
 
-        return random_part_state(cls, part.checkpoint, seed=seed, role=source.role)
+        return random_part_state(flax_class, part.checkpoint, seed=seed, role=source.role)
 
     def convert_pytorch_layout(tensors: dict) -> FlatState:
+        from flax.traverse_util import flatten_dict
         from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
+
+        cls = flax_class()
 
         if part.taken_from is not None:
             tensors = _own_tensors(tensors, part.checkpoint, source.role)

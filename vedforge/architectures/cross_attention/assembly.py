@@ -63,6 +63,26 @@ def _layers_attr(part_config: Any) -> str:
 def target_shapes(config: Any) -> dict[Path_, Any]:
     """Every parameter of the combined model with its shape and dtype, without initialising.
 
+    Traced from transformers' Flax classes (:func:`layered_target_shapes`) the first time a
+    configuration is forged, and read from vedforge's cache of derivations after that
+    (:mod:`vedforge.core.derived_cache`), so a forge of pretrained parts imports neither jax nor flax.
+    """
+    from vedforge.core.derived_cache import derived
+    from vedforge.weights.lazy_tensor import TensorSpec
+
+    def encode(shapes: dict[Path_, Any]) -> list:
+        return [[list(path), list(spec.shape), np.dtype(spec.dtype).name] for path, spec in shapes.items()]
+
+    def decode(rows: list) -> dict[Path_, Any]:
+        return {tuple(path): TensorSpec(tuple(shape), np.dtype(dtype)) for path, shape, dtype in rows}
+
+    return derived("flax-tree", 1, {"config": config.to_dict()}, lambda: layered_target_shapes(config),
+                   encode=encode, decode=decode)
+
+
+def layered_target_shapes(config: Any) -> dict[Path_, Any]:
+    """Every parameter of the combined model with its shape and dtype, traced.
+
     Tracing the whole model costs time in proportion to its depth, and every layer of a part
     has the same parameters. So the model is traced with one and with two layers per part;
     the paths the second layer adds show where each part keeps its layers (``.../h/1/...``),

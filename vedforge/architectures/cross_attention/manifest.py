@@ -41,7 +41,7 @@ def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
         from vedforge.architectures.cross_attention.torch_view import flax_class_name
 
         # Named, not imported: transformers 5 has no Flax classes; their initialisers are drawn.
-        return describe_generation(type(flax_class_name(part.config.checkpoint), (), {}), plan.recipe.seed)
-    from vedforge.sources.loading import checkpoint_class
+        return describe_generation(flax_class_name(part.config.checkpoint), plan.recipe.seed)
+    from vedforge.sources.loading import random_part_class_name
 
-    return describe_generation(checkpoint_class(part.config.checkpoint, role), plan.recipe.seed)
+    return describe_generation(random_part_class_name(part.config.checkpoint, role), plan.recipe.seed)

@@ -29,12 +29,17 @@ def torch_built(family: ModelFamily, role: str) -> bool:
     return role == "encoder" and family.built_with == "pytorch"
 
 
-def reads_torch_view(decoder: ModelFamily) -> bool:
+def reads_torch_view(decoder: ModelFamily, recipe: Recipe) -> bool:
     """Whether the Flax-layout tree is read off the PyTorch classes on the meta device
     (:mod:`.torch_view`) rather than traced from transformers' Flax classes: where there are no
-    Flax classes (transformers 5), and for a decoder without a working Flax port even under 4.57.
+    Flax classes (transformers 5), for a decoder without a working Flax port even under 4.57, and
+    for a PyTorch forge of pretrained parts, which then imports no jax or flax
+    (:func:`vedforge.recipe.backends.pretrained_torch_forge`; the two views agree, tested).
     The whole tree is read one way, so the encoder's and the decoder's paths agree."""
-    return not flax_classes_available() or decoder.built_with == "pytorch"
+    from vedforge.recipe.backends import pretrained_torch_forge
+
+    return (not flax_classes_available() or decoder.built_with == "pytorch"
+            or pretrained_torch_forge(recipe.backend, (recipe.part(role).random_weights for role in ROLES)))
 
 
 @dataclass(frozen=True)
@@ -187,8 +192,8 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
 
     from vedforge.architectures.cross_attention.assembly import target_shapes
     from vedforge.weights.writer import nbytes
-    from vedforge.sources.loading import (fit_processor_to_image_size, load_decoder_config, load_encoder_config,
-                                          load_processor, load_tokenizer)
+    from vedforge.sources.loading import load_decoder_config, load_encoder_config, load_tokenizer
+    from vedforge.sources.processor_files import read_processor_files
     from vedforge.recipe.token_policy import apply_token_ids, generation_config_for, resolve_token_ids
 
     transformers.utils.logging.set_verbosity_error()
@@ -205,12 +210,12 @@ def plan_cross_attention(recipe: Recipe) -> CrossAttentionPlan:
     dec = load_decoder_config(sources["decoder"], recipe.decoder.config_overrides, hub.trust_remote_code,
                               recipe.backend)
     dec_family = dec.family
-    torch_view_tree = reads_torch_view(dec_family)
+    torch_view_tree = reads_torch_view(dec_family, recipe)
     if recipe.cross_attention_init == "zero":
         _check_zero_init(dec_family)
-    processor = load_processor(sources["encoder"], hub.trust_remote_code)
+    processor = read_processor_files(sources["encoder"].path, sources["encoder"].describe())
     if isinstance(getattr(enc.model, "image_size", None), int):
-        fit_processor_to_image_size(processor, enc.model.image_size)
+        processor.fit_to_image_size(enc.model.image_size)
     tokenizer = load_tokenizer(sources["decoder"], hub.trust_remote_code)
     ids = resolve_token_ids(recipe.token_policy, tokenizer, dec.model, dec_family, sources["decoder"].describe())
     config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc.model, dec.model)
