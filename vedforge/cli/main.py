@@ -38,7 +38,8 @@ def run_task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from vedforge.recipe.backends import configure_flax_import, configure_torch_import, needs_flax, needs_torch
+    from vedforge.recipe.backends import (configure_flax_import, configure_torch_import, needs_flax, needs_torch,
+                                          torch_only_in_worker)
     from vedforge.pipeline.runner import forge
     from vedforge.core.secrets import guard_console, redact, register
 
@@ -54,7 +55,7 @@ def run_task(cfg) -> None:
         logging.getLogger("vedforge").info(_default_backend_note)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         # A sweep decided this for all of its jobs when it started (SweepSummary).
-        configure_torch_import(needs_torch(cfg))
+        configure_torch_import(needs_torch(cfg) and not torch_only_in_worker(cfg))
         configure_flax_import(needs_flax(cfg))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     records = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None

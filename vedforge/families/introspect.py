@@ -92,8 +92,56 @@ class LanguageModel:
     logits_differ: Optional[str] = None
 
 
+def config_data(config: Any) -> dict[str, Any]:
+    """``config`` as the JSON data its ``config.json`` would hold (every field, not only changes)."""
+    import json
+
+    return json.loads(config.to_json_string(use_diff=False))
+
+
+def config_from_data(data: dict[str, Any]) -> Any:
+    """The config :func:`config_data` describes, rebuilt by its model type's config class."""
+    from transformers import CONFIG_MAPPING
+
+    return CONFIG_MAPPING[data["model_type"]].from_dict(data)
+
+
 def language_model(config: Any, where: str) -> LanguageModel:
     """How a decoder-only language model of ``config`` sits in a LLaVA model, or why it cannot.
+
+    Read off transformers' PyTorch classes the first time a configuration is planned (in the torch
+    worker where this process hides torch, :mod:`vedforge.core.torch_worker`), from vedforge's cache
+    of derivations after that (:mod:`vedforge.core.derived_cache`).
+
+    Raises:
+        UnsupportedModelError: no causal-LM class, not decoder-only, or no base model for LLaVA to build.
+    """
+    import dataclasses
+
+    from vedforge.core import torch_worker
+    from vedforge.core.derived_cache import derived
+
+    data = config_data(config)
+
+    def derive() -> LanguageModel:
+        if torch_worker.transformers_has_torch():
+            return derive_language_model(config, where)
+        return LanguageModel(**torch_worker.call("vedforge.families.introspect:language_model_data", config=data,
+                                                 where=where))
+
+    return derived("prefix-language-model", 1, {"config": data}, derive, encode=dataclasses.asdict,
+                   decode=lambda fields: LanguageModel(**fields))
+
+
+def language_model_data(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """:func:`derive_language_model` of the config ``config`` holds, as JSON data."""
+    import dataclasses
+
+    return dataclasses.asdict(derive_language_model(config_from_data(config), where))
+
+
+def derive_language_model(config: Any, where: str) -> LanguageModel:
+    """How a decoder-only language model of ``config`` sits in a LLaVA model, read off its classes.
 
     Raises:
         UnsupportedModelError: no causal-LM class, not decoder-only, or no base model for LLaVA to build.
@@ -290,6 +338,38 @@ def check_vision_tower(config: Any, where: str) -> None:
 
 
 def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -> TowerTokens:
+    """Count what the tower of ``config`` emits for one ``height`` x ``width`` image at hidden state
+    ``layer`` (:func:`derive_tower_tokens`), derived once per configuration as :func:`language_model` is.
+
+    Raises:
+        UnsupportedModelError: LLaVA cannot take this tower, with the reason.
+    """
+    import dataclasses
+
+    from vedforge.core import torch_worker
+    from vedforge.core.derived_cache import derived
+
+    check_vision_tower(config, where)
+    data = config_data(config)
+    inputs = {"config": data, "height": height, "width": width, "layer": layer}
+
+    def derive() -> TowerTokens:
+        if torch_worker.transformers_has_torch():
+            return derive_tower_tokens(config, height, width, layer, where)
+        return TowerTokens(**torch_worker.call("vedforge.families.introspect:tower_tokens_data", **inputs, where=where))
+
+    return derived("prefix-tower-tokens", 1, inputs, derive, encode=dataclasses.asdict,
+                   decode=lambda fields: TowerTokens(**fields))
+
+
+def tower_tokens_data(config: dict[str, Any], height: int, width: int, layer: int, where: str) -> dict[str, Any]:
+    """:func:`derive_tower_tokens` of the config ``config`` holds, as JSON data."""
+    import dataclasses
+
+    return dataclasses.asdict(derive_tower_tokens(config_from_data(config), height, width, layer, where))
+
+
+def derive_tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -> TowerTokens:
     """Count what the tower of ``config`` emits for one ``height`` x ``width`` image at hidden state ``layer``.
 
     The tower is run on the meta device (shapes only); a tower whose forward the meta device

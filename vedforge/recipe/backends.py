@@ -31,6 +31,16 @@ def needs_torch(cfg: Any) -> bool:
     return backend == "pt" or bool(cfg.output.pytorch)
 
 
+def torch_only_in_worker(cfg: Any) -> bool:
+    """True when forging ``cfg`` reads transformers' PyTorch classes only in the torch worker
+    (:mod:`vedforge.core.torch_worker`), so this process may hide torch from transformers: a
+    prefix forge (``architecture=prefix`` named) of pretrained parts, whose tensors are copied from
+    their files. A random part is drawn here, and remote code runs here."""
+    if architecture_name(cfg) != "prefix" or cfg.hub.trust_remote_code:
+        return False
+    return all(option_value(cfg[role].weights) != "random" for role in ("encoder", "decoder"))
+
+
 def _model_type(node: Any, hub: Any) -> str | None:
     """A part's model type from its config.json where it is on this machine (embedded, a local
     folder, or the hub cache), read as JSON: transformers must not be imported yet. None when unknown."""
@@ -181,9 +191,19 @@ def configure_flax_import(needed: bool) -> None:
         os.environ.setdefault("USE_FLAX", "0")
 
 
-def require_torch(what: str) -> Any:
+def require_torch(what: str, *, in_worker: bool = False) -> Any:
     """Import and return torch for ``what`` (e.g. "backend=pt"), or raise :class:`BackendError`
-    saying how to make it available."""
+    saying how to make it available. With ``in_worker``, where this process hides torch from
+    transformers and the torch worker reads its classes (:func:`torch_only_in_worker`), only check
+    that torch is installed, and return None."""
+    if in_worker:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise BackendError(
+                f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it "
+                f"with: {INSTALL_HINT}.")
+        return None
     if os.environ.get("USE_TORCH", "").lower() in FALSE_VALUES:
         raise BackendError(
             f"{what} needs PyTorch, but USE_TORCH={os.environ['USE_TORCH']} in the environment hides it from "

@@ -117,16 +117,9 @@ def _shapes(part: PartPlan) -> Mapping[str, Any]:
     from vedforge.weights.lazy_tensor import TensorSpec
 
     if part.recipe.random_weights or not all(f.on_disk for f in part.files):
-        import torch
-
         # Random weights are drawn in float32; hub weights not yet downloaded are sized from the config.
         stored = "float32" if part.recipe.random_weights else _config_dtype(part.config.model)
-        from vedforge.weights.saved_names import saved_names
-
-        with torch.device("meta"):
-            model = _random_model(part)
-        renamed = saved_names(model)
-        return {renamed[n]: TensorSpec(tuple(t.shape), np.dtype(stored)) for n, t in model.state_dict().items()}
+        return {name: TensorSpec(shape, np.dtype(stored)) for name, shape in _class_shapes(part).items()}
     from vedforge.architectures.prefix.weights import read_part_tensors
 
     return read_part_tensors(part.source.path, header_only=True, role=part.source.role)
@@ -140,12 +133,42 @@ def _config_dtype(config: Any) -> str:
     return name if name in ("float32", "float16", "bfloat16") else "float32"
 
 
-def _random_model(part: PartPlan) -> Any:
+def _class_shapes(part: PartPlan) -> dict[str, tuple[int, ...]]:
+    """Every tensor the part's PyTorch class holds, by saved name, read off the class on the meta
+    device once per configuration (in the torch worker where this process hides torch)."""
+    from vedforge.core import torch_worker
+    from vedforge.core.derived_cache import derived
+    from vedforge.families.introspect import config_data
+
+    data = config_data(part.config.model)
+
+    def derive() -> list:
+        if torch_worker.transformers_has_torch():
+            return class_shapes(part.config.model, part.role)
+        return torch_worker.call("vedforge.architectures.prefix.plan:class_shapes_data", config=data, role=part.role)
+
+    rows = derived("prefix-part-tensors", 1, {"config": data, "role": part.role}, derive, encode=list, decode=list)
+    return {name: tuple(shape) for name, shape in rows}
+
+
+def class_shapes_data(config: dict[str, Any], role: str) -> list:
+    """:func:`class_shapes` of the config ``config`` holds."""
+    from vedforge.families.introspect import config_from_data
+
+    return class_shapes(config_from_data(config), role)
+
+
+def class_shapes(config: Any, role: str) -> list:
+    """``[saved name, shape]`` of every tensor the PyTorch class of a part with ``config`` holds."""
+    import torch
     from transformers import AutoModel, AutoModelForCausalLM
 
-    if part.role == "encoder":
-        return AutoModel.from_config(part.config.model)
-    return AutoModelForCausalLM.from_config(part.config.model)
+    from vedforge.weights.saved_names import saved_names
+
+    with torch.device("meta"):
+        model = (AutoModel if role == "encoder" else AutoModelForCausalLM).from_config(config)
+    renamed = saved_names(model)
+    return [[renamed[n], list(t.shape)] for n, t in model.state_dict().items()]
 
 
 def _derived_family(config: Any, role: str) -> ModelFamily:

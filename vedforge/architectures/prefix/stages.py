@@ -136,6 +136,6 @@ def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str
 
 
 def _torch_version() -> str:
-    import torch
+    from importlib.metadata import version
 
-    return torch.__version__
+    return version("torch")  # read, not imported: a prefix forge of pretrained parts runs without torch
