@@ -54,25 +54,16 @@ def build_plan(cfg: DictConfig) -> Any:
         if previous is not None:
             return SkipPlan(recipe, output_dir, previous)
     if recipe.writes_pytorch:
-        from vedforge.recipe.backends import require_torch
+        from vedforge.recipe.backends import reads_torch_in_worker, require_torch
 
         # Refused at once, not after minutes of loading, when PyTorch is needed but missing.
         require_torch("backend=pt" if recipe.backend == "pt" else "output.pytorch=true",
-                      in_worker=_torch_in_worker(recipe))
+                      in_worker=reads_torch_in_worker(recipe))
     check_destination(output_dir, overwrite=recipe.output.overwrite)
     plan = architecture(recipe.architecture).plan(recipe)
     for note in unread_weights_notes(plan):
         log.warning(note)
     return plan
-
-
-def _torch_in_worker(recipe: Any) -> bool:
-    """A prefix forge of pretrained parts in a process whose transformers has no PyTorch classes
-    (the command line hides them): the torch worker reads the classes it needs."""
-    from vedforge.core.torch_worker import transformers_has_torch
-
-    return (recipe.architecture == "prefix" and not any(recipe.part(r).random_weights for r in ("encoder", "decoder"))
-            and not recipe.hub.trust_remote_code and not transformers_has_torch())
 
 
 def unread_weights_notes(plan: Any) -> list[str]:

@@ -36,9 +36,22 @@ def torch_only_in_worker(cfg: Any) -> bool:
     (:mod:`vedforge.core.torch_worker`), so this process may hide torch from transformers: a
     prefix forge (``architecture=prefix`` named) of pretrained parts, whose tensors are copied from
     their files. A random part is drawn here, and remote code runs here."""
-    if architecture_name(cfg) != "prefix" or cfg.hub.trust_remote_code:
-        return False
-    return all(option_value(cfg[role].weights) != "random" for role in ("encoder", "decoder"))
+    return _pretrained_prefix(architecture_name(cfg), bool(cfg.hub.trust_remote_code),
+                              [option_value(cfg[role].weights) == "random" for role in ("encoder", "decoder")])
+
+
+def reads_torch_in_worker(recipe: Any) -> bool:
+    """True when a typed ``recipe`` is forged (:func:`torch_only_in_worker`) in a process whose
+    transformers has no PyTorch classes, so only the torch worker needs torch."""
+    from vedforge.core.torch_worker import transformers_has_torch
+
+    return (_pretrained_prefix(recipe.architecture, recipe.hub.trust_remote_code,
+                               [recipe.part(role).random_weights for role in ("encoder", "decoder")])
+            and not transformers_has_torch())
+
+
+def _pretrained_prefix(architecture: str, trust_remote_code: bool, random_parts: list[bool]) -> bool:
+    return architecture == "prefix" and not trust_remote_code and not any(random_parts)
 
 
 def _model_type(node: Any, hub: Any) -> str | None:
