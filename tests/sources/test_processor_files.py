@@ -1,0 +1,64 @@
+"""The encoder's image processor, carried as its file: clients load the same processor the encoder ships."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vedforge.core.errors import VedforgeError
+from vedforge.core.resources import assets_dir
+from vedforge.sources.loading import fit_processor_to_image_size
+from vedforge.sources.processor_files import read_processor_files
+
+ENCODER_ASSETS = sorted(p.parent.name for p in assets_dir().glob("*/preprocessor_config.json"))
+
+
+def _loaded(folder):
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("asset", ENCODER_ASSETS)
+def test_the_saved_processor_loads_as_the_encoders_own(tmp_path, asset):
+    files = read_processor_files(assets_dir() / asset, asset)
+    files.save_pretrained(tmp_path)
+    assert (tmp_path / "preprocessor_config.json").read_bytes() == (assets_dir() / asset / "preprocessor_config.json").read_bytes()
+    assert _loaded(tmp_path).to_dict() == _loaded(assets_dir() / asset).to_dict()
+
+
+@pytest.mark.parametrize("asset", ENCODER_ASSETS)
+def test_an_image_size_override_gives_the_processor_transformers_would_fit(tmp_path, asset):
+    files = read_processor_files(assets_dir() / asset, asset)
+    files.fit_to_image_size(48)
+    files.save_pretrained(tmp_path)
+    expected = _loaded(assets_dir() / asset)
+    fit_processor_to_image_size(expected, 48)  # the same change made on the loaded processor
+    assert _loaded(tmp_path).to_dict() == expected.to_dict()
+
+
+def test_an_int_size_of_an_older_processor_takes_the_new_size(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "preprocessor_config.json").write_text(json.dumps(
+        {"feature_extractor_type": "ViTFeatureExtractor", "size": 224, "do_resize": True}))
+    files = read_processor_files(tmp_path / "src", "old")
+    files.fit_to_image_size(32)
+    assert files.to_dict()["size"] == 32
+    files.save_pretrained(tmp_path)
+    processor = _loaded(tmp_path)
+    assert processor.size == {"height": 32, "width": 32}
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "there is no preprocessor_config.json"),
+    ("{not json", "is not valid JSON"),
+    ("[1, 2]", "holds a list"),
+])
+def test_a_missing_or_broken_processor_file_is_refused_naming_it(tmp_path, content, says):
+    if content is not None:
+        (tmp_path / "preprocessor_config.json").write_text(content)
+    with pytest.raises(VedforgeError) as caught:
+        read_processor_files(tmp_path, "the encoder 'x'")
+    assert says in str(caught.value) and "the encoder 'x'" in str(caught.value)
+    assert "\n" not in str(caught.value)
