@@ -165,6 +165,18 @@ def configure_flax_import(needed: bool) -> None:
         os.environ.setdefault("USE_FLAX", "0")
 
 
+def require_torch_installed(what: str) -> None:
+    """Raise :class:`BackendError` unless torch is installed, for ``what`` that writes files for
+    PyTorch without running it (torch is looked up, not imported: importing it takes seconds)."""
+    from importlib.util import find_spec
+
+    if find_spec("torch") is None:
+        raise BackendError(
+            f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it with: "
+            f"{INSTALL_HINT}."
+        )
+
+
 def require_torch(what: str) -> Any:
     """Import and return torch for ``what`` (e.g. "backend=pt"), or raise :class:`BackendError`
     saying how to make it available."""
