@@ -349,7 +349,7 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         VedforgeError: a problem with ``src``, ``out``, the options or the environment; nothing is
             written under ``out``, and an existing ``out`` is untouched.
     """
-    from vedforge.recipe.backends import require_torch_installed
+    from vedforge.core.frameworks import require_torch_installed
     from vedforge.core.units import parse_size
     from vedforge.weights.writer import BackgroundWrite
 

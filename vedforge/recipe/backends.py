@@ -16,10 +16,10 @@ import sys
 from typing import Any, Iterable
 
 from vedforge.core.errors import BackendError
-from vedforge.core.frameworks import FALSE_VALUES
+from vedforge.core.frameworks import FALSE_VALUES, TORCH_INSTALL
 from vedforge.recipe.schema import architecture_name, option_value
 
-INSTALL_HINT = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CPU wheel: pip install torch==2.13.0)'
+INSTALL_HINT = TORCH_INSTALL
 
 
 def needs_torch(cfg: Any) -> bool:
@@ -163,18 +163,6 @@ def configure_flax_import(needed: bool) -> None:
     # into the processes this one starts.
     if not needed and "transformers" not in sys.modules:
         os.environ.setdefault("USE_FLAX", "0")
-
-
-def require_torch_installed(what: str) -> None:
-    """Raise :class:`BackendError` unless torch is installed, for ``what`` that writes files for
-    PyTorch without running it (torch is looked up, not imported: importing it takes seconds)."""
-    from importlib.util import find_spec
-
-    if find_spec("torch") is None:
-        raise BackendError(
-            f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it with: "
-            f"{INSTALL_HINT}."
-        )
 
 
 def require_torch(what: str) -> Any:
