@@ -128,8 +128,9 @@ def main() -> None:
     if "vedforge" in med:
         for other in ("by_hand", "floor"):
             if other in med:
-                print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}, "
-                      f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}")
+                print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}x "
+                      f"({med['vedforge'][0]:.2f} s / {med[other][0]:.2f} s, medians), "
+                      f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}x")
 
 
 if __name__ == "__main__":
