@@ -10,7 +10,10 @@ processor, a model card and a manifest, published as a forge is: all at once, or
 The weights stream as a forge's do: the input is indexed from its headers, each tensor is
 converted when the writer reaches it (:mod:`vedforge.weights.pytorch_layout`) and tensors that need
 no change are copied file to file by the kernel, so memory stays at a few tensors whatever
-the checkpoint's size. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
+the checkpoint's size. The names come from the Flax paths, so no PyTorch model is built and torch
+is not imported; the checkpoint is checked against its config by :mod:`vedforge.pipeline.checkpoint_fit`.
+The weights are written in the background while transformers (slow to import) reads the configs,
+tokenizer and image processor. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
 no alternative: in transformers 4.51-4.57 it leaves the parameters on the meta device, and
 transformers 5 cannot read Flax files at all.
 """

@@ -5,8 +5,9 @@ The conversion follows ``transformers.modeling_flax_pytorch_utils.load_flax_weig
 renamed ``weight``), but tensor by tensor and lazily: the writer pulls each converted tensor
 when it writes it, so converting costs one tensor of memory, not a second copy of the model.
 (``from_pretrained(dir, from_flax=True)`` is no alternative: in transformers 4.51-4.57 it
-leaves the parameters on the meta device.) The names are checked against the PyTorch model
-built on the meta device, which allocates nothing.
+leaves the parameters on the meta device.) A forge checks the names against the PyTorch model
+built on the meta device, which allocates nothing (:func:`to_pytorch_layout`); a conversion of a
+whole Flax checkpoint names them from the Flax paths alone (:func:`pytorch_named`).
 """
 
 from __future__ import annotations
