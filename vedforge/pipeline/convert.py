@@ -383,10 +383,10 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
                     source = FlaxSource(src, _read_config(src), layout, weight_files, params)
                     _check_fits(src, source.config, params)
                     parts = _converted_parts(source, tensors, dtype, max_shard_size)
-                except BaseException:
+                    hashes = weights.result()
+                except BaseException:  # an interrupt too: the staging directory goes once the write has stopped
                     weights.cancel()
                     raise
-                hashes = weights.result()
                 written = time.perf_counter() - write_started
                 manifest = _write_parts(staging, parts)
                 manifest["files"] = file_table(
