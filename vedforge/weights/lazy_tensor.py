@@ -115,9 +115,12 @@ class LazyTensor(DeferredArray):
             return np.asarray(self)
         with open(self.path, "rb") as f:
             try:
-                # MAP_POPULATE maps every page in one call rather than one page fault at a time.
-                pages = mmap.mmap(f.fileno(), length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
-                                  prot=mmap.PROT_READ, offset=start)
+                if hasattr(mmap, "MAP_SHARED"):
+                    # MAP_POPULATE (Linux) maps every page in one call rather than one page fault at a time.
+                    pages = mmap.mmap(f.fileno(), length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                      prot=mmap.PROT_READ, offset=start)
+                else:  # Windows
+                    pages = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=start)
             except ValueError:  # the file is shorter than offset + length
                 raise truncated_tensor(self.path) from None
         return np.frombuffer(pages, self.dtype, self.size, self.offset - start).reshape(self.shape)
