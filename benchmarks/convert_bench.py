@@ -3,7 +3,9 @@
 Builds, once, a base-size Flax vision-encoder-decoder checkpoint with random weights (ViT-base/16
 + GPT-2 small, forged by vedforge from the configs of benchmarks/forge_bench.py; --scale large
 for ViT-large + GPT-2 large, sharded), then runs each flow in its own process, alternating,
---runs times, and prints the median wall time and peak RSS against the checkpoint's size.
+--runs times, and prints the median wall time, peak RSS (against the checkpoint's size) and CPU
+seconds (user + system, which other load on the machine inflates far less than wall time), and
+vedforge's ratios to the other flows.
 
     python benchmarks/convert_bench.py                  # base, 3 runs each
     python benchmarks/convert_bench.py --scale large --max-shard-size 2GB --flows vedforge,floor
@@ -29,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from forge_bench import BUILD, FLOOR, REPO, SCALES, FlowFailed, dir_bytes, run  # noqa: E402
+from forge_bench import BUILD, FLOOR, REPO, SCALES, FlowFailed, dir_bytes, run, run_with_cpu  # noqa: E402
 
 BY_HAND = r'''
 import sys
@@ -81,7 +83,7 @@ def main() -> None:
     weights = flax_weights(source)
     checkpoint_bytes = sum(p.stat().st_size for p in weights)
     flows = [f.strip() for f in args.flows.split(",")]
-    results: dict[str, list[tuple[float, int, int]]] = {f: [] for f in flows}
+    results: dict[str, list[tuple[float, int, int, float]]] = {f: [] for f in flows}
     failures: dict[str, list[FlowFailed]] = {f: [] for f in flows}
     scratch = Path(tempfile.mkdtemp(prefix="vedforge-convert-bench-"))
     try:
@@ -96,7 +98,7 @@ def main() -> None:
                     out.mkdir(parents=True)
                     cmd = [py, "-c", FLOOR, *map(str, weights), str(out / "w"), str(checkpoint_bytes)]
                 try:
-                    wall, rss = run(cmd, env)
+                    wall, rss, cpu = run_with_cpu(cmd, env)
                 except FlowFailed as failed:
                     failures[flow].append(failed)
                     print(f"  run {i + 1} {flow:9s} FAILED after {failed.wall:.2f} s at {failed.rss / 2**30:.2f} GiB: "
@@ -107,29 +109,32 @@ def main() -> None:
                 if flow == "vedforge":
                     manifest = json.loads((out / "vedforge_manifest.json").read_text())
                     assert manifest["parameters"]["total"] > 0, manifest
-                results[flow].append((wall, rss, written))
+                results[flow].append((wall, rss, written, cpu))
                 shutil.rmtree(out, ignore_errors=True)
-                print(f"  run {i + 1} {flow:9s} {wall:7.2f} s  {rss / 2**30:5.2f} GiB", flush=True)
+                print(f"  run {i + 1} {flow:9s} {wall:7.2f} s  {rss / 2**30:5.2f} GiB  {cpu:6.2f} CPU s", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
     print(f"\nconvert {args.scale}: Flax checkpoint {checkpoint_bytes:,} bytes ({checkpoint_bytes / 2**30:.2f} GiB) in "
           f"{len(weights)} file(s), {args.runs} runs each, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"{'flow':10s} {'median wall s':>14s} {'median peak RSS GiB':>20s} {'RSS/checkpoint':>15s} {'bytes written':>15s}")
+    print(f"{'flow':10s} {'median wall s':>14s} {'median peak RSS GiB':>20s} {'RSS/checkpoint':>15s} {'bytes written':>15s} "
+          f"{'median CPU s':>13s}")
     med = {}
     for flow, rows in results.items():
         if not rows:
             print(f"{flow:10s} failed in all runs: {failures[flow][0].what.splitlines()[0] if failures[flow] else '?'}")
             continue
-        med[flow] = (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows), rows[-1][2])
+        med[flow] = (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows), rows[-1][2],
+                     statistics.median(r[3] for r in rows))
         print(f"{flow:10s} {med[flow][0]:14.2f} {med[flow][1] / 2**30:20.2f} {med[flow][1] / checkpoint_bytes:15.2f} "
-              f"{med[flow][2]:15,d}")
+              f"{med[flow][2]:15,d} {med[flow][3]:13.2f}")
     if "vedforge" in med:
         for other in ("by_hand", "floor"):
             if other in med:
-                print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}, "
-                      f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}")
+                print(f"vedforge/{other}: wall {med['vedforge'][0] / med[other][0]:.2f}x "
+                      f"({med['vedforge'][0]:.2f} s / {med[other][0]:.2f} s, medians), "
+                      f"peak RSS {med['vedforge'][1] / med[other][1]:.2f}x, CPU {med['vedforge'][3] / med[other][3]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -298,6 +298,26 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
     _nothing_under(tmp_path / "out")
 
 
+def test_a_layer_lacking_a_tensor_or_an_extra_part_is_refused(tmp_path):
+    from vedforge.weights.checkpoint import read_msgpack
+    from vedforge.weights.writer import write_flax_checkpoint
+
+    forged = _forge(tmp_path)
+    params = {path: np.asarray(t) for path, t in read_msgpack([forged / "flax_model.msgpack"]).items()}
+    lacking = ("decoder", "transformer", "h", "1", "mlp", "c_fc", "bias")
+    extra = {("enc_to_dec_proj", "kernel"): np.zeros((3, 3), np.float32)}
+    for name, state, error in (
+        ("lacking", {p: t for p, t in params.items() if p != lacking}, r"nothing for decoder\.transformer\.h\.1\.mlp\.c_fc\.bias"),
+        ("extra", {**params, **extra}, r"no PyTorch place for enc_to_dec_proj/kernel \(3, 3\)"),
+    ):
+        src = _copy(forged, tmp_path / name)
+        (src / "flax_model.msgpack").unlink()
+        write_flax_checkpoint(src, state, 10**9)
+        with pytest.raises(NotACheckpointError, match=error + ".*save it again"):
+            convert(src, tmp_path / "out")
+        _nothing_under(tmp_path / "out")
+
+
 @pytest.mark.parametrize("damage, error", [
     ("truncate", "truncated"),
     ("garbage", "cannot be parsed as Flax msgpack"),

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from vedforge.pipeline.convert import DEFAULT_MAX_SHARD_SIZE, convert
+
+_SWITCH_INTERVAL_S = 0.0005
+
+
+def _needs_torch_to_load(src: Path) -> bool:
+    """True when SRC's image processor is a fast one, which transformers loads only with torch."""
+    import json
+
+    try:
+        kind = json.loads((src / "preprocessor_config.json").read_text()).get("image_processor_type")
+    except (OSError, ValueError, AttributeError):
+        return False  # no processor, or one the conversion reports as unreadable
+    return isinstance(kind, str) and kind.endswith("Fast")
+
 
 def main(argv: list[str]) -> int:
     """Entry of ``vedforge convert SRC OUT``; returns the exit code."""
@@ -31,7 +46,22 @@ def main(argv: list[str]) -> int:
     # Before transformers is imported: a conversion needs no Flax, and transformers would
     # otherwise import jax (about 0.15 GiB and a second of start-up) for its image transforms.
     os.environ.setdefault("USE_FLAX", "0")
-    result = convert(args.src, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    if "transformers" not in sys.modules and not _needs_torch_to_load(args.src):
+        # Nor torch, which transformers would import (seconds of start-up) although the
+        # configs, tokenizer and slow image processors it reads here give the same files without it.
+        os.environ.setdefault("USE_TORCH", "0")
+        # With neither framework, transformers warns at import that models are unavailable; the
+        # conversion silences its warnings once it is imported, and this one comes before.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # The weights stream in threads that take the GIL back thousands of times (after each block
+    # they transpose, hash or write) while transformers is imported on this one; at the default
+    # 5 ms switch interval each of those waits can last that long.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    try:
+        result = convert(args.src, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    finally:
+        sys.setswitchinterval(interval)
     counts = result.manifest["parameters"]
     files = sorted(result.manifest["files"])
     print(f"Converted {result.manifest['encoder_model_type']} + {result.manifest['decoder_model_type']} "

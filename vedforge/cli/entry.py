@@ -1,7 +1,8 @@
 """The ``vedforge`` console command and ``python -m vedforge``.
 
 ``vedforge --help`` is answered here, from the configuration files, before Hydra (or anything
-else heavy) is imported; every other command line goes to :func:`vedforge.cli.main.entry`.
+else heavy) is imported; ``vedforge convert`` goes to :mod:`vedforge.cli.subcommands`
+without it, and every other command line goes to :func:`vedforge.cli.main.entry`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def entry() -> None:
                 # `vedforge --help | head`: the reader has all it wanted.
                 sys.stdout = None
             return
+    if sys.argv[1:2] == ["convert"]:
+        # verify may compose recipes, which needs the resolvers vedforge.cli.main registers.
+        from vedforge.cli.subcommands import main as subcommand_main
+
+        subcommand_main(sys.argv[1:])
     from vedforge.cli.main import entry as cli_entry
 
     cli_entry()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from vedforge.cli.messages import debug_enabled as _debug, report
+from vedforge.cli.subcommands import NAMES as SUBCOMMANDS, run_subcommand
 from vedforge.core.errors import EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, EXIT_USER_ERROR, VedforgeError
 from vedforge.sweeps import interrupts
 from vedforge.sweeps.summary import SweepSummary, register_resolvers, write_interrupted_summary
@@ -167,29 +168,6 @@ def _shared_cache():
     return _sweep_cache
 
 
-def _run_subcommand(name: str, argv: list[str]) -> int:
-    """Run ``vedforge verify`` or ``vedforge convert`` and translate failures into exit codes."""
-    from importlib import import_module
-
-    command = import_module(f"vedforge.cli.{name}_command").main
-    try:
-        return command(argv)
-    except VedforgeError as exc:
-        if _debug():
-            raise
-        report(str(exc))
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        report("interrupted. Nothing partial was published; run the same command again.")
-        return EXIT_INTERRUPTED
-    except Exception as exc:
-        if _debug():
-            raise
-        report(f"{type(exc).__name__}: {exc}. This is a bug in vedforge or a library below it; rerun with "
-               "VEDFORGE_DEBUG=1 for the traceback and report it.", internal=True)
-        return EXIT_INTERNAL_ERROR
-
-
 _GROUPS = ("encoder", "decoder", "token_policy", "backend", "architecture", "recipe")
 
 # What Hydra's override grammar reads as a number or a boolean; as a group option Hydra
@@ -227,8 +205,8 @@ def main() -> None:
     for token in tokens_in_overrides(sys.argv[1:]):
         register(token)
     guard_console()
-    if sys.argv[1:2] in (["verify"], ["convert"]):
-        sys.exit(_run_subcommand(sys.argv[1], sys.argv[2:]))
+    if sys.argv[1:2] in ([name] for name in SUBCOMMANDS):
+        sys.exit(run_subcommand(sys.argv[1], sys.argv[2:]))
     if sys.argv[1:2] == ["plan"]:
         from vedforge.cli.plan_command import main as plan_main
 

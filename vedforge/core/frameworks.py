@@ -17,6 +17,8 @@ from functools import lru_cache
 
 # The Flax profile, as the README's first section installs it.
 FLAX_INSTALL = 'pip install "vedforge[flax]"'
+# PyTorch, for the routes that need it.
+TORCH_INSTALL = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CPU wheel: pip install torch==2.13.0)'
 # What turns USE_TORCH / USE_FLAX off, as transformers reads them.
 FALSE_VALUES = ("0", "false", "no", "off")
 
@@ -81,3 +83,18 @@ def config_to_build(config: object) -> object:
     import copy
 
     return copy.deepcopy(config) if _major(transformers_version()) >= 5 else config
+
+
+def require_torch_installed(what: str) -> None:
+    """Raise :class:`~vedforge.core.errors.BackendError` unless torch is installed, for ``what``
+    that writes files for PyTorch without running it (torch is looked up, not imported: importing
+    it takes seconds)."""
+    import sys
+
+    from vedforge.core.errors import BackendError
+
+    if not _installed("torch"):
+        raise BackendError(
+            f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it with: "
+            f"{TORCH_INSTALL}."
+        )

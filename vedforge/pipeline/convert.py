@@ -10,7 +10,10 @@ processor, a model card and a manifest, published as a forge is: all at once, or
 The weights stream as a forge's do: the input is indexed from its headers, each tensor is
 converted when the writer reaches it (:mod:`vedforge.weights.pytorch_layout`) and tensors that need
 no change are copied file to file by the kernel, so memory stays at a few tensors whatever
-the checkpoint's size. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
+the checkpoint's size. The names come from the Flax paths, so no PyTorch model is built and torch
+is not imported; the checkpoint is checked against its config by :mod:`vedforge.pipeline.checkpoint_fit`.
+The weights are written in the background while transformers (slow to import) reads the configs,
+tokenizer and image processor. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
 no alternative: in transformers 4.51-4.57 it leaves the parameters on the meta device, and
 transformers 5 cannot read Flax files at all.
 """
@@ -71,14 +74,20 @@ def read_flax_source(src: Path) -> FlaxSource:
         CorruptCheckpointError: its config, index or weight files cannot be parsed, or a shard is missing.
     """
     src = src.absolute()
+    layout, files, params = _index_flax_source(src)
+    return FlaxSource(src, _read_config(src), layout, files, params)
+
+
+def _index_flax_source(src: Path) -> tuple[str, list[Path], dict[tuple[str, ...], Any]]:
+    """:func:`read_flax_source` up to the config, which is only checked for its model type
+    (transformers, which parses it, is slow to import): the layout, weight files and tensors."""
     if not src.exists():
         raise NotACheckpointError(f"The source '{src}' does not exist. Give {_WHAT_SRC_IS}.")
     if not src.is_dir():
         raise NotACheckpointError(f"The source '{src}' is a file, not a directory. Give {_WHAT_SRC_IS}.")
-    config = _read_config(src)
+    _check_model_type(src)
     layout, files = _flax_weight_files(src)
-    params = _index_params(src, layout, files)
-    return FlaxSource(src, config, layout, files, params)
+    return layout, files, _index_params(src, layout, files)
 
 
 def _holdings(src: Path) -> str:
@@ -87,9 +96,7 @@ def _holdings(src: Path) -> str:
     return shown or "nothing"
 
 
-def _read_config(src: Path) -> Any:
-    from transformers import VisionEncoderDecoderConfig
-
+def _check_model_type(src: Path) -> None:
     path = src / _CONFIG
     if not path.is_file():
         raise NotACheckpointError(
@@ -105,6 +112,13 @@ def _read_config(src: Path) -> Any:
             f"'{src}' is not a vision-encoder-decoder checkpoint: its {_CONFIG} has model_type {model_type!r}, not "
             f"'vision-encoder-decoder'. vedforge convert takes a combined image-to-text model: {_WHAT_SRC_IS}."
         )
+
+
+def _read_config(src: Path) -> Any:
+    from transformers import VisionEncoderDecoderConfig
+
+    path = src / _CONFIG
+    _check_model_type(src)
     try:
         return VisionEncoderDecoderConfig.from_pretrained(str(src))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -181,25 +195,39 @@ def pytorch_tensors(source: FlaxSource) -> dict[str, Any]:
     """The PyTorch state dict of ``source``'s model, as lazily converted tensors.
 
     Raises:
-        NotACheckpointError: the tensors do not cover transformers' ``VisionEncoderDecoderModel``
-            built from the config (a tensor has no place in it, or one of its tensors is missing).
+        NotACheckpointError: the tensors do not hold the model the config describes (a part
+            or layer is missing or extra, or a layer lacks a tensor the others have).
     """
-    from vedforge.core.errors import BackendError
-    from vedforge.weights.pytorch_layout import to_pytorch_layout
+    tensors = _pytorch_named(source.path, source.params)
+    _check_fits(source.path, source.config, source.params)
+    return tensors
 
-    config = source.config
+
+def _pytorch_named(src: Path, params: dict[tuple[str, ...], Any]) -> dict[str, Any]:
+    from vedforge.core.errors import BackendError
+    from vedforge.weights.pytorch_layout import pytorch_named
+
     try:
-        return to_pytorch_layout(config, source.params, advice=(
-            f"'{source.path}' is not a complete checkpoint of the model its {_CONFIG} describes: save it again with "
+        return pytorch_named(params)
+    except BackendError as exc:
+        raise NotACheckpointError(f"'{src}' is not a checkpoint vedforge can convert: {exc}") from None
+
+
+def _check_fits(src: Path, config: Any, params: dict[tuple[str, ...], Any]) -> None:
+    from vedforge.core.errors import BackendError
+    from vedforge.pipeline.checkpoint_fit import check_checkpoint_fits
+
+    try:
+        check_checkpoint_fits(config, params, advice=(
+            f"'{src}' is not a complete checkpoint of the model its {_CONFIG} describes: save it again with "
             "FlaxVisionEncoderDecoderModel.save_pretrained"))
     except BackendError as exc:
         raise NotACheckpointError(str(exc)) from None
-    except (ValueError, KeyError, AttributeError, TypeError) as exc:
-        # transformers cannot build the PyTorch model of this config at all.
+    except (AttributeError, TypeError) as exc:
+        # A config without the sizes every vision-encoder-decoder has (an encoder without hidden_size).
         raise NotACheckpointError(
-            f"transformers' PyTorch VisionEncoderDecoderModel cannot be built from the {_CONFIG} of '{source.path}' "
-            f"({config.encoder.model_type} + {config.decoder.model_type}: {type(exc).__name__}: "
-            f"{first_line(exc)})."
+            f"The {_CONFIG} of '{src}' does not describe a vision-encoder-decoder model transformers can build "
+            f"({config.encoder.model_type} + {config.decoder.model_type}: {type(exc).__name__}: {first_line(exc)})."
         ) from None
 
 
@@ -324,9 +352,9 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         VedforgeError: a problem with ``src``, ``out``, the options or the environment; nothing is
             written under ``out``, and an existing ``out`` is untouched.
     """
-    from vedforge.recipe.backends import require_torch
+    from vedforge.core.frameworks import require_torch_installed
     from vedforge.core.units import parse_size
-    from vedforge.weights.writer import nbytes
+    from vedforge.weights.writer import BackgroundWrite
 
     started = time.perf_counter()
     try:
@@ -336,16 +364,70 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
             f"--max-shard-size {max_shard_size!r} is not a size; write it like 5GB, 500MB, 2GiB or a byte count."
         ) from None
     src, out = Path(src).absolute(), Path(out).absolute()
-    source = read_flax_source(src)
+    layout, weight_files, params = _index_flax_source(src)
     _check_output(src, out, overwrite)
-    require_torch("vedforge convert")
+    require_torch_installed("vedforge convert")
+    tensors = _pytorch_named(src, params)
+    dtype = _weights_dtype(tensors)
+    staged = StagedArtifact(out, overwrite=overwrite)
+    with OutputLock(out):
+        _check_output(src, out, overwrite)  # again under the lock: another process may have written meanwhile
+        try:
+            with staged:
+                staging = staged.path
+                write_started = time.perf_counter()
+                # The weights stream to disk while transformers is imported and the configs,
+                # tokenizer and image processor are read; whatever fails there cancels the write.
+                weights = BackgroundWrite(staging, tensors, shard_size, on_file=staged.sync_in_background)
+                try:
+                    source = FlaxSource(src, _read_config(src), layout, weight_files, params)
+                    _check_fits(src, source.config, params)
+                    parts = _converted_parts(source, tensors, dtype, max_shard_size)
+                    hashes = weights.result()
+                except BaseException:  # an interrupt too: the staging directory goes once the write has stopped
+                    weights.cancel()
+                    raise
+                written = time.perf_counter() - write_started
+                manifest = _write_parts(staging, parts)
+                manifest["files"] = file_table(
+                    staging, known={p.relative_to(staging).as_posix(): h for p, h in hashes.items()})
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+                final = staged.publish()
+        except OSError as exc:
+            kept = " The directory already there is untouched." if is_artifact_dir(out) else ""
+            raise OutputError(
+                f"Writing the converted model to '{out}' failed: {exc.strerror or exc} "
+                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or give "
+                "another OUT."
+            ) from None
+    return ConversionResult(final, manifest, timings_s={"write_weights": round(written, 3),
+                                                        "total": round(time.perf_counter() - started, 3)})
+
+
+@dataclass
+class _Parts:
+    """Everything of a converted directory besides its weights, ready to save."""
+
+    config: Any
+    generation: Any
+    tokenizer: Any
+    processor: Any
+    manifest: dict[str, Any]
+
+
+def _converted_parts(source: FlaxSource, tensors: dict[str, Any], dtype: Optional[str],
+                     max_shard_size: str | int) -> _Parts:
+    """The config, generation config, tokenizer, image processor and manifest of the converted
+    directory (its file table aside)."""
     import transformers
 
+    from vedforge.families.registry import family_of
+    from vedforge.weights.writer import nbytes
+
     transformers.utils.logging.set_verbosity_error()
-    tensors = pytorch_tensors(source)
-    config = source.config
+    src, config = source.path, source.config
+    _mark_as_built(config)
     config.architectures = ["VisionEncoderDecoderModel"]
-    dtype = _weights_dtype(tensors)
     if dtype is not None:
         config.dtype = dtype
     generation, derived_generation = _generation_config(src, config)
@@ -357,8 +439,6 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         if hasattr(config, name):
             setattr(config, name, None)
     tokenizer, processor = _tokenizer(src), _processor(src)
-    from vedforge.families.torch_fixes import needs_compat
-
     manifest: dict[str, Any] = {
         "format_version": 1,
         "conversion": {
@@ -380,40 +460,45 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         "parameters": parameter_counts(source.params),
         "pytorch_tensors": len(tensors),
         "pytorch_bytes": sum(nbytes(t) for t in tensors.values()),
-        "needs_torch_compat": needs_compat(config.encoder.model_type),
+        # As vedforge.families.torch_fixes.needs_compat says, without importing torch as it does.
+        "needs_torch_compat": _needs_torch_compat(family_of(config.encoder.model_type)),
     }
-    staged = StagedArtifact(out, overwrite=overwrite)
-    with OutputLock(out):
-        _check_output(src, out, overwrite)  # again under the lock: another process may have written meanwhile
-        try:
-            with staged:
-                from vedforge.weights.writer import write_pytorch_checkpoint
-                from vedforge.pipeline.conversion_card import render_conversion_card
+    return _Parts(config, generation, tokenizer, processor, manifest)
 
-                staging = staged.path
-                write_started = time.perf_counter()
-                hashes = write_pytorch_checkpoint(staging, tensors, shard_size, on_file=staged.sync_in_background)
-                written = time.perf_counter() - write_started
-                config.save_pretrained(staging)
-                generation.save_pretrained(staging)
-                if tokenizer is not None:
-                    tokenizer.save_pretrained(staging)
-                if processor is not None:
-                    processor.save_pretrained(staging)
-                (staging / "README.md").write_text(render_conversion_card(manifest))
-                manifest["files"] = file_table(
-                    staging, known={p.relative_to(staging).as_posix(): h for p, h in hashes.items()})
-                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-                final = staged.publish()
-        except OSError as exc:
-            kept = " The directory already there is untouched." if is_artifact_dir(out) else ""
-            raise OutputError(
-                f"Writing the converted model to '{out}' failed: {exc.strerror or exc} "
-                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or give "
-                "another OUT."
-            ) from None
-    return ConversionResult(final, manifest, timings_s={"write_weights": round(written, 3),
-                                                        "total": round(time.perf_counter() - started, 3)})
+
+def _mark_as_built(config: Any) -> None:
+    """Leave on ``config`` the marks that building transformers 4's PyTorch
+    ``VisionEncoderDecoderModel`` from it leaves, which its ``config.json`` has always recorded
+    (:func:`vedforge.core.frameworks.config_to_build`); no model is built here, and these are all
+    of them: the combined model unties its embeddings, and the causal-LM class of a sequence-to-sequence
+    decoder (BART's, and its kin's) declares its config a decoder only. transformers 5 builds
+    from a copy of the config and leaves none."""
+    from vedforge.core.frameworks import config_to_build
+
+    if config_to_build(config) is not config:
+        return
+    config.tie_word_embeddings = False
+    if getattr(config.decoder, "is_encoder_decoder", False):
+        config.decoder.is_decoder = True
+        config.decoder.is_encoder_decoder = False
+
+
+def _needs_torch_compat(family: Any) -> bool:
+    return family is not None and family.torch_compat_fix is not None
+
+
+def _write_parts(staging: Path, parts: _Parts) -> dict[str, Any]:
+    """Save ``parts`` into ``staging``; return the manifest to complete."""
+    from vedforge.pipeline.conversion_card import render_conversion_card
+
+    parts.config.save_pretrained(staging)
+    parts.generation.save_pretrained(staging)
+    if parts.tokenizer is not None:
+        parts.tokenizer.save_pretrained(staging)
+    if parts.processor is not None:
+        parts.processor.save_pretrained(staging)
+    (staging / "README.md").write_text(render_conversion_card(parts.manifest))
+    return parts.manifest
 
 
 def _versions() -> dict[str, str]:

@@ -16,10 +16,10 @@ import sys
 from typing import Any, Iterable
 
 from vedforge.core.errors import BackendError
-from vedforge.core.frameworks import FALSE_VALUES
+from vedforge.core.frameworks import FALSE_VALUES, TORCH_INSTALL
 from vedforge.recipe.schema import architecture_name, option_value
 
-INSTALL_HINT = 'pip install "vedforge[torch]" (on a CPU-only machine, pin the CPU wheel: pip install torch==2.13.0)'
+INSTALL_HINT = TORCH_INSTALL
 
 
 def needs_torch(cfg: Any) -> bool:

@@ -9,6 +9,7 @@ reading their headers only.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -100,6 +101,30 @@ class LazyTensor(DeferredArray):
             os.close(fd)
         return data if dtype is None else data.astype(dtype)
 
+    def mapped(self) -> np.ndarray:
+        """The array as a read-only view of the file's pages, for a caller that only reads it
+        once (a transpose): no copy into this process's memory first. The pages leave this
+        process's memory when the view is dropped.
+
+        Raises:
+            CorruptCheckpointError: the file ends before the array does.
+        """
+        start = self.offset - self.offset % mmap.ALLOCATIONGRANULARITY
+        length = self.offset + self.nbytes - start
+        if self.nbytes == 0:
+            return np.asarray(self)
+        with open(self.path, "rb") as f:
+            try:
+                if hasattr(mmap, "MAP_SHARED"):
+                    # MAP_POPULATE (Linux) maps every page in one call rather than one page fault at a time.
+                    pages = mmap.mmap(f.fileno(), length, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                      prot=mmap.PROT_READ, offset=start)
+                else:  # Windows
+                    pages = mmap.mmap(f.fileno(), length, access=mmap.ACCESS_READ, offset=start)
+            except ValueError:  # the file is shorter than offset + length
+                raise truncated_tensor(self.path) from None
+        return np.frombuffer(pages, self.dtype, self.size, self.offset - start).reshape(self.shape)
+
     def __repr__(self) -> str:
         return f"LazyTensor({self.path.name}@{self.offset}, shape={self.shape}, dtype={self.dtype})"
 
@@ -115,6 +140,9 @@ class _ChunkedTensor(LazyTensor):
 
     def file_ranges(self) -> list[FileRange]:
         return [r for chunk in self.chunks for r in chunk.file_ranges()]
+
+    def mapped(self) -> np.ndarray:
+        return np.asarray(self)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.concatenate([np.asarray(c).reshape(-1) for c in self.chunks]).reshape(self.shape)

@@ -5,8 +5,9 @@ The conversion follows ``transformers.modeling_flax_pytorch_utils.load_flax_weig
 renamed ``weight``), but tensor by tensor and lazily: the writer pulls each converted tensor
 when it writes it, so converting costs one tensor of memory, not a second copy of the model.
 (``from_pretrained(dir, from_flax=True)`` is no alternative: in transformers 4.51-4.57 it
-leaves the parameters on the meta device.) The names are checked against the PyTorch model
-built on the meta device, which allocates nothing.
+leaves the parameters on the meta device.) A forge checks the names against the PyTorch model
+built on the meta device, which allocates nothing (:func:`to_pytorch_layout`); a conversion of a
+whole Flax checkpoint names them from the Flax paths alone (:func:`pytorch_named`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vedforge.weights.checkpoint import FlatState
+from vedforge.weights.lazy_tensor import LazyTensor
 from vedforge.core.errors import BackendError
 
 
@@ -34,8 +36,23 @@ class PermutedTensor:
         return int(np.prod(self.shape, dtype=np.int64))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        data = np.ascontiguousarray(np.transpose(np.asarray(self.source), self.axes))
+        source = self.source.mapped() if isinstance(self.source, LazyTensor) else np.asarray(self.source)
+        data = transposed(source) if self.axes == (1, 0) else np.ascontiguousarray(np.transpose(source, self.axes))
         return data if dtype is None else data.astype(dtype)
+
+
+# Rows of the source copied per step of a 2-D transpose: a block of this many rows stays in
+# cache while it is scattered, so the copy runs several times faster than one strided pass.
+_TRANSPOSE_ROWS = 64
+
+
+def transposed(matrix: np.ndarray) -> np.ndarray:
+    """The C-contiguous transpose of a 2-D array, copied in blocks of rows."""
+    rows, cols = matrix.shape
+    out = np.empty((cols, rows), matrix.dtype)
+    for start in range(0, rows, _TRANSPOSE_ROWS):
+        out[:, start:start + _TRANSPOSE_ROWS] = matrix[start:start + _TRANSPOSE_ROWS].T
+    return out
 
 
 def pytorch_name(path: tuple[str, ...], ndim: int, expected: dict[str, tuple[int, ...]]) -> tuple[str, tuple[int, ...] | None]:
@@ -47,6 +64,31 @@ def pytorch_name(path: tuple[str, ...], ndim: int, expected: dict[str, tuple[int
     if leaf in ("scale", "embedding"):
         return ".".join(path[:-1] + ("weight",)), None
     return name, None
+
+
+def pytorch_named(params: FlatState) -> dict[str, Any]:
+    """The tensors of a whole Flax checkpoint under their PyTorch names, lazily converted,
+    derived from the Flax paths alone (no PyTorch model is built).
+
+    This is :func:`to_pytorch_layout`'s naming for a checkpoint whose every Dense or
+    convolution ``kernel`` becomes a PyTorch ``weight``, as in every model with a Flax port;
+    tensors PyTorch ties to another (a head sharing the token embeddings) are absent from such
+    checkpoints, as Flax computes them from the shared tensor. Whether the names cover the
+    model the config describes is for the caller to check.
+
+    Raises:
+        BackendError: two Flax paths get the same PyTorch name.
+    """
+    out: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for path, arr in params.items():
+        name, axes = pytorch_name(path, len(arr.shape), {})
+        if name in out:
+            raise BackendError(f"The Flax tensors {sources[name]} and {'/'.join(path)} both become the PyTorch "
+                               f"tensor {name}.")
+        out[name] = PermutedTensor(arr, axes) if axes else arr
+        sources[name] = "/".join(path)
+    return out
 
 
 def meta_state_shapes(config: Any) -> tuple[dict[str, tuple[int, ...]], set[str]]:

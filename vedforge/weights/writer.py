@@ -58,13 +58,18 @@ def _bin_header(length: int) -> bytes:
     return struct.pack(">BI", 0xC6, length)
 
 
-# Chunks at least this large are tensor data; at most _IN_FLIGHT of them wait to be written.
+# Chunks at least this large are tensor data; at most _IN_FLIGHT of them wait to be hashed or written.
 _BIG = 1 << 20
-_IN_FLIGHT = 2
+_IN_FLIGHT = 4
 _READ_BLOCK = 8 << 20
 
 
 Chunk = Union[bytes, memoryview, FileRange]
+
+
+class WriteCancelled(Exception):
+    """A weights write stopped early because its caller asked it to."""
+
 # Called with each weights file once it is complete (the runner starts its fsync there).
 OnFile = Callable[[Path], None]
 
@@ -210,21 +215,24 @@ class _Sink:
                 self._write(block)
 
 
-def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
+def _write_stream(path: Path, chunks: Iterator[Chunk], cancel: Optional[threading.Event] = None) -> str:
     """Write ``chunks`` to ``path``; return the file's sha256. The caller makes it durable
     (the staged artifact fsyncs every file before it publishes them).
 
     Three stages, one thread each: the producer pulls the chunks (generating new tensors,
-    reading converted ones), the hasher hashes them in file order (reading file ranges
-    into a reused buffer), and this thread writes them (file ranges by kernel copy).
-    Generation, reads, hashing, writes and kernel copies all release the GIL, so on two
-    cores the stages overlap. A semaphore keeps at most ``_IN_FLIGHT`` in-memory tensors
-    between producer and writer, so memory stays at a few tensors.
+    reading converted ones) and hands each to both other stages; the hasher hashes them in
+    file order (reading file ranges into a reused buffer) while this thread writes them
+    (file ranges by kernel copy). Hashing does not wait for writing nor writing for hashing:
+    sha256 is the slowest stage, and each runs on its own core. Generation, reads, hashing,
+    writes and kernel copies all release the GIL. Each consumer holds its own
+    ``_IN_FLIGHT`` slots for in-memory tensors, so at most that many tensors are held
+    between the producer and the slower of the two, and memory stays at a few tensors.
+    Setting ``cancel`` ends the stream early with :class:`WriteCancelled`.
     """
     sha256 = hashlib.sha256()
-    slots = threading.Semaphore(_IN_FLIGHT)
+    hash_slots, write_slots = threading.Semaphore(_IN_FLIGHT), threading.Semaphore(_IN_FLIGHT)
     to_hash: queue.Queue = queue.Queue()
-    ready: queue.Queue = queue.Queue()
+    to_write: queue.Queue = queue.Queue()
     failure: list[BaseException] = []
     stop = threading.Event()
 
@@ -233,13 +241,18 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
             for chunk in chunks:
                 if stop.is_set():
                     return
+                if cancel is not None and cancel.is_set():
+                    raise WriteCancelled(f"The write of '{path}' was cancelled.")
                 if not isinstance(chunk, FileRange) and len(chunk) >= _BIG:
-                    slots.acquire()
+                    hash_slots.acquire()
+                    write_slots.acquire()
                 to_hash.put(chunk)
+                to_write.put(chunk)
         except BaseException as exc:  # handed to the writing thread, which re-raises it
             failure.append(exc)
         finally:
             to_hash.put(None)
+            to_write.put(None)
 
     def hash_in_order() -> None:
         files, buffer = _Files(), memoryview(bytearray(_READ_BLOCK))
@@ -250,12 +263,15 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
                         sha256.update(block)
                 else:
                     sha256.update(chunk)
-                ready.put(chunk)
+                    if len(chunk) >= _BIG:
+                        hash_slots.release()
         except BaseException as exc:
             failure.append(exc)
+            stop.set()
+            for _ in range(_IN_FLIGHT):  # a producer waiting for a slot sees the stop
+                hash_slots.release()
         finally:
             files.close()
-            ready.put(None)
 
     threads = [threading.Thread(target=produce, name="vedforge-read", daemon=True),
                threading.Thread(target=hash_in_order, name="vedforge-hash", daemon=True)]
@@ -266,14 +282,15 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             sink = _Sink(fd, copy_files)
-            while (chunk := ready.get()) is not None:
+            while (chunk := to_write.get()) is not None and not failure:
                 sink.put(chunk)
                 advance(chunk.length if isinstance(chunk, FileRange) else len(chunk))
                 if not isinstance(chunk, FileRange) and len(chunk) >= _BIG:
-                    slots.release()
+                    write_slots.release()
+            sink.flush()
+            threads[1].join()
             if failure:
                 raise failure[0]
-            sink.flush()
         finally:
             os.close(fd)
             copy_files.close()
@@ -283,7 +300,8 @@ def _write_stream(path: Path, chunks: Iterator[Chunk]) -> str:
         for _ in range(30):  # unblock a producer waiting for a slot; it ends after its current tensor
             if not producer.is_alive():
                 break
-            slots.release()
+            hash_slots.release()
+            write_slots.release()
             producer.join(timeout=0.1)
         # A hasher left after a failed write drains to the producer's end marker and stops.
     return sha256.hexdigest()
@@ -391,7 +409,8 @@ def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: in
 
 
 
-def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dict[str, str]) -> str:
+def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dict[str, str],
+                      cancel: Optional[threading.Event] = None) -> str:
     """Write ``items`` (name, array or lazy tensor) as one safetensors file; return its sha256.
 
     The header is computed from shapes alone, so tensors stream one at a time like msgpack.
@@ -411,7 +430,7 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
         for _, arr in items:
             yield from _tensor_chunks(arr)
 
-    return _write_stream(path, chunks())
+    return _write_stream(path, chunks(), cancel)
 
 
 def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
@@ -429,15 +448,52 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
 
 
 def write_pytorch_checkpoint(directory: Path, tensors: dict[str, object], max_shard_size: int, *,
-                             on_file: OnFile = lambda path: None) -> dict[Path, str]:
+                             on_file: OnFile = lambda path: None,
+                             cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     """Write PyTorch-named ``tensors`` as ``model.safetensors``, or as shards plus
     ``model.safetensors.index.json`` past ``max_shard_size``, the layout that
     ``PreTrainedModel.save_pretrained`` writes and ``from_pretrained`` reads.
 
     Returns ``{path: sha256}`` of every file written.
+
+    Raises:
+        WriteCancelled: ``cancel`` was set before the last tensor was written.
     """
     def write_file(path: Path, shard: list) -> str:
-        return _safetensors_file(path, shard, {"format": "pt"})
+        return _safetensors_file(path, shard, {"format": "pt"}, cancel)
 
     return _write_sharded(directory, sorted(tensors.items()), max_shard_size, single=SAFE_WEIGHTS,
                           index_name=SAFE_INDEX, write_file=write_file, key_name=str, on_file=on_file)
+
+
+class BackgroundWrite:
+    """:func:`write_pytorch_checkpoint` running in a thread, so the caller can prepare the rest
+    of a directory (configs, tokenizer) while the weights stream to disk."""
+
+    def __init__(self, directory: Path, tensors: dict[str, object], max_shard_size: int, *,
+                 on_file: OnFile = lambda path: None):
+        self._cancel = threading.Event()
+        self._hashes: dict[Path, str] = {}
+        self._failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._hashes.update(write_pytorch_checkpoint(directory, tensors, max_shard_size, on_file=on_file,
+                                                             cancel=self._cancel))
+            except BaseException as exc:  # re-raised by result()
+                self._failure.append(exc)
+
+        self._thread = threading.Thread(target=run, name="vedforge-write-weights", daemon=True)
+        self._thread.start()
+
+    def result(self) -> dict[Path, str]:
+        """Wait for the write; return ``{path: sha256}`` of every file written, or raise its error."""
+        self._thread.join()
+        if self._failure:
+            raise self._failure[0]
+        return self._hashes
+
+    def cancel(self) -> None:
+        """Stop the write at the next tensor and wait for its thread to end."""
+        self._cancel.set()
+        self._thread.join()
