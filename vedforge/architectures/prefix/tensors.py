@@ -160,15 +160,16 @@ _ROWS = 256
 def mean_resized_rows(old: Any, added: int, rng: np.random.Generator) -> np.ndarray:
     """``added`` new rows for the table ``old`` (any float dtype), as ``resize_token_embeddings`` draws them.
 
-    transformers samples N(mean, 1e-9 x covariance), the covariance divided by the row count n
-    (not n - 1), when 1e-9 x covariance is positive definite, and repeats the mean otherwise
-    (:func:`_covariance_is_positive_definite` decides that without forming the covariance). A
-    sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with ``w ~ N(0, I_n)``: its
-    covariance is ``1e-9 x centred^T centred / n``, exactly transformers' one, and it costs
-    O(n x width) per row. The sums run in float64 in a fixed order (numpy's elementwise products
-    and row-wise sums, never BLAS, whose kernels sum and fuse differently per CPU), so the
-    bytes are the same on every machine. The table (an array, or anything with ``shape`` and
-    ``dtype`` whose row slices are arrays) is read in blocks of rows, so it is never whole.
+    transformers (4.57 and 5) samples N(mean, 1e-9 x covariance), the covariance divided by the
+    row count n (not n - 1), when 1e-9 x covariance is positive definite, and repeats the mean
+    otherwise (:func:`_covariance_is_positive_definite` decides that without forming the
+    covariance). A sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with
+    ``w ~ N(0, I_n)``: its covariance is ``1e-9 x centred^T centred / n``, exactly transformers'
+    one, and it costs O(n x width) per row. The sums run in float64 in a fixed order (elementwise
+    products, added up one row after another within a block, then block after block; never
+    BLAS, whose kernels order and fuse the sums differently per CPU), so the bytes are the same
+    on every machine. The table (an array, or anything with ``shape`` whose row slices are
+    arrays) is read in blocks of rows, so it is never whole.
     """
     n, width = old.shape
     total = np.zeros(width, np.float64)
