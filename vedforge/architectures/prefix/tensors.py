@@ -205,7 +205,8 @@ def _covariance_is_positive_definite(old: Any, total: np.ndarray, low: np.ndarra
     rank short, and each is found here without the covariance: no more rows than columns (the
     n centred rows sum to zero, so they span at most n - 1 dimensions), a constant column (a
     zero centred column), and two equal columns (equal centred columns). Anything else is taken
-    as full rank, as every random or trained vocabulary with more rows than columns is.
+    as full rank, as random tables with more rows than columns are, and as trained vocabularies
+    (tens of thousands of rows for a few thousand columns) are expected to be.
 
     transformers decides with a float32 Cholesky factorisation of 1e-9 x covariance. It agrees
     with the above wherever its answer does not depend on rounding. On random tables of width 4
@@ -218,7 +219,9 @@ def _covariance_is_positive_definite(old: Any, total: np.ndarray, low: np.ndarra
     constant column of 0.1 nearly always does), so no rule can match it there, and the mean
     returned here is the exact-arithmetic answer. A singular case not found here (a general
     linear dependence) draws from the degenerate normal, which is what transformers draws when
-    its factorisation succeeds.
+    its factorisation succeeds. A full-rank table too ill-conditioned for a float32
+    factorisation (the rare failures at width + 1 rows) is drawn from, where transformers
+    repeats the mean.
     """
     n, width = old.shape
     if n <= width or bool(np.any(low == high)):
