@@ -180,7 +180,7 @@ def test_the_forge_streams_lm_tensors_from_the_file(prefix_checkpoints, tmp_path
     out = forge(prefix_recipe(tmp_path / "out", encoder="vit", decoder="llama", checkpoints=prefix_checkpoints)).output_dir
     assert whole == []
     # The two tables that grow (untied embeddings and head), each read in blocks more than once:
-    # for the mean, the covariance and the new rows.
+    # for the mean (and column ranges) and for the new rows.
     assert len(set(blocks)) == 2 and len(blocks) >= 4, blocks
     assert len(_safetensors(out / "model.safetensors")) > 20
 

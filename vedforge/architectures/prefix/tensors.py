@@ -152,41 +152,101 @@ class NewTensor(DeferredArray):
         return data if dtype is None else data.astype(dtype)
 
 
-_ROWS = 1024  # rows per chunk: float32 and float64 copies of a large vocabulary stay small
+# Rows per block: a block's float64 copies stay a few MiB (4 MiB at width 2048). The new rows sum
+# block by block, so this is part of what fixes their bytes.
+_ROWS = 256
 
 
 def mean_resized_rows(old: Any, added: int, rng: np.random.Generator) -> np.ndarray:
     """``added`` new rows for the table ``old`` (any float dtype), as ``resize_token_embeddings`` draws them.
 
-    transformers samples N(mean, 1e-9 x covariance) when 1e-9 x covariance is positive definite
-    (checked by a Cholesky factorisation in float32, as transformers checks it) and repeats the
-    mean otherwise. A sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with
-    ``w ~ N(0, I_n)``, which has exactly that covariance, in float64 with a fixed summation
-    order: the same bytes on every machine, without factorising the covariance. The table (an
-    array, or anything with ``shape`` whose row slices are arrays) is read in blocks of rows, so
-    neither it nor a float32 copy of it is ever whole.
+    transformers (4.57 and 5) samples N(mean, 1e-9 x covariance), the covariance divided by the
+    row count n (not n - 1), when 1e-9 x covariance is positive definite, and repeats the mean
+    otherwise (:func:`_covariance_is_positive_definite` decides that without forming the
+    covariance). A sample is drawn here as ``mean + sqrt(1e-9 / n) x centred^T w`` with
+    ``w ~ N(0, I_n)``: its covariance is ``1e-9 x centred^T centred / n``, exactly transformers'
+    one, and it costs O(n x width) per row. The sums run in float64 in a fixed order (elementwise
+    products, added up one row after another within a block, then block after block; never
+    BLAS, whose kernels order and fuse the sums differently per CPU), so the bytes are the same
+    on every machine. The table (an array, or anything with ``shape`` whose row slices are
+    arrays) is read in blocks of rows, so it is never whole.
     """
-    import torch
-
     n, width = old.shape
-    mean64 = np.zeros(width, np.float64)
+    total = np.zeros(width, np.float64)
+    low = np.full(width, np.inf)
+    high = np.full(width, -np.inf)
     for start in range(0, n, _ROWS):
-        mean64 += old[start:start + _ROWS].astype(np.float64).sum(axis=0)
-    mean64 /= n
-    mean32 = torch.from_numpy(mean64.astype(np.float32))
-    covariance = torch.zeros((width, width), dtype=torch.float32)
-    for start in range(0, n, _ROWS):
-        centred = torch.from_numpy(old[start:start + _ROWS].astype(np.float32)) - mean32
-        covariance.addmm_(centred.T, centred)
-    covariance /= n
-    positive_definite = bool(torch.linalg.cholesky_ex(_RESIZE_EPSILON * covariance).info.eq(0).all())
-    if not positive_definite:
+        block = old[start:start + _ROWS].astype(np.float64)
+        total += block.sum(axis=0)
+        np.minimum(low, block.min(axis=0), out=low)
+        np.maximum(high, block.max(axis=0), out=high)
+    mean64 = total / n
+    if not _covariance_is_positive_definite(old, total, low, high):
         return np.repeat(mean64[None, :], added, axis=0)
     weights = rng.standard_normal((n, added))
     rows = np.zeros((added, width), np.float64)
+    scratch = np.empty((min(n, _ROWS), width), np.float64)
     for start in range(0, n, _ROWS):
-        rows += weights[start:start + _ROWS].T @ (old[start:start + _ROWS].astype(np.float64) - mean64)
+        centred = old[start:start + _ROWS].astype(np.float64)
+        centred -= mean64
+        product = scratch[:len(centred)]
+        for row in range(added):
+            np.multiply(centred, weights[start:start + _ROWS, row, None], out=product)
+            rows[row] += product.sum(axis=0)
     return mean64[None, :] + np.sqrt(_RESIZE_EPSILON / n) * rows
+
+
+def _covariance_is_positive_definite(old: Any, total: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:
+    """Whether the covariance of the rows of ``old`` is positive definite, as transformers decides
+    it, in O(n x width) (``total``, ``low``, ``high``: each column's sum, least and largest value).
+
+    In exact arithmetic the covariance ``centred^T centred / n`` is positive definite exactly
+    when the centred table has full column rank, and 1e-9 x it then too. Three things make the
+    rank short, and each is found here without the covariance: no more rows than columns (the
+    n centred rows sum to zero, so they span at most n - 1 dimensions), a constant column (a
+    zero centred column), and two equal columns (equal centred columns). Anything else is taken
+    as full rank, as random tables with more rows than columns are, and as trained vocabularies
+    (tens of thousands of rows for a few thousand columns) are expected to be.
+
+    transformers decides with a float32 Cholesky factorisation of 1e-9 x covariance. It agrees
+    with the above wherever its answer does not depend on rounding. On random tables of width 4
+    to 512 it always succeeds from width + 2 rows on (and nearly always at width + 1), never
+    with width - 5 rows or fewer, and it fails on a column of zeros. Where the covariance is
+    singular in exact arithmetic but its float32 rounding is not exactly so (width - 4 to width
+    rows, equal columns, a constant column whose float32 mean is inexact, other linear
+    dependences), the last pivots of the factorisation are rounding noise: it succeeds or fails
+    by the data and by the CPU's summation order (20 to 50 % of random such tables succeed; a
+    constant column of 0.1 nearly always does), so no rule can match it there, and the mean
+    returned here is the exact-arithmetic answer. A singular case not found here (a general
+    linear dependence) draws from the degenerate normal, which is what transformers draws when
+    its factorisation succeeds. A full-rank table too ill-conditioned for a float32
+    factorisation (the rare failures at width + 1 rows) is drawn from, where transformers
+    repeats the mean.
+    """
+    n, width = old.shape
+    if n <= width or bool(np.any(low == high)):
+        return False
+    return not _has_equal_columns(old, total, low, high)
+
+
+def _has_equal_columns(old: Any, total: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:
+    """Whether two columns of ``old`` are equal. Equal columns have bit-equal sums (each column is
+    summed row by row in the same order), least and largest values; only the columns sharing
+    these with another are read again, and compared by a digest of their values."""
+    keys = np.stack([total, low, high], axis=1) + 0.0
+    _, group, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    group = group.reshape(-1)
+    suspects = np.flatnonzero(counts[group] > 1)
+    if suspects.size == 0:
+        return False
+    digests = [hashlib.sha256() for _ in suspects]
+    for start in range(0, old.shape[0], _ROWS):
+        # + 0.0 turns -0.0 into 0.0: equal values, equal bytes.
+        block = np.ascontiguousarray((old[start:start + _ROWS].astype(np.float64) + 0.0)[:, suspects].T)
+        for digest, column in zip(digests, block):
+            digest.update(column.tobytes())
+    seen = {(int(group[column]), digest.digest()) for column, digest in zip(suspects, digests)}
+    return len(seen) < suspects.size
 
 
 class GrownTensor(DeferredArray):
