@@ -51,6 +51,12 @@ def reads_torch_in_worker(recipe: Any) -> bool:
 
 
 def _pretrained_prefix(architecture: str, trust_remote_code: bool, random_parts: list[bool]) -> bool:
+    from vedforge.core.frameworks import transformers_version
+
+    # transformers 5's configuration module imports torch whatever USE_TORCH says (through its
+    # rope utilities), so hiding torch there would only add the worker's start-up.
+    if transformers_version().split(".")[0] not in ("4",):
+        return False
     return architecture == "prefix" and not trust_remote_code and not any(random_parts)
 
 
