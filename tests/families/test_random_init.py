@@ -235,9 +235,11 @@ def test_an_initialiser_that_cannot_be_drawn_fails_only_when_drawn():
         np.asarray(state[("logit_scale",)])
 
 
-def test_the_embedded_default_compiles_nothing(tmp_path):
+def test_the_embedded_default_compiles_nothing(tmp_path, monkeypatch):
     """In process: jax reports no backend compilation while the embedded default is forged."""
     import jax
+
+    monkeypatch.setenv("VEDFORGE_CACHE", "off")  # traced, as in a first forge, not read back
 
     from vedforge.pipeline.runner import forge
 
