@@ -30,9 +30,9 @@ RECORDED = {
     "detr_gpt2": (["backend=pt", "encoder=detr_tiny", "decoder=gpt2_tiny"],
                   "d7adacb4f54f115197fe0bf2c615ebdcb2a936b4a6fd92a2ad01aa5ad8bcba80"),
     "vit_llama_prefix": (["recipe=tiny_prefix_smoke"],
-                         "9710586712ac86ea6a022d22f1cb7c6f6ad118a68ac3e693d3e10ecb468de7ac"),
+                         "9cbc2baf09e64d9400145b8acd2386d6b72d67e18ee43a4fc1ea46e63a51b8cd"),
     "siglip_qwen2_prefix": (["architecture=prefix", "backend=pt", "encoder=siglip_tiny", "decoder=qwen2_tiny"],
-                            "b608b92cdcf9b06d7162d9d77aa5c6100c870e9169747b3db7da7b7cff9f9fa3"),
+                            "e924465fc9278eee2d00a6c0498518e11db0fcdcfde356ae11c438be27056fb6"),
 }
 
 

@@ -1,19 +1,30 @@
-"""Random weights for towers transformers builds in PyTorch, drawn by vedforge rather than by torch.
+"""Random weights for parts transformers builds in PyTorch, drawn by vedforge rather than by torch.
 
-A random-weight part built by transformers' PyTorch classes is initialised by the class's
-``_init_weights`` from ``torch.manual_seed``. transformers 5 reorganised several of those
-classes, so the same seed no longer gives the same tensors in 4.57 and 5.x (SigLIP's draws
-changed). For the families listed in :data:`NUMPY_DRAWN`, vedforge instead draws each parameter
-from its own numpy stream (the streams of :mod:`vedforge.families.random_init`: seed, role,
-the tensor's saved name), with the distribution transformers 4.57's ``_init_weights`` gives it,
-decided by module type. The same recipe then writes the same bytes on either transformers line.
-Buffers keep the values the model computes.
+No torch model is materialised. Each parameter's initialiser is read off transformers' own
+PyTorch class (:mod:`vedforge.families.torch_derive`: the class built on the meta device, its own
+``initialize_weights`` run there and recorded), kept in vedforge's cache of derivations, and each
+tensor is a :class:`~vedforge.families.random_init.SeededTensor`: drawn from its own numpy stream
+(seed, role, the tensor's saved name) only when the writer asks for it. A random 1B LM never
+exists in memory as a whole.
+
+transformers 4.57 and 5.x mostly give the same initialisers, but for some families they differ
+(5.x rewrote SigLIP's, DeiT's, ConvNeXt's, Swin's and DETR's ``_init_weights``). For those, listed in
+:data:`NUMPY_DRAWN`, a hand-written table keeps the distributions transformers 4.57 gives, by
+module type, so that the same recipe writes the same bytes on either line; without it a forge
+on 5.x would write other bytes than on 4.57.
+
+Persistent buffers (position ids, relative position indices, batch-norm statistics) are not
+drawn: they get the values the model computes, from a second build in which every parameter
+moves to the meta device as it is registered (:func:`~vedforge.families.torch_derive.parameters_on_meta`)
+and only the buffers hold values; it runs only for classes whose state dict has buffers.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 
@@ -177,12 +188,13 @@ _DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
 
 
 def numpy_drawn(model_type: str) -> bool:
+    """Whether vedforge's hand-written 4.57 table, not the derived one, gives ``model_type``'s initialisers."""
     return model_type in NUMPY_DRAWN
 
 
 def draw_parameters(model: Any, renamed: dict[str, str], *, seed: int, role: str) -> dict[str, SeededTensor]:
-    """Every parameter of ``model`` drawn from its own stream, keyed by its saved name (``renamed``);
-    buffers are not included."""
+    """Every parameter of ``model`` (a :data:`NUMPY_DRAWN` family) drawn from its own stream, keyed by
+    its saved name (``renamed``), with the hand-written table's initialisers; buffers are not included."""
     inits = _INITIALISERS[model.config.model_type](model)
     out = {}
     for name, param in model.named_parameters():
@@ -190,6 +202,120 @@ def draw_parameters(model: Any, renamed: dict[str, str], *, seed: int, role: str
         init = inits.get(name) or Init("unknown", 0.0, f"{type(model).__name__} parameter {saved}: no initialiser")
         out[saved] = SeededTensor(tuple(saved.split(".")), tuple(param.shape), np.float32, init, seed, role)
     return out
+
+
+@dataclass
+class TorchPartTable:
+    """A random PyTorch part as vedforge draws it: the class, every saved parameter's shape, dtype,
+    initialiser and stream name (a tied parameter draws from its source's stream), and the saved
+    persistent buffers with their values."""
+
+    class_name: str
+    tensors: dict[str, tuple[tuple[int, ...], np.dtype, Init, str]]
+    buffers: dict[str, np.ndarray]
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    name = str(dtype).removeprefix("torch.")
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def _derive_table(config: Any, choice: str) -> TorchPartTable:
+    from vedforge.families.torch_derive import build_model, parameters_on_meta, trace_torch_part
+    from vedforge.weights.saved_names import buffers_saved_by_4_57, saved_names
+
+    traced = trace_torch_part(lambda: build_model(choice, config))
+    model, inits = traced.model, traced.inits
+    family = config.model_type
+    if numpy_drawn(family):
+        table = _INITIALISERS[family](model)
+        inits = {name: table.get(name) or Init("unknown", 0.0, "no initialiser in vedforge's table") for name in inits}
+    renamed = saved_names(model)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    state = model.state_dict()
+    tensors: dict[str, tuple[tuple[int, ...], np.dtype, Init, str]] = {}
+    for name in state:
+        if name not in params:
+            continue
+        saved, init = renamed[name], inits[name]
+        if init.kind == "unknown":
+            init = Init("unknown", 0.0, f"{type(model).__name__} ({family}) parameter {saved}: {init.reason}")
+        # The hand-written tables draw in float32, as they always have.
+        dtype = np.dtype(np.float32) if numpy_drawn(family) else _numpy_dtype(params[name].dtype)
+        tensors[saved] = (tuple(params[name].shape), dtype, init, renamed[traced.tied.get(name, name)])
+    wanted = [name for name in state if name not in params] + list(buffers_saved_by_4_57(model, renamed))
+    buffers: dict[str, np.ndarray] = {}
+    if wanted:
+        with parameters_on_meta():
+            built = build_model(choice, config)
+        built_names = saved_names(built)
+        values = {built_names[name]: t for name, t in built.state_dict().items() if name not in params}
+        values.update(buffers_saved_by_4_57(built, built_names))
+        buffers = {name: t.detach().cpu().contiguous().numpy().copy() for name, t in values.items()}
+    return TorchPartTable(type(model).__name__, tensors, buffers)
+
+
+def torch_part_table(config: Any, role: str, *, choice: str) -> TorchPartTable:
+    """The table of a random ``transformers.<choice>`` of ``config`` for part ``role``.
+
+    Derived (:mod:`vedforge.families.torch_derive`) the first time a configuration is drawn and read
+    from vedforge's cache of derivations after that, keyed by the config's ``to_dict()``, the class
+    choice and the role: a later forge of the same configuration imports no torch to know it.
+    """
+    from vedforge.core.derived_cache import derived
+
+    def encode(table: TorchPartTable) -> dict[str, Any]:
+        return {"class": table.class_name,
+                "tensors": [[name, list(shape), dtype.name, init.kind, init.scale, init.reason, init.mean, init.low,
+                             init.high, [list(r) for r in init.rows], stream]
+                            for name, (shape, dtype, init, stream) in table.tensors.items()],
+                "buffers": [[name, list(value.shape), value.dtype.name, base64.b64encode(value.tobytes()).decode()]
+                            for name, value in table.buffers.items()]}
+
+    def decode(value: dict[str, Any]) -> TorchPartTable:
+        tensors = {name: (tuple(shape), _numpy_dtype(dtype),
+                          Init(kind, float(scale), reason, float(mean), float(low), float(high),
+                               tuple((int(a), int(b), float(v)) for a, b, v in rows)), stream)
+                   for name, shape, dtype, kind, scale, reason, mean, low, high, rows, stream in value["tensors"]}
+        buffers = {name: np.frombuffer(base64.b64decode(data), dtype=_numpy_dtype(dtype)).reshape(shape).copy()
+                   for name, shape, dtype, data in value["buffers"]}
+        return TorchPartTable(value["class"], tensors, buffers)
+
+    inputs = {"role": role, "class": choice, "config": config.to_dict(), "hand_written": numpy_drawn(config.model_type)}
+    return derived("torch-initialisers", 1, inputs, lambda: _derive_table(config, choice), encode=encode, decode=decode)
+
+
+def random_torch_state(config: Any, *, seed: int, role: str, choice: str, prefix: str = ""
+                       ) -> dict[str, Union[SeededTensor, np.ndarray]]:
+    """A random ``transformers.<choice>`` of ``config`` as saved tensor name (after ``prefix``) ->
+    unevaluated :class:`SeededTensor`, and its persistent buffers' values.
+
+    Converting a tensor whose initialiser is unknown raises
+    :class:`~vedforge.families.random_init.UnknownInitializerError` naming it.
+    """
+    table = torch_part_table(config, role, choice=choice)
+    state: dict[str, Union[SeededTensor, np.ndarray]] = {
+        prefix + name: SeededTensor(tuple(stream.split(".")), shape, dtype, init, seed, role)
+        for name, (shape, dtype, init, stream) in table.tensors.items()}
+    state.update({prefix + name: value for name, value in table.buffers.items()})
+    return state
+
+
+def describe_torch_generation(model_type: str, choice: str, seed: int) -> dict[str, Any]:
+    """The manifest's record of how a random PyTorch part's weights were made."""
+    if numpy_drawn(model_type):
+        return describe_numpy_generation(model_type, seed)
+    return {
+        "method": "seeded per tensor by vedforge (not by torch), no model materialised",
+        "generator": GENERATOR + " (the tensor's saved name)",
+        "distributions": f"the initialisers transformers' PyTorch {choice} of {model_type} applies to each parameter "
+                         "(its own initialisation, recorded on the meta device); buffers as the model computes them",
+        "seed": seed,
+    }
 
 
 def describe_numpy_generation(model_type: str, seed: int) -> dict[str, Any]:
