@@ -24,6 +24,7 @@ import math
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -142,6 +143,22 @@ def _scaled(init: Init, factor: float) -> Init:
     return Init("unknown", 0.0, f"{init.describe()} scaled by {factor:g}")
 
 
+def _shifted(init: Init, shift: float) -> Init:
+    """``init`` plus ``shift``."""
+    if init.kind == "constant":
+        return Init("constant", init.scale + shift)
+    return Init(init.kind, init.scale, mean=init.mean + shift, low=init.low, high=init.high)
+
+
+def _range(init: Init) -> tuple[float, float]:
+    """The smallest and largest value ``init`` draws."""
+    if init.kind == "constant":
+        return init.scale, init.scale
+    if init.kind == "uniform":
+        return init.mean - init.scale, init.mean + init.scale
+    return init.mean + init.scale * init.low, init.mean + init.scale * init.high
+
+
 class InitRecorder:
     """Inside :meth:`recording`, every write of a tensor's values, by storage."""
 
@@ -210,6 +227,28 @@ class InitRecorder:
             factor, before = _number(rest[0]), self._whole(tensor)
             if factor is not None and before is not None and factor != 0:
                 return _scaled(before, factor if name == "mul_" else 1.0 / factor)
+        before = self._whole(tensor)
+        if name in ("add_", "sub_") and rest and before is not None and before.kind != "unknown":
+            shift = _number(rest[0])
+            alpha = _number(kwargs.get("alpha", 1))
+            if shift is not None and alpha is not None:
+                shift *= alpha if name == "add_" else -alpha
+                return _shifted(before, shift)
+        if name == "erfinv_" and before is not None and before.kind == "uniform":
+            # erfinv of a uniform on (c, d) in (-1, 1) is a normal of std 1/sqrt(2) truncated to
+            # (erfinv(c), erfinv(d)): how torch's and timm-style trunc_normal_ draw.
+            low, high = before.mean - before.scale, before.mean + before.scale
+            if -1 < low < high < 1:
+                unit = NormalDist()
+                return Init("truncated_normal", math.sqrt(0.5), low=unit.inv_cdf((low + 1) / 2),
+                            high=unit.inv_cdf((high + 1) / 2))
+        if name == "clamp_" and before is not None and before.kind in ("truncated_normal", "uniform", "constant"):
+            floor = _number(kwargs.get("min", rest[0] if rest else None))
+            ceiling = _number(kwargs.get("max", rest[1] if len(rest) > 1 else None))
+            lowest, highest = _range(before)
+            slack = 1e-6 * max(1.0, abs(lowest), abs(highest))
+            if (floor is None or floor <= lowest + slack) and (ceiling is None or ceiling >= highest - slack):
+                return before  # the values are already inside: the clamp only guards rounding
         if name == "copy_" and rest:
             source = rest[0]
             import torch
