@@ -1,5 +1,6 @@
 """Random PyTorch recipes write the same bytes on transformers 4.57 and 5.x; SigLIP, DeiT, ConvNeXt,
-Swin and DETR towers drawn by vedforge follow the distributions transformers 4.57's _init_weights gives them."""
+Swin and DETR towers drawn from vedforge's hand-written tables follow the distributions transformers
+4.57's _init_weights gives them."""
 
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ RECORDED = {
                          "9cbc2baf09e64d9400145b8acd2386d6b72d67e18ee43a4fc1ea46e63a51b8cd"),
     "siglip_qwen2_prefix": (["architecture=prefix", "backend=pt", "encoder=siglip_tiny", "decoder=qwen2_tiny"],
                             "e924465fc9278eee2d00a6c0498518e11db0fcdcfde356ae11c438be27056fb6"),
+    # Parts drawn with the initialisers read off their PyTorch classes (no hand-written table):
+    # Qwen3 and GPT-2 as causal LMs, a CLIP and a DINOv3 tower. (Gemma's tied head and padding row are
+    # compared with its class in test_torch_derive; a Gemma prefix forge adds one token more on 5.x.)
+    "clip_qwen3_prefix": (["architecture=prefix", "backend=pt", "encoder=clip_vision_tiny", "decoder=qwen3_tiny"],
+                          "6ff99e7cea3e8aeb29ebe1390586f513adcf91dea94901ddd9f254db8a4a1ad1"),
+    "dinov3_gpt2_prefix": (["architecture=prefix", "backend=pt", "encoder=dinov3_tiny", "decoder=gpt2_tiny"],
+                           "178614e7f61ef1b61c6f949ca85c52ac06be7fddb3c783e29a2bb75f4a694d0c"),
+    "dinov3_gpt2": (["backend=pt", "encoder=dinov3_tiny", "decoder=gpt2_tiny"],
+                    "764df023fed46446223bf99cd7b0fa6d5aee17f3a986705e6c4d062dcb56831a"),
 }
 
 
