@@ -40,9 +40,9 @@ RECORDED = {
     "clip_qwen3_prefix": (["architecture=prefix", "backend=pt", "encoder=clip_vision_tiny", "decoder=qwen3_tiny"],
                           "6ff99e7cea3e8aeb29ebe1390586f513adcf91dea94901ddd9f254db8a4a1ad1"),
     "dinov3_gpt2_prefix": (["architecture=prefix", "backend=pt", "encoder=dinov3_tiny", "decoder=gpt2_tiny"],
-                           "178614e7f61ef1b61c6f949ca85c52ac06be7fddb3c783e29a2bb75f4a694d0c"),
+                           "764df023fed46446223bf99cd7b0fa6d5aee17f3a986705e6c4d062dcb56831a"),
     "dinov3_gpt2": (["backend=pt", "encoder=dinov3_tiny", "decoder=gpt2_tiny"],
-                    "764df023fed46446223bf99cd7b0fa6d5aee17f3a986705e6c4d062dcb56831a"),
+                    "178614e7f61ef1b61c6f949ca85c52ac06be7fddb3c783e29a2bb75f4a694d0c"),
 }
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from vedforge.families.random_init import Init
 
-# torch.nn.init functions, with how each call becomes an Init (None: not reproducible).
+# The torch.nn.init functions recorded as calls of their own (what they call inside is not recorded).
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
                    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
                    "sparse_")
@@ -278,7 +278,6 @@ class InitRecorder:
     def recording(self) -> Iterator["InitRecorder"]:
         """Record inside the block: ``torch.nn.init`` functions replaced wherever a module holds
         them (modeling files import some by name), and a torch function mode for the rest."""
-        import torch
         from torch.overrides import TorchFunctionMode
 
         # transformers 5 keeps the originals in a table when this module is first imported, so it

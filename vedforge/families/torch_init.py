@@ -244,8 +244,9 @@ def _derive_table(config: Any, choice: str) -> TorchPartTable:
         saved, init = renamed[name], inits[name]
         if init.kind == "unknown":
             init = Init("unknown", 0.0, f"{type(model).__name__} ({family}) parameter {saved}: {init.reason}")
-        # The hand-written tables draw in float32, as they always have.
-        dtype = np.dtype(np.float32) if numpy_drawn(family) else _numpy_dtype(params[name].dtype)
+        # Drawn in float32 whatever dtype the class would build in (transformers 5 may take it from
+        # the config, 4.57 does not): the writer casts to the forge's dtype, so both lines agree.
+        dtype = np.dtype(np.float32) if params[name].is_floating_point() else _numpy_dtype(params[name].dtype)
         tensors[saved] = (tuple(params[name].shape), dtype, init, renamed[traced.tied.get(name, name)])
     wanted = [name for name in state if name not in params] + list(buffers_saved_by_4_57(model, renamed))
     buffers: dict[str, np.ndarray] = {}

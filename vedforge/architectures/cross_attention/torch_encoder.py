@@ -104,7 +104,7 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
     (:func:`vedforge.families.torch_init.random_torch_state`).
     """
     if random_weights:
-        from vedforge.families.torch_init import torch_part_table, random_torch_state
+        from vedforge.families.torch_init import random_torch_state, torch_part_table
 
         state = random_torch_state(model_config, seed=seed, role="encoder", choice="AutoModel", prefix="encoder.")
         table = torch_part_table(model_config, "encoder", choice="AutoModel")
