@@ -7,11 +7,11 @@ tensor is a :class:`~vedforge.families.random_init.SeededTensor`: drawn from its
 (seed, role, the tensor's saved name) only when the writer asks for it. A random 1B LM never
 exists in memory as a whole.
 
-transformers 4.57 and 5.x mostly give the same initialisers, but for some families they differ
-(5.x rewrote SigLIP's, DeiT's, ConvNeXt's, Swin's and DETR's ``_init_weights``). For those, listed in
-:data:`NUMPY_DRAWN`, a hand-written table keeps the distributions transformers 4.57 gives, by
-module type, so that the same recipe writes the same bytes on either line; without it a forge
-on 5.x would write other bytes than on 4.57.
+transformers 4.57 and 5.x give the same initialisers for the families the tests cover (5.x
+rewrote many ``_init_weights``, which changed the order of torch's draws from one seed, but not
+the distributions), except SigLIP's. For it, listed in :data:`NUMPY_DRAWN`, a hand-written table
+keeps the distributions transformers 4.57 gives, by module type, so that the same recipe writes
+the same bytes on either line.
 
 Persistent buffers (position ids, relative position indices, batch-norm statistics) are not
 drawn: they get the values the model computes, from a second build in which every parameter
@@ -30,9 +30,13 @@ import numpy as np
 
 from vedforge.families.random_init import GENERATOR, TRUNCATED_STD, Init, SeededTensor
 
-# Model types whose random towers vedforge draws itself (the others keep transformers' own
-# initialisation, seeded from the recipe).
-NUMPY_DRAWN = ("siglip", "siglip_vision_model", "deit", "convnext", "swin", "detr")
+# Model types whose random towers take their initialisers from a hand-written table of what
+# transformers 4.57 gives them, not from their class: SigLIP's class initialises otherwise on 5.x
+# (its patch embedding is lecun-normal truncated at 2 std on 4.57 and a plain normal on 5.x; its
+# pooling head's output projection is truncated elsewhere), so the derived initialisers would make
+# a 5.x forge write other bytes than a 4.57 one. (DeiT, ConvNeXt, Swin and DETR had tables too:
+# their derived initialisers are the same on both lines, so they no longer need one.)
+NUMPY_DRAWN = ("siglip", "siglip_vision_model")
 
 
 def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -93,96 +97,10 @@ def siglip_initialisers(model: Any) -> dict[str, Init]:
     return {name: init for name, init in out.items() if name in names}
 
 
-def _normal_linear_initialisers(model: Any, std: float) -> dict[str, Init]:
-    """Linear and Conv2d weights normal(``std``), biases zeros, layer norms ones and zeros: what
-    DeiT's and ConvNeXt's ``_init_weights`` (4.57) share. (DeiT's truncation at +-2, an absolute
-    bound, is a normal for initializer_range this small.)"""
-    import torch.nn as nn
-
-    out: dict[str, Init] = {}
-    for prefix, module in model.named_modules():
-        at = f"{prefix}." if prefix else ""
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
-            out[f"{at}weight"] = Init("normal", std)
-            if module.bias is not None:
-                out[f"{at}bias"] = Init("constant", 0.0)
-        elif isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("LayerNorm"):
-            out[f"{at}weight"], out[f"{at}bias"] = Init("constant", 1.0), Init("constant", 0.0)
-    return out
-
-
-def deit_initialisers(model: Any) -> dict[str, Init]:
-    """DeiT (4.57): Linear and Conv2d normal(initializer_range), its tokens and position embeddings zeros."""
-    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
-    for prefix, module in model.named_modules():
-        if type(module).__name__ == "DeiTEmbeddings":
-            at = f"{prefix}." if prefix else ""
-            for name in ("cls_token", "distillation_token", "position_embeddings", "mask_token"):
-                out[f"{at}{name}"] = Init("constant", 0.0)
-    return out
-
-
-def convnext_initialisers(model: Any) -> dict[str, Init]:
-    """ConvNeXt (4.57): Linear and Conv2d normal(initializer_range), layer scales layer_scale_init_value."""
-    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
-    for prefix, module in model.named_modules():
-        if type(module).__name__ == "ConvNextLayer" and getattr(module, "layer_scale_parameter", None) is not None:
-            out[f"{prefix}.layer_scale_parameter"] = Init("constant", float(model.config.layer_scale_init_value))
-    return out
-
-
-def swin_initialisers(model: Any) -> dict[str, Init]:
-    """Swin (4.57): Linear and Conv2d normal(initializer_range); its mask token, absolute position
-    embeddings and relative position bias tables zeros. (By parameter name: transformers 5 moved
-    the tables into a module of their own.)"""
-    out = _normal_linear_initialisers(model, float(model.config.initializer_range))
-    for name, _ in model.named_parameters():
-        if name.rsplit(".", 1)[-1] in ("mask_token", "position_embeddings", "relative_position_bias_table"):
-            out[name] = Init("constant", 0.0)
-    return out
-
-
-def detr_initialisers(model: Any) -> dict[str, Init]:
-    """DETR (4.57): Linear, Conv2d and Embedding weights normal(init_std), biases zeros, LayerNorm
-    ones and zeros; its ResNet backbone, a model of its own, keeps ResNet's initialisation (its
-    convolutions kaiming-normal, fan_out, for ReLU; its frozen batch norms are buffers)."""
-    import torch.nn as nn
-
-    std = float(model.config.init_std)
-    backbone = {id(m) for m in model.modules() if type(m).__name__.endswith("Backbone")}
-    inside = set()
-    for module in model.modules():
-        if id(module) in backbone:
-            inside.update(id(m) for m in module.modules())
-    out: dict[str, Init] = {}
-    for prefix, module in model.named_modules():
-        at = f"{prefix}." if prefix else ""
-        if isinstance(module, nn.Conv2d) and id(module) in inside:
-            fan_out = module.weight.shape[0] * int(np.prod(module.weight.shape[2:], dtype=np.int64))
-            out[f"{at}weight"] = Init("normal", math.sqrt(2.0 / fan_out))
-        elif isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
-            out[f"{at}weight"] = Init("normal", std)
-        elif isinstance(module, nn.LayerNorm):
-            out[f"{at}weight"] = Init("constant", 1.0)
-        if getattr(module, "bias", None) is not None and isinstance(module.bias, nn.Parameter):
-            out[f"{at}bias"] = Init("constant", 0.0)
-    return out
-
-
-_INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers,
-                 "deit": deit_initialisers, "convnext": convnext_initialisers, "swin": swin_initialisers,
-                 "detr": detr_initialisers}
+_INITIALISERS = {"siglip": siglip_initialisers, "siglip_vision_model": siglip_initialisers}
 _DESCRIBED = {
     "siglip": "xavier-uniform attention and MLP weights (MLP biases normal(1e-6)), lecun-normal other Linear and "
               "Conv2d weights, position embeddings normal(1/sqrt(width)), LayerNorm ones and zeros, biases zeros",
-    "deit": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, class, "
-            "distillation and position embeddings zeros",
-    "convnext": "Linear and Conv2d weights normal(initializer_range), biases zeros, layer norms ones and zeros, "
-                "layer scales layer_scale_init_value",
-    "swin": "Linear and Conv2d weights normal(initializer_range), biases zeros, LayerNorm ones and zeros, mask token, "
-            "position embeddings and relative position bias tables zeros",
-    "detr": "Linear, Conv2d and Embedding weights normal(init_std), biases zeros, LayerNorm ones and zeros; the ResNet "
-            "backbone's convolutions kaiming-normal (fan_out, ReLU gain), its frozen batch norms as the model computes them",
 }
 _DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
 
@@ -190,18 +108,6 @@ _DESCRIBED["siglip_vision_model"] = _DESCRIBED["siglip"]
 def numpy_drawn(model_type: str) -> bool:
     """Whether vedforge's hand-written 4.57 table, not the derived one, gives ``model_type``'s initialisers."""
     return model_type in NUMPY_DRAWN
-
-
-def draw_parameters(model: Any, renamed: dict[str, str], *, seed: int, role: str) -> dict[str, SeededTensor]:
-    """Every parameter of ``model`` (a :data:`NUMPY_DRAWN` family) drawn from its own stream, keyed by
-    its saved name (``renamed``), with the hand-written table's initialisers; buffers are not included."""
-    inits = _INITIALISERS[model.config.model_type](model)
-    out = {}
-    for name, param in model.named_parameters():
-        saved = renamed[name]
-        init = inits.get(name) or Init("unknown", 0.0, f"{type(model).__name__} parameter {saved}: no initialiser")
-        out[saved] = SeededTensor(tuple(saved.split(".")), tuple(param.shape), np.float32, init, seed, role)
-    return out
 
 
 @dataclass
