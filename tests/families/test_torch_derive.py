@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -210,3 +211,27 @@ def test_a_cached_table_is_read_without_importing_torch(tmp_path):
     first = subprocess.run([sys.executable, "-c", derive], env=env, capture_output=True, text=True, check=True)
     second = subprocess.run([sys.executable, "-c", read], env=env, capture_output=True, text=True, check=True)
     assert second.stdout.split() == [first.stdout.split()[0], "False"]
+
+
+def test_augmented_assignment_and_a_hand_written_truncated_normal_are_followed():
+    def build():
+        scale = torch.nn.Parameter(torch.ones(64, 16))
+        scale *= 0.5
+        scale += 2.0
+        # transformers 4.57's SigLIP draws its truncated normal by inversion, in place.
+        table = torch.nn.Parameter(torch.empty(32, 16))
+        low, high = NormalDist().cdf(-2.0), NormalDist().cdf(2.0)
+        with torch.no_grad():
+            table.uniform_(2 * low - 1, 2 * high - 1)
+            table.erfinv_()
+            table.mul_(0.1 * math.sqrt(2.0))
+            table.add_(0.0)
+            table.clamp_(min=-0.2, max=0.2)
+        return torch.nn.ParameterDict({"scale": scale, "table": table})
+
+    with torch.no_grad():
+        recorder, module = _record(build)
+    assert recorder.parameter_init(module["scale"]) == Init("constant", 2.5)
+    table = recorder.parameter_init(module["table"])
+    assert table.kind == "truncated_normal" and table.scale == pytest.approx(0.1)
+    assert (table.low, table.high) == (pytest.approx(-2.0), pytest.approx(2.0))

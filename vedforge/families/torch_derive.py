@@ -206,8 +206,8 @@ class InitRecorder:
             return func(*args, **kwargs)
         if name in ("__imul__", "__itruediv__", "__iadd__", "__isub__"):
             # x *= k: the in-place method it stands for.
-            self._write(first, self._in_place({"__imul__": "mul_", "__itruediv__": "div_"}.get(name, name),
-                                              first, args[1:], kwargs))
+            method = {"__imul__": "mul_", "__itruediv__": "div_", "__iadd__": "add_", "__isub__": "sub_"}[name]
+            self._write(first, self._in_place(method, first, args[1:], kwargs))
             return func(*args, **kwargs)
         if name == "__setitem__":
             # Item assignment writes an indexed region: only a whole-tensor fill is reproducible.
