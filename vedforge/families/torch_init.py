@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -196,15 +196,16 @@ def torch_part_table(config: Any, role: str, *, choice: str) -> TorchPartTable:
     return derived("torch-initialisers", 1, inputs, lambda: _derive_table(config, choice), encode=encode, decode=decode)
 
 
-def random_torch_state(config: Any, *, seed: int, role: str, choice: str, prefix: str = ""
-                       ) -> dict[str, Union[SeededTensor, np.ndarray]]:
+def random_torch_state(config: Any, *, seed: int, role: str, choice: str, prefix: str = "",
+                       table: Optional[TorchPartTable] = None) -> dict[str, Union[SeededTensor, np.ndarray]]:
     """A random ``transformers.<choice>`` of ``config`` as saved tensor name (after ``prefix``) ->
-    unevaluated :class:`SeededTensor`, and its persistent buffers' values.
+    unevaluated :class:`SeededTensor`, and its persistent buffers' values (from ``table`` when the
+    caller already has the part's :func:`torch_part_table`).
 
     Converting a tensor whose initialiser is unknown raises
     :class:`~vedforge.families.random_init.UnknownInitializerError` naming it.
     """
-    table = torch_part_table(config, role, choice=choice)
+    table = table or torch_part_table(config, role, choice=choice)
     state: dict[str, Union[SeededTensor, np.ndarray]] = {
         prefix + name: SeededTensor(tuple(stream.split(".")), shape, dtype, init, seed, role)
         for name, (shape, dtype, init, stream) in table.tensors.items()}

@@ -106,8 +106,9 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
     if random_weights:
         from vedforge.families.torch_init import random_torch_state, torch_part_table
 
-        state = random_torch_state(model_config, seed=seed, role="encoder", choice="AutoModel", prefix="encoder.")
         table = torch_part_table(model_config, "encoder", choice="AutoModel")
+        state = random_torch_state(model_config, seed=seed, role="encoder", choice="AutoModel", prefix="encoder.",
+                                   table=table)
         return state, [], {f"encoder.{name}" for name in table.buffers}
     import torch
     from transformers import AutoModel
