@@ -39,6 +39,10 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
 _NEVER_REACHED = 20.0
 # In-place tensor methods that change no value.
 _NOT_WRITING = frozenset({"requires_grad_", "share_memory_", "retain_grad", "_fix_weakref", "record_stream"})
+# Tensor factories: their result starts the record of a new storage.
+_FACTORIES = frozenset({"zeros", "ones", "full", "empty", "randn", "rand", "zeros_like", "ones_like", "full_like",
+                        "empty_like", "randn_like", "rand_like", "new_zeros", "new_ones", "new_full", "new_empty",
+                        "tensor", "arange", "empty_strided"})
 # Operations whose result holds the values of their (first) input.
 _VALUE_KEEPING = frozenset({"to", "type", "float", "contiguous", "clone", "detach", "cpu", "_to_copy"})
 
@@ -54,6 +58,8 @@ class _Write:
 
 
 def _storage(tensor: Any) -> int:
+    # The storage's address: freed storages' addresses come back, but every tensor made inside a
+    # recording starts a fresh record (InitRecorder._new), so a new tensor never inherits old calls.
     try:
         return tensor.untyped_storage()._cdata
     except (RuntimeError, NotImplementedError):  # a tensor without a storage (sparse, nested)
@@ -327,7 +333,8 @@ class InitRecorder:
         return current
 
 
-# The recorders inside whose block calls are (the innermost records).
+# The recorders whose blocks are open; the innermost one records. The wrappers outlive a block
+# (a modeling file imported inside one keeps them) and then only call the originals.
 _ACTIVE: list[InitRecorder] = []
 _WRAPPERS: dict[str, Callable] = {}
 
@@ -380,11 +387,6 @@ def _patch_init_functions() -> list[tuple[dict, str, Callable]]:
                 patched.append((holder, name, fn))
                 holder[name] = _wrapper(name, fn)
     return patched
-
-
-_FACTORIES = frozenset({"zeros", "ones", "full", "empty", "randn", "rand", "zeros_like", "ones_like", "full_like",
-                        "empty_like", "randn_like", "rand_like", "new_zeros", "new_ones", "new_full", "new_empty",
-                        "tensor", "arange", "empty_strided"})
 
 
 def _clear_marks(model: Any) -> None:
