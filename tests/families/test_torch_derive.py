@@ -178,7 +178,8 @@ def test_an_initialiser_that_cannot_be_reproduced_is_refused_only_when_drawn():
     recorder, layer = _record(build)
     weight, bias = recorder.parameter_init(layer.weight), recorder.parameter_init(layer.bias)
     assert weight.kind == bias.kind == "unknown" and "orthogonal_" in weight.reason
-    tensor = SeededTensor(("weight",), (8, 8), np.float32, Init("unknown", 0.0, "Foo (foo) parameter weight: x"), 0, "e")
+    refused = Init("unknown", 0.0, "Foo (foo) parameter weight: x")
+    tensor = SeededTensor(("weight",), (8, 8), np.float32, refused, 0, "e")
     with pytest.raises(UnknownInitializerError, match=r"Foo \(foo\) parameter weight"):
         np.asarray(tensor)
 

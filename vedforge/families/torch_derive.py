@@ -205,21 +205,23 @@ class InitRecorder:
 
         name = getattr(func, "__name__", "")
         first = args[0] if args else None
-        if self._depth or not isinstance(first, torch.Tensor) and name not in _FACTORIES:
+        if self._depth:
             return func(*args, **kwargs)
-        if name.endswith("_") and not name.endswith("__") and name not in _NOT_WRITING:
+        on_tensor = isinstance(first, torch.Tensor)
+        if on_tensor and name.endswith("_") and not name.endswith("__") and name not in _NOT_WRITING:
             self._write(first, self._in_place(name, first, args[1:], kwargs))
             return func(*args, **kwargs)
-        if name in ("__imul__", "__itruediv__", "__iadd__", "__isub__"):
+        if on_tensor and name in ("__imul__", "__itruediv__", "__iadd__", "__isub__"):
             # x *= k: the in-place method it stands for.
             method = {"__imul__": "mul_", "__itruediv__": "div_", "__iadd__": "add_", "__isub__": "sub_"}[name]
             self._write(first, self._in_place(method, first, args[1:], kwargs))
             return func(*args, **kwargs)
-        if name == "__setitem__":
+        if on_tensor and name == "__setitem__":
             # Item assignment writes an indexed region: only a whole-tensor fill is reproducible.
             self._write(first, Init("unknown", 0.0, "written by item assignment"))
             return func(*args, **kwargs)
-        inputs = {_storage(a) for a in args if isinstance(a, torch.Tensor) and a.layout == torch.strided}
+        given = [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else (arg,))]
+        inputs = {_storage(a) for a in given if isinstance(a, torch.Tensor) and a.layout == torch.strided}
         out = func(*args, **kwargs)
         if isinstance(out, torch.Tensor) and out.layout == torch.strided and _storage(out) not in inputs:
             self._new(out, self._result(name, first, args, kwargs))
@@ -375,7 +377,8 @@ def _patch_init_functions() -> list[tuple[dict, str, Callable]]:
     holders: list[dict] = []
     for module in list(sys.modules.values()):
         namespace = getattr(module, "__dict__", None)
-        if isinstance(namespace, dict) and str(getattr(module, "__name__", "")).startswith(("torch.nn", "transformers")):
+        owner = str(getattr(module, "__name__", ""))
+        if isinstance(namespace, dict) and owner.startswith(("torch.nn", "transformers")):
             holders.append(namespace)
     table = getattr(sys.modules.get("transformers.initialization"), "TORCH_INIT_FUNCTIONS", None)
     if isinstance(table, dict):
