@@ -43,19 +43,30 @@ class UnknownInitializerError(RuntimeError):
 class Init:
     """A parameter's initial distribution.
 
-    ``kind`` is ``constant`` (every value ``scale``), ``normal`` (mean 0, std ``scale``),
-    ``truncated_normal`` (a standard normal truncated to (-2, 2), times ``scale``) or
-    ``uniform`` (uniform on (-``scale``, ``scale``)); ``unknown`` cannot be drawn.
+    ``kind`` is ``constant`` (every value ``scale``), ``normal`` (std ``scale``),
+    ``truncated_normal`` (a standard normal truncated to (``low``, ``high``), times ``scale``) or
+    ``uniform`` (uniform on (-``scale``, ``scale``)), each shifted by ``mean``; ``unknown`` cannot
+    be drawn. ``rows`` are ``(start, stop, value)`` ranges of leading-axis rows set to ``value``
+    after the draw (an embedding's padding row, which PyTorch initialisation zeroes).
     """
 
     kind: str
     scale: float
     # Why the initialiser is unknown (kind ``unknown``): drawing such a tensor raises.
     reason: str = ""
+    mean: float = 0.0
+    low: float = -2.0
+    high: float = 2.0
+    rows: tuple[tuple[int, int, float], ...] = ()
 
     def describe(self) -> str:
         """A short human-readable form, e.g. ``normal(0.02)``."""
-        return f"{self.kind}({self.scale:.6g})"
+        extra = f", mean {self.mean:.6g}" if self.mean else ""
+        if self.kind == "truncated_normal" and (self.low, self.high) != (-2.0, 2.0):
+            extra += f", within ({self.low:.6g}, {self.high:.6g})"
+        if self.rows:
+            extra += ", rows " + ", ".join(f"{a}:{b}={v:g}" for a, b, v in self.rows)
+        return f"{self.kind}({self.scale:.6g}{extra})"
 
 
 def _closure(fn: Callable) -> dict[str, Any]:
@@ -187,21 +198,28 @@ def draw(init: Init, shape: tuple[int, ...], dtype: Any, rng: np.random.Generato
     """A tensor of ``shape`` drawn from ``init`` with ``rng``."""
     dtype = np.dtype(dtype)
     if init.kind == "unknown":
-        raise UnknownInitializerError(f"{init.reason}; vedforge cannot draw it without XLA")
+        raise UnknownInitializerError(f"{init.reason}; vedforge cannot draw it")
     if init.kind == "constant":
-        return np.full(shape, init.scale, dtype)
-    if init.kind == "uniform":
-        values = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        values = np.full(shape, init.scale, dtype)
     else:
-        values = rng.standard_normal(shape, dtype=np.float32)
-        if init.kind == "truncated_normal":
-            # Redraw what falls outside (-2, 2): the truncated normal jax draws by inversion.
-            outside = np.abs(values) >= 2
-            while outside.any():
-                values[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
-                outside = np.abs(values) >= 2
-    values *= np.float32(init.scale)  # in place: a large part's embedding can reach a GB
-    return values.astype(dtype, copy=False)
+        if init.kind == "uniform":
+            values = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        else:
+            values = rng.standard_normal(shape, dtype=np.float32)
+            if init.kind == "truncated_normal":
+                # Redraw what falls outside (low, high): the truncated normal jax draws by inversion.
+                low, high = np.float32(init.low), np.float32(init.high)
+                outside = (values <= low) | (values >= high)
+                while outside.any():
+                    values[outside] = rng.standard_normal(int(outside.sum()), dtype=np.float32)
+                    outside = (values <= low) | (values >= high)
+        values *= np.float32(init.scale)  # in place: a large part's embedding can reach a GB
+        if init.mean:
+            values += np.float32(init.mean)
+    values = values.astype(dtype, copy=False)
+    for start, stop, value in init.rows:
+        values[start:stop] = value
+    return values
 
 
 class SeededTensor(DeferredArray):

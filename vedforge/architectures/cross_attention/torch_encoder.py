@@ -3,7 +3,8 @@
 The decoder of such a pairing is still assembled by vedforge's Flax-layout engine, so its
 tensors (copied and new) are the very ones a Flax forge of the same decoder would carry.
 Only the encoder is built by transformers' PyTorch classes; its state dict goes into the
-PyTorch checkpoint as is.
+PyTorch checkpoint as is. A random encoder is not built: its tensors are drawn as they are
+written, from the initialisers its class gives them (:mod:`vedforge.families.torch_init`).
 """
 
 from __future__ import annotations
@@ -87,43 +88,42 @@ def _tower_alone(source: ResolvedSource, model_config: Any) -> Iterator[Path]:
 
 def describe_torch_generation(model_config: Any, seed: int) -> dict[str, Any]:
     """The manifest's record of how a random PyTorch-built encoder's weights were made."""
-    from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
+    from vedforge.families.torch_init import describe_torch_generation as describe
 
-    if numpy_drawn(model_config.model_type):
-        return describe_numpy_generation(model_config.model_type, seed)
-    return {
-        "method": "transformers' PyTorch initialisation (the model class's _init_weights), no XLA",
-        "generator": f"torch.manual_seed({derive_seed(seed, 'encoder-weights')}), derived from the recipe seed",
-        "distributions": f"the initialisers transformers' PyTorch {model_config.model_type} classes apply",
-        "seed": seed,
-    }
+    return describe(model_config.model_type, "AutoModel", seed)
 
 
 def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, random_weights: bool,
-                             seed: int) -> tuple[dict[str, np.ndarray], list[str], set[str]]:
+                             seed: int) -> tuple[dict[str, Any], list[str], set[str]]:
     """The encoder's PyTorch state dict, named as inside ``VisionEncoderDecoderModel`` (``encoder.``...),
     the names of tensors the checkpoint lacked (initialised by transformers, seeded), and the
     names that are buffers (batch-norm statistics) rather than parameters.
 
-    With ``random_weights`` the architecture is initialised from a seed derived from the recipe's.
+    With ``random_weights`` no model is built: every parameter is drawn when written, from the
+    initialiser transformers' class gives it, seeded per tensor from the recipe's seed
+    (:func:`vedforge.families.torch_init.random_torch_state`).
     """
+    if random_weights:
+        from vedforge.families.torch_init import random_torch_state, torch_part_table
+
+        table = torch_part_table(model_config, "encoder", choice="AutoModel")
+        state = random_torch_state(model_config, seed=seed, role="encoder", choice="AutoModel", prefix="encoder.",
+                                   table=table)
+        return state, [], {f"encoder.{name}" for name in table.buffers}
     import torch
     from transformers import AutoModel
 
     torch.manual_seed(derive_seed(seed, "encoder-weights"))
-    if random_weights:
-        model, missing = AutoModel.from_config(config_to_build(model_config)), []
-    else:
-        try:
-            with _tower_alone(source, model_config) as path:
-                model, info = AutoModel.from_pretrained(str(path), config=config_to_build(model_config),
-                                                        output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise CorruptCheckpointError(
-                f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "
-                f"{str(exc).splitlines()[0][:300]}"
-            ) from None
-        missing = sorted(info.get("missing_keys", []))
+    try:
+        with _tower_alone(source, model_config) as path:
+            model, info = AutoModel.from_pretrained(str(path), config=config_to_build(model_config),
+                                                    output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CorruptCheckpointError(
+            f"The PyTorch weights of the encoder {source.describe()} cannot be loaded: "
+            f"{str(exc).splitlines()[0][:300]}"
+        ) from None
+    missing = sorted(info.get("missing_keys", []))
     from vedforge.weights.saved_names import saved_names
 
     # The names save_pretrained writes (transformers 5 renames modules internally).
@@ -133,12 +133,6 @@ def load_torch_encoder_state(source: ResolvedSource, model_config: Any, *, rando
 
     kept = buffers_saved_by_4_57(model, renamed)
     state.update({f"encoder.{name}": tensor.detach().cpu().numpy() for name, tensor in kept.items()})
-    from vedforge.families.torch_init import draw_parameters, numpy_drawn
-
-    if random_weights and numpy_drawn(model_config.model_type):
-        # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
-        drawn = draw_parameters(model, renamed, seed=seed, role="encoder")
-        state.update({f"encoder.{name}": tensor for name, tensor in drawn.items()})
     buffers = {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
         f"encoder.{name}" for name in kept}
     return state, [f"encoder.{renamed.get(name, name)}" for name in missing], buffers

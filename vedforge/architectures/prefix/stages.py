@@ -4,18 +4,16 @@ pipeline drives them, and writes the files as for every forge).
 The tower's and the LM's tensors are indexed lazily (safetensors headers, or memory-mapped
 ``.bin`` files) and written one by one by vedforge's streaming writer, so a forge never holds a
 whole ``LlavaForConditionalGeneration`` in memory and the checkpoints' dtypes are kept. Random-weight
-parts (the embedded tiny models) are drawn by transformers' PyTorch initialisation from a seed
-derived from the recipe's.
+parts (the embedded tiny models) are drawn tensor by tensor from the recipe's seed, with the
+initialisers transformers' PyTorch classes give them (:mod:`vedforge.families.torch_init`), so a
+random part is never built either.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
-
 from vedforge.architectures.parts import roles_by_weights
-from vedforge.core.seeding import derive_seed
 
 
 def load_message(plan: Any) -> str:
@@ -23,29 +21,20 @@ def load_message(plan: Any) -> str:
     if not drawing:
         return f"Reading the {' and '.join(reading)} weights"
     return "; ".join(([f"Indexing the {' and '.join(reading)} weights"] if reading else [])
-                     + [f"Drawing the random {' and '.join(drawing)} weights (transformers' PyTorch initialisation, "
-                        "seeded from the recipe)"])
+                     + [f"Drawing the random {' and '.join(drawing)} weights (the initialisers of transformers' "
+                        "PyTorch classes, seeded per tensor from the recipe)"])
 
 
-def _random_state(part: Any, seed: int) -> dict[str, np.ndarray]:
-    """A random-weight part's state dict, drawn by transformers' PyTorch initialisation."""
-    import torch
-    from transformers import AutoModel, AutoModelForCausalLM
+def _class_choice(role: str) -> str:
+    return "AutoModel" if role == "encoder" else "AutoModelForCausalLM"
 
-    torch.manual_seed(derive_seed(seed, f"{part.role}-weights"))
-    cls = AutoModel if part.role == "encoder" else AutoModelForCausalLM
-    model = cls.from_config(part.config.model)
-    from vedforge.weights.saved_names import saved_names
 
-    renamed = saved_names(model)
-    state = {renamed[name]: tensor.detach().contiguous().numpy() for name, tensor in model.state_dict().items()}
-    from vedforge.families.torch_init import draw_parameters, numpy_drawn
+def _random_state(part: Any, seed: int) -> dict[str, Any]:
+    """A random-weight part's tensors by saved name, each drawn only when the writer asks for it,
+    from the initialisers transformers' PyTorch class gives it (no torch model is materialised)."""
+    from vedforge.families.torch_init import random_torch_state
 
-    if numpy_drawn(part.config.model.model_type):
-        # Drawn by vedforge, so the same on transformers 4.57 and 5.x (vedforge.families.torch_init).
-        state.update({name: np.asarray(t) for name, t in
-                      draw_parameters(model, renamed, seed=seed, role=part.role).items()})
-    return state
+    return random_torch_state(part.config.model, seed=seed, role=part.role, choice=_class_choice(part.role))
 
 
 def part_reader(plan: Any, role: str, source: Any) -> tuple[str, Any]:
@@ -71,20 +60,14 @@ def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
     part = plan.part(role)
     if not part.recipe.random_weights:
         return None
-    from vedforge.families.torch_init import describe_numpy_generation, numpy_drawn
+    from vedforge.families.torch_init import describe_torch_generation
 
-    if numpy_drawn(part.config.model.model_type):
-        return describe_numpy_generation(part.config.model.model_type, plan.recipe.seed)
-    kind = "AutoModel" if role == "encoder" else "AutoModelForCausalLM"
-    return {
-        "method": f"transformers' PyTorch initialisation ({kind}.from_config, the model class's _init_weights)",
-        "generator": f"torch.manual_seed({derive_seed(plan.recipe.seed, f'{role}-weights')}), derived from the recipe seed",
-        "seed": plan.recipe.seed,
-    }
+    return describe_torch_generation(part.config.model.model_type, _class_choice(role), plan.recipe.seed)
 
 
 def extra_versions(plan: Any) -> dict[str, str]:
-    """torch builds the plan's meta-device model and draws random parts: its version decides the output too."""
+    """torch builds the plan's meta-device model, and its classes give random parts their initialisers:
+    its version decides the output too."""
     return {"torch": _torch_version()}
 
 
