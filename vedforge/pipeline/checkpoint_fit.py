@@ -14,7 +14,7 @@ from typing import Any
 from vedforge.core.errors import BackendError
 from vedforge.families.registry import family_of
 from vedforge.weights.checkpoint import FlatState
-from vedforge.weights.pytorch_layout import pytorch_name
+from vedforge.weights.pytorch_layout import pytorch_name, unmapped_tensors_error
 
 _PARTS = ("encoder", "decoder")
 _PROJECTION = "enc_to_dec_proj"
@@ -92,10 +92,4 @@ def check_checkpoint_fits(config: Any, params: FlatState, advice: str) -> None:
                     if number not in expected or first.get(inner) != shape:
                         unexpected.append(f"{'/'.join(path)} {shape}")
     if unexpected or missing:
-        raise BackendError(
-            "The tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
-            f"({config.encoder.model_type} + {config.decoder.model_type}): "
-            + (f"no PyTorch place for {', '.join(unexpected[:5])}; " if unexpected else "")
-            + (f"nothing for {', '.join(sorted(missing)[:5])}" if missing else "")
-            + f". {advice}."
-        )
+        raise unmapped_tensors_error(config, unexpected, missing, advice)

@@ -145,11 +145,17 @@ def to_pytorch_layout(config: Any, params: FlatState, native: dict[str, Any] | N
             unexpected.append(f"{source} {tuple(tensor.shape)}")
     missing = sorted(set(expected) - set(out) - tied)
     if unexpected or missing:
-        raise BackendError(
-            "The tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
-            f"({config.encoder.model_type} + {config.decoder.model_type}): "
-            + (f"no PyTorch place for {', '.join(unexpected[:5])}; " if unexpected else "")
-            + (f"nothing for {', '.join(missing[:5])}" if missing else "")
-            + f". {advice}."
-        )
+        raise unmapped_tensors_error(config, unexpected, missing, advice)
     return {name: arr for name, arr in out.items() if name not in tied}
+
+
+def unmapped_tensors_error(config: Any, unexpected: list[str], missing: list[str], advice: str) -> BackendError:
+    """The one-paragraph error for tensors with no place in the PyTorch model (``unexpected``) and
+    places no tensor fills (``missing``, sorted), the first five of each named."""
+    return BackendError(
+        "The tensors do not map onto transformers' PyTorch VisionEncoderDecoderModel "
+        f"({config.encoder.model_type} + {config.decoder.model_type}): "
+        + (f"no PyTorch place for {', '.join(unexpected[:5])}; " if unexpected else "")
+        + (f"nothing for {', '.join(sorted(missing)[:5])}" if missing else "")
+        + f". {advice}."
+    )
