@@ -96,7 +96,11 @@ def config_data(config: Any) -> dict[str, Any]:
     """``config`` as the JSON data its ``config.json`` would hold (every field, not only changes)."""
     import json
 
-    return json.loads(config.to_json_string(use_diff=False))
+    def plain(value: Any) -> str:
+        # A torch dtype left in a nested config (DPT's backbone) is written as transformers names it.
+        return str(value).removeprefix("torch.")
+
+    return json.loads(json.dumps(config.to_dict(), default=plain))
 
 
 def config_from_data(data: dict[str, Any]) -> Any:
