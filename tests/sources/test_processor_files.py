@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import TRANSFORMERS_5
 from vedforge.core.errors import VedforgeError
 from vedforge.core.resources import assets_dir
 from vedforge.sources.loading import fit_processor_to_image_size
@@ -29,13 +30,33 @@ def test_the_saved_processor_loads_as_the_encoders_own(tmp_path, asset):
 
 
 @pytest.mark.parametrize("asset", ENCODER_ASSETS)
-def test_an_image_size_override_gives_the_processor_transformers_would_fit(tmp_path, asset):
+def test_an_image_size_override_makes_the_processor_emit_that_size(tmp_path, asset):
+    import numpy as np
+    from PIL import Image
+
     files = read_processor_files(assets_dir() / asset, asset)
+    if "pad_size" in files.settings:
+        pytest.skip("a detection processor pads to its pad_size: its output size is not one image size")
     files.fit_to_image_size(48)
     files.save_pretrained(tmp_path)
-    expected = _loaded(assets_dir() / asset)
-    fit_processor_to_image_size(expected, 48)  # the same change made on the loaded processor
-    assert _loaded(tmp_path).to_dict() == expected.to_dict()
+    processor = _loaded(tmp_path)
+    pixels = processor(Image.fromarray(np.zeros((37, 45, 3), np.uint8)), return_tensors="np")["pixel_values"]
+    assert tuple(pixels.shape[-2:]) == (48, 48)
+    if not TRANSFORMERS_5:  # 4.57's processors take the same change made on the loaded object
+        expected = _loaded(assets_dir() / asset)
+        fit_processor_to_image_size(expected, 48)
+        assert processor.to_dict() == expected.to_dict()
+
+
+def test_the_image_processor_inside_a_multimodal_processors_file_is_carried(tmp_path):
+    # transformers 5 saves a LLaVA checkpoint's image processor inside processor_config.json.
+    settings = json.loads((assets_dir() / "clip_tiny" / "preprocessor_config.json").read_text())
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "processor_config.json").write_text(json.dumps(
+        {"processor_class": "LlavaProcessor", "image_processor": settings, "patch_size": 4}))
+    files = read_processor_files(tmp_path / "src", "llava")
+    files.save_pretrained(tmp_path)
+    assert _loaded(tmp_path).to_dict() == _loaded(assets_dir() / "clip_tiny").to_dict()
 
 
 def test_an_int_size_of_an_older_processor_takes_the_new_size(tmp_path):

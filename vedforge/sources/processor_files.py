@@ -23,8 +23,8 @@ FILE_NAME = "preprocessor_config.json"
 class ImageProcessorFiles:
     """The image processor of an encoder checkpoint, as its ``preprocessor_config.json``."""
 
-    def __init__(self, path: Path, settings: dict[str, Any]):
-        self.path = path
+    def __init__(self, path: Optional[Path], settings: dict[str, Any]):
+        self.path = path  # the file to copy as it is; None for settings held inside another file
         self.settings = settings
         self._fitted: Optional[dict[str, Any]] = None
 
@@ -49,20 +49,35 @@ class ImageProcessorFiles:
         """Write ``preprocessor_config.json`` into ``directory``: the encoder's own bytes, or, after
         :meth:`fit_to_image_size` changed it, in transformers' layout (sorted keys, indent 2)."""
         target = Path(directory) / FILE_NAME
-        if self._fitted is None:
+        if self._fitted is None and self.path is not None:
             shutil.copyfile(self.path, target)
         else:
-            target.write_text(json.dumps(self._fitted, indent=2, sort_keys=True) + "\n")
+            target.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
         return [str(target)]
 
 
+def _nested_image_processor(folder: Path) -> Optional[dict[str, Any]]:
+    """The image processor's settings inside a multimodal processor's ``processor_config.json``,
+    where transformers 5 saves them (a LLaVA checkpoint's processor), else None."""
+    try:
+        data = json.loads((folder / "processor_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    nested = data.get("image_processor") if isinstance(data, dict) else None
+    return nested if isinstance(nested, dict) else None
+
+
 def read_processor_files(folder: Path, described: str) -> ImageProcessorFiles:
-    """The image processor saved in ``folder`` (the encoder ``described``).
+    """The image processor saved in ``folder`` (the encoder ``described``): its
+    ``preprocessor_config.json``, or the image processor inside its ``processor_config.json``.
 
     Raises:
         VedforgeError: the folder has no ``preprocessor_config.json``, or it is not a JSON object.
     """
     path = Path(folder) / FILE_NAME
+    nested = _nested_image_processor(Path(folder))
+    if nested is not None and not path.is_file():
+        return ImageProcessorFiles(None, nested)
     try:
         settings = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
