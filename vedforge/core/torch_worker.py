@@ -22,9 +22,11 @@ import os
 import subprocess
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from vedforge.core.errors import VedforgeError
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _worker: Optional[subprocess.Popen] = None
@@ -79,6 +81,23 @@ def call(target: str, **kwargs: Any) -> Any:
     return reply["result"]
 
 
+def derived_from_classes(kind: str, inputs: dict[str, Any], here: Callable[[], T], target: str, *,
+                         encode: Callable[[T], Any], decode: Callable[[Any], T], **extra: Any) -> T:
+    """A derivation from transformers' PyTorch classes, kept per ``inputs``
+    (:func:`vedforge.core.derived_cache.derived`, kind ``kind``): ``here()`` where transformers has
+    those classes in this process, else ``target(**inputs, **extra)`` in the worker, which returns
+    the result already encoded (``extra`` only words refusals, so it is not part of the key).
+    """
+    from vedforge.core.derived_cache import derived
+
+    def compute() -> T:
+        if transformers_has_torch():
+            return here()
+        return decode(call(target, **inputs, **extra))
+
+    return derived(kind, 1, inputs, compute, encode=encode, decode=decode)
+
+
 def _rebuilt(error: dict[str, str]) -> BaseException:
     try:
         cls = getattr(importlib.import_module(error["module"]), error["name"])
@@ -124,9 +143,7 @@ def _serve() -> None:
         request = json.loads(line)
         try:
             reply: dict[str, Any] = {"result": _run(request["target"], request["kwargs"])}
-        except VedforgeError as exc:
-            reply = {"error": {"module": type(exc).__module__, "name": type(exc).__name__, "message": str(exc)}}
-        except Exception as exc:  # noqa: BLE001 (reported to the forge, which says what failed)
+        except Exception as exc:  # noqa: BLE001 (raised again by the caller: call() rebuilds its class)
             reply = {"error": {"module": type(exc).__module__, "name": type(exc).__name__, "message": str(exc)}}
         out.write(json.dumps(reply) + "\n")
         out.flush()

@@ -122,19 +122,12 @@ def language_model(config: Any, where: str) -> LanguageModel:
     """
     import dataclasses
 
-    from vedforge.core import torch_worker
-    from vedforge.core.derived_cache import derived
+    from vedforge.core.torch_worker import derived_from_classes
 
-    data = config_data(config)
-
-    def derive() -> LanguageModel:
-        if torch_worker.transformers_has_torch():
-            return derive_language_model(config, where)
-        return LanguageModel(**torch_worker.call("vedforge.families.introspect:language_model_data", config=data,
-                                                 where=where))
-
-    return derived("prefix-language-model", 1, {"config": data}, derive, encode=dataclasses.asdict,
-                   decode=lambda fields: LanguageModel(**fields))
+    return derived_from_classes(
+        "prefix-language-model", {"config": config_data(config)}, lambda: derive_language_model(config, where),
+        "vedforge.families.introspect:language_model_data", encode=dataclasses.asdict,
+        decode=lambda fields: LanguageModel(**fields), where=where)
 
 
 def language_model_data(config: dict[str, Any], where: str) -> dict[str, Any]:
@@ -350,20 +343,13 @@ def tower_tokens(config: Any, height: int, width: int, layer: int, where: str) -
     """
     import dataclasses
 
-    from vedforge.core import torch_worker
-    from vedforge.core.derived_cache import derived
+    from vedforge.core.torch_worker import derived_from_classes
 
     check_vision_tower(config, where)
-    data = config_data(config)
-    inputs = {"config": data, "height": height, "width": width, "layer": layer}
-
-    def derive() -> TowerTokens:
-        if torch_worker.transformers_has_torch():
-            return derive_tower_tokens(config, height, width, layer, where)
-        return TowerTokens(**torch_worker.call("vedforge.families.introspect:tower_tokens_data", **inputs, where=where))
-
-    return derived("prefix-tower-tokens", 1, inputs, derive, encode=dataclasses.asdict,
-                   decode=lambda fields: TowerTokens(**fields))
+    return derived_from_classes(
+        "prefix-tower-tokens", {"config": config_data(config), "height": height, "width": width, "layer": layer},
+        lambda: derive_tower_tokens(config, height, width, layer, where), "vedforge.families.introspect:tower_tokens_data",
+        encode=dataclasses.asdict, decode=lambda fields: TowerTokens(**fields), where=where)
 
 
 def tower_tokens_data(config: dict[str, Any], height: int, width: int, layer: int, where: str) -> dict[str, Any]:

@@ -115,10 +115,10 @@ def _check_model_type(src: Path) -> None:
 
 
 def _read_config(src: Path) -> Any:
+    """The config of ``src``, whose model type :func:`_index_flax_source` has checked."""
     from transformers import VisionEncoderDecoderConfig
 
     path = src / _CONFIG
-    _check_model_type(src)
     try:
         return VisionEncoderDecoderConfig.from_pretrained(str(src))
     except (OSError, ValueError, KeyError, TypeError) as exc:

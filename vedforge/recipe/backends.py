@@ -19,8 +19,6 @@ from vedforge.core.errors import BackendError
 from vedforge.core.frameworks import FALSE_VALUES, TORCH_INSTALL
 from vedforge.recipe.schema import architecture_name, option_value
 
-INSTALL_HINT = TORCH_INSTALL
-
 
 def needs_torch(cfg: Any) -> bool:
     """True when forging ``cfg`` (a composed recipe) writes PyTorch weights, or may: with
@@ -55,7 +53,7 @@ def _pretrained_prefix(architecture: str, trust_remote_code: bool, random_parts:
 
     # transformers 5's configuration module imports torch whatever USE_TORCH says (through its
     # rope utilities), so hiding torch there would only add the worker's start-up.
-    if transformers_version().split(".")[0] not in ("4",):
+    if transformers_version().split(".")[0] != "4":
         return False
     return architecture == "prefix" and not trust_remote_code and not any(random_parts)
 
@@ -216,12 +214,9 @@ def require_torch(what: str, *, in_worker: bool = False) -> Any:
     transformers and the torch worker reads its classes (:func:`torch_only_in_worker`), only check
     that torch is installed, and return None."""
     if in_worker:
-        import importlib.util
+        from vedforge.core.frameworks import require_torch_installed
 
-        if importlib.util.find_spec("torch") is None:
-            raise BackendError(
-                f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it "
-                f"with: {INSTALL_HINT}.")
+        require_torch_installed(what)
         return None
     if os.environ.get("USE_TORCH", "").lower() in FALSE_VALUES:
         raise BackendError(
@@ -233,7 +228,7 @@ def require_torch(what: str, *, in_worker: bool = False) -> Any:
     except ImportError:
         raise BackendError(
             f"{what} needs PyTorch, which is not installed in this environment ({sys.executable}). Install it with: "
-            f"{INSTALL_HINT}. Or forge for Flax: backend=flax without output.pytorch."
+            f"{TORCH_INSTALL}. Or forge for Flax: backend=flax without output.pytorch."
         ) from None
     from transformers.utils import is_torch_available
 

@@ -136,18 +136,13 @@ def _config_dtype(config: Any) -> str:
 def _class_shapes(part: PartPlan) -> dict[str, tuple[int, ...]]:
     """Every tensor the part's PyTorch class holds, by saved name, read off the class on the meta
     device once per configuration (in the torch worker where this process hides torch)."""
-    from vedforge.core import torch_worker
-    from vedforge.core.derived_cache import derived
+    from vedforge.core.torch_worker import derived_from_classes
     from vedforge.families.introspect import config_data
 
-    data = config_data(part.config.model)
-
-    def derive() -> list:
-        if torch_worker.transformers_has_torch():
-            return class_shapes(part.config.model, part.role)
-        return torch_worker.call("vedforge.architectures.prefix.plan:class_shapes_data", config=data, role=part.role)
-
-    rows = derived("prefix-part-tensors", 1, {"config": data, "role": part.role}, derive, encode=list, decode=list)
+    rows = derived_from_classes(
+        "prefix-part-tensors", {"config": config_data(part.config.model), "role": part.role},
+        lambda: class_shapes(part.config.model, part.role), "vedforge.architectures.prefix.plan:class_shapes_data",
+        encode=list, decode=list)
     return {name: tuple(shape) for name, shape in rows}
 
 

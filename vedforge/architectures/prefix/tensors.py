@@ -64,29 +64,24 @@ def target_specs(config: Any) -> dict[str, Any]:
     the torch worker where this process hides torch (:mod:`vedforge.core.torch_worker`); from
     vedforge's cache of derivations after that (:mod:`vedforge.core.derived_cache`).
     """
-    from vedforge.core import torch_worker
-    from vedforge.core.derived_cache import derived
+    from vedforge.core.torch_worker import derived_from_classes
     from vedforge.families.introspect import config_data
 
-    data = config_data(config)
+    return derived_from_classes(
+        "prefix-llava-tensors", {"config": config_data(config)}, lambda: derive_target_specs(config),
+        "vedforge.architectures.prefix.tensors:target_specs_data", encode=_shape_rows,
+        decode=lambda rows: {name: tuple(shape) for name, shape in rows})
 
-    def derive() -> dict[str, Any]:
-        if torch_worker.transformers_has_torch():
-            return derive_target_specs(config)
-        return decode(torch_worker.call("vedforge.architectures.prefix.tensors:target_specs_data", config=data))
 
-    def decode(rows: list) -> dict[str, Any]:
-        return {name: tuple(shape) for name, shape in rows}
-
-    return derived("prefix-llava-tensors", 1, {"config": data}, derive,
-                   encode=lambda specs: [[name, list(shape)] for name, shape in specs.items()], decode=decode)
+def _shape_rows(specs: dict[str, Any]) -> list:
+    return [[name, list(shape)] for name, shape in specs.items()]
 
 
 def target_specs_data(config: dict[str, Any]) -> list:
     """:func:`derive_target_specs` of the config ``config`` holds, as JSON data."""
     from vedforge.families.introspect import config_from_data
 
-    return [[name, list(shape)] for name, shape in derive_target_specs(config_from_data(config)).items()]
+    return _shape_rows(derive_target_specs(config_from_data(config)))
 
 
 def derive_target_specs(config: Any) -> dict[str, Any]:
