@@ -16,8 +16,8 @@ def _fail_while_writing_weights(monkeypatch):
 
     real = writer.write_msgpack_file
 
-    def write_then_fail(path, items):
-        real(path, items[: len(items) // 2])
+    def write_then_fail(path, items, cancel=None):
+        real(path, items[: len(items) // 2], cancel)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer, "write_msgpack_file", write_then_fail)

@@ -8,7 +8,9 @@ the manifest's architecture fields, the model card, and its section of ``vedforg
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from vedforge.recipe.typed import Recipe
@@ -51,6 +53,22 @@ class Architecture(ABC):
     def assemble(self, plan: Any, states: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The combined model's tensors: a report of where each came from, and per weight layout
         (``layout.tensors``) the tensors it writes."""
+
+    def weights_job(self, plan: Any) -> Optional[dict[str, Any]]:
+        """The weights ``plan`` writes as plain JSON data, from which :meth:`write_weights_job`
+        writes the same bytes without the plan; None when this plan's weights need the plan
+        itself. A forge keeps the job so the next forge of the same inputs can start writing
+        while it plans (:mod:`vedforge.pipeline.early_weights`)."""
+        return None
+
+    def write_weights_job(self, job: Mapping[str, Any], directory: Path, cancel: threading.Event) -> dict[Path, str]:
+        """Write the weights files of a :meth:`weights_job` into ``directory``; ``{path: sha256}``.
+
+        Raises:
+            WriteCancelled: ``cancel`` was set.
+            VedforgeError: the checkpoints no longer fit the job.
+        """
+        raise NotImplementedError(f"architecture={self.name} keeps no weights jobs")
 
     @abstractmethod
     def saved_objects(self, plan: Any) -> tuple[str, tuple[Any, ...]]:

@@ -158,6 +158,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# The directories of weights written while a forge plans are named ".<output>.early-<pid>-<random>".
+EARLY_PREFIX = "early-"
+
+
 class StagedArtifact:
     """A staging directory that becomes ``final`` on :meth:`publish`, or vanishes on failure."""
 
@@ -206,6 +210,11 @@ class StagedArtifact:
         be writing into one of them.
         """
         leftovers = sorted(self.final.parent.glob(f".{self.final.name}.partial-*"))
+        # Early writes (vedforge.pipeline.early_weights) run before the lock is taken, so only
+        # those of processes that no longer run are leftovers.
+        early = f".{self.final.name}.{EARLY_PREFIX}"
+        leftovers += sorted(p for p in self.final.parent.glob(early + "*")
+                            if (pid := p.name[len(early):].partition("-")[0]).isdigit() and not _alive(int(pid)))
         for leftover in leftovers:
             shutil.rmtree(leftover, ignore_errors=True)
         if leftovers:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vedforge.architectures import architecture_of
 from vedforge.core.errors import OutputError
+from vedforge.pipeline.early_weights import EarlyWeights, start_early_weights
 from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.pipeline.manifest import build_manifest, write_manifest
 from vedforge.pipeline.plan import SKIP, build_plan
@@ -91,38 +92,46 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     """
     timer = _Timer()
     started = time.perf_counter()
-    with timer.step("plan", "Planning the forge from configs"):
-        plan = build_plan(cfg)
-    log_plan(plan)
-    if plan.outcome == SKIP:
-        log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
-        return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
-                           timings_s=timer.finish(started))
-    arch = architecture_of(plan)
-    # The output is checked and claimed before anything is fetched: a download is never
-    # spent on a forge that cannot publish.
-    with OutputLock(plan.output_dir):
-        staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
-        staged.check()
-        with timer.step("fetch", "Fetching weights"):
-            sources = arch.fetch(plan)
-        with timer.step("load", arch.load_message(plan)):
-            states, loads = load(plan, sources, cache or PartCache())
-        with timer.step("assemble", arch.assemble_message):
-            assembly, tensors = arch.assemble(plan, states)
-        del states
-        try:
-            with staged:
-                manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer)
-                final = staged.publish()
-        except OSError as exc:
-            # A full disk, a quota, a file system turned read-only: nothing was published.
-            kept = " The artifact already there is untouched." if is_artifact_dir(staged.final) else ""
-            raise OutputError(
-                f"Writing the artifact to '{staged.final}' failed: {exc.strerror or exc} "
-                f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, or set "
-                "output.dir to another location."
-            ) from None
+    # A single forge of local checkpoints starts writing the weights the last forge of the same
+    # inputs wrote while it plans, and keeps them only if the plan agrees (early_weights). A
+    # sweep shares its checkpoints' tensors between pairs instead.
+    early = start_early_weights(cfg) if cache is None else None
+    try:
+        with timer.step("plan", "Planning the forge from configs"):
+            plan = build_plan(cfg)
+        log_plan(plan)
+        if plan.outcome == SKIP:
+            log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
+            return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
+                               timings_s=timer.finish(started))
+        arch = architecture_of(plan)
+        # The output is checked and claimed before anything is fetched: a download is never
+        # spent on a forge that cannot publish.
+        with OutputLock(plan.output_dir):
+            staged = StagedArtifact(plan.output_dir, overwrite=plan.recipe.output.overwrite)
+            staged.check()
+            with timer.step("fetch", "Fetching weights"):
+                sources = arch.fetch(plan)
+            with timer.step("load", arch.load_message(plan)):
+                states, loads = load(plan, sources, cache or PartCache())
+            with timer.step("assemble", arch.assemble_message):
+                assembly, tensors = arch.assemble(plan, states)
+            del states
+            try:
+                with staged:
+                    manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, early)
+                    final = staged.publish()
+            except OSError as exc:
+                # A full disk, a quota, a file system turned read-only: nothing was published.
+                kept = " The artifact already there is untouched." if is_artifact_dir(staged.final) else ""
+                raise OutputError(
+                    f"Writing the artifact to '{staged.final}' failed: {exc.strerror or exc} "
+                    f"({errno.errorcode.get(exc.errno, exc.errno)}). Nothing was published.{kept} Free space there, "
+                    "or set output.dir to another location."
+                ) from None
+    finally:
+        if early is not None:
+            early.close()
     timings = timer.finish(started)
     counts = manifest["parameters"]
     log.info(
@@ -153,20 +162,26 @@ def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str
 
 
 def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
-          hydra_records: Optional[Path], timer: "_Timer") -> dict[str, Any]:
+          hydra_records: Optional[Path], timer: "_Timer", early: Optional[EarlyWeights] = None) -> dict[str, Any]:
     """Every file of the artifact into the staging directory; returns the manifest. Every file,
     the manifest included, depends on the plan alone, so two forges of one recipe are
-    byte-identical; the stage times are the run's, in ``timer``."""
+    byte-identical; the stage times are the run's, in ``timer``. The weights files are those
+    ``early`` wrote while planning when the plan agrees with what it wrote."""
     arch = architecture_of(plan)
     out = staged.path
     recipe_text = OmegaConf.to_yaml(OmegaConf.create(plan.recipe.data))
     with timer.step("write_weights", f"Writing the weights to {staged.final}"), \
             byte_progress("Reading and writing weights", plan.write_bytes):
-        weight_hashes: dict[Path, str] = {}
-        for layout in plan.layouts:
-            # Each file's fsync starts once it is complete, while the next one is written.
-            weight_hashes.update(layout.layout.write(out, tensors[layout.layout.tensors], plan.recipe.output.max_shard_size,
-                                                     staged.sync_in_background))
+        weight_hashes = early.adopt(arch, plan, out) if early is not None else None
+        if weight_hashes is not None:
+            for path in weight_hashes:
+                staged.sync_in_background(path)
+        else:
+            weight_hashes = {}
+            for layout in plan.layouts:
+                # Each file's fsync starts once it is complete, while the next one is written.
+                weight_hashes.update(layout.layout.write(out, tensors[layout.layout.tensors],
+                                                         plan.recipe.output.max_shard_size, staged.sync_in_background))
     step, saved = arch.saved_objects(plan)
     with timer.step("write", step):
         for obj in saved:

@@ -9,31 +9,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+import threading
+from typing import Any, Callable, Iterable, Optional
 
 from vedforge.weights.formats import FLAX_INDEX, FLAX_WEIGHTS, SAFE_INDEX, SAFE_WEIGHTS
 from vedforge.weights.sharding import shard_groups, shard_names
 
-# writer(directory, tensors, max_shard_size, on_file) -> {path: sha256}
-Writer = Callable[[Path, dict, int, Callable[[Path], None]], dict[Path, str]]
+# writer(directory, tensors, max_shard_size, on_file, cancel=None) -> {path: sha256}; setting the
+# threading.Event ``cancel`` stops it with WriteCancelled.
+Writer = Callable[..., dict[Path, str]]
 
 
-def _flax_msgpack(directory: Path, tensors: dict, max_shard_size: int, on_file) -> dict[Path, str]:
+def _flax_msgpack(directory: Path, tensors: dict, max_shard_size: int, on_file,
+                  cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     from vedforge.weights.writer import write_flax_checkpoint
 
-    return write_flax_checkpoint(directory, tensors, max_shard_size, on_file=on_file)
+    return write_flax_checkpoint(directory, tensors, max_shard_size, on_file=on_file, cancel=cancel)
 
 
-def _flax_safetensors(directory: Path, tensors: dict, max_shard_size: int, on_file) -> dict[Path, str]:
+def _flax_safetensors(directory: Path, tensors: dict, max_shard_size: int, on_file,
+                      cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     from vedforge.weights.writer import write_safetensors_checkpoint
 
-    return write_safetensors_checkpoint(directory, tensors, on_file=on_file)
+    return write_safetensors_checkpoint(directory, tensors, on_file=on_file, cancel=cancel)
 
 
-def _pytorch_safetensors(directory: Path, tensors: dict, max_shard_size: int, on_file) -> dict[Path, str]:
+def _pytorch_safetensors(directory: Path, tensors: dict, max_shard_size: int, on_file,
+                         cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     from vedforge.weights.writer import write_pytorch_checkpoint
 
-    return write_pytorch_checkpoint(directory, tensors, max_shard_size, on_file=on_file)
+    return write_pytorch_checkpoint(directory, tensors, max_shard_size, on_file=on_file, cancel=cancel)
 
 
 @dataclass(frozen=True)

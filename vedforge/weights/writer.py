@@ -359,9 +359,10 @@ def _tree_chunks(packer: msgpack.Packer, items: list[tuple[tuple[str, ...], np.n
             yield from _tree_chunks(packer, members, depth + 1)
 
 
-def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]]) -> str:
+def write_msgpack_file(path: Path, items: list[tuple[tuple[str, ...], np.ndarray]],
+                       cancel: Optional[threading.Event] = None) -> str:
     """Write one msgpack weights file holding ``items`` (sorted by path); return its sha256."""
-    return _write_stream(path, _tree_chunks(msgpack.Packer(use_bin_type=True), items, 0))
+    return _write_stream(path, _tree_chunks(msgpack.Packer(use_bin_type=True), items, 0), cancel)
 
 
 def nbytes(arr) -> int:
@@ -396,15 +397,22 @@ def _write_sharded(directory: Path, items: list[tuple[object, object]], max_shar
 
 
 def write_flax_checkpoint(directory: Path, params: FlatState, max_shard_size: int, *,
-                          on_file: OnFile = lambda path: None) -> dict[Path, str]:
+                          on_file: OnFile = lambda path: None,
+                          cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     """Write ``params`` as ``flax_model.msgpack`` or as shards plus an index.
 
     Returns ``{path: sha256}`` of every file written (shards first, then the index); the
     weights are hashed while written, so the manifest needs no second read of them.
     ``on_file`` is called with each weights file as soon as it is complete.
+
+    Raises:
+        WriteCancelled: ``cancel`` was set before the last tensor was written.
     """
+    def write_file(path: Path, shard: list) -> str:
+        return write_msgpack_file(path, shard, cancel)
+
     return _write_sharded(directory, sorted(params.items()), max_shard_size, single=FLAX_WEIGHTS, index_name=FLAX_INDEX,
-                          write_file=write_msgpack_file, key_name="/".join, on_file=on_file)
+                          write_file=write_file, key_name="/".join, on_file=on_file)
 
 
 
@@ -434,7 +442,8 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
 
 
 def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
-                                 on_file: OnFile = lambda path: None) -> dict[Path, str]:
+                                 on_file: OnFile = lambda path: None,
+                                 cancel: Optional[threading.Event] = None) -> dict[Path, str]:
     """Write ``params`` as one Flax-layout ``model.safetensors`` (names joined by ".", metadata
     format "flax"), as ``FlaxPreTrainedModel.save_pretrained(safe_serialization=True)`` does.
 
@@ -442,7 +451,7 @@ def write_safetensors_checkpoint(directory: Path, params: FlatState, *,
     """
     items = [(".".join(path), arr) for path, arr in sorted(params.items())]
     target = directory / SAFE_WEIGHTS
-    digest = _safetensors_file(target, items, {"format": "flax"})
+    digest = _safetensors_file(target, items, {"format": "flax"}, cancel)
     on_file(target)
     return {target: digest}
 

@@ -9,6 +9,8 @@ and ``torch_encoder`` (what each checkpoint holds), ``assembly`` (copy, resize, 
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from vedforge.architectures.interface import Architecture
@@ -42,6 +44,16 @@ class CrossAttention(Architecture):
         from vedforge.architectures.cross_attention.stages import assemble_weights
 
         return assemble_weights(plan, states)
+
+    def weights_job(self, plan: Any) -> Optional[dict[str, Any]]:
+        from vedforge.architectures.cross_attention.stages import weights_job
+
+        return weights_job(plan)
+
+    def write_weights_job(self, job: Mapping[str, Any], directory: Path, cancel: threading.Event) -> dict[Path, str]:
+        from vedforge.architectures.cross_attention.stages import write_weights_job
+
+        return write_weights_job(job, directory, cancel)
 
     def saved_objects(self, plan: Any) -> tuple[str, tuple[Any, ...]]:
         return ("Writing configs, processor, tokenizer and model card",
