@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from conftest import TRANSFORMERS_5
 from vedforge.core.errors import VedforgeError
 from vedforge.core.resources import assets_dir
 from vedforge.sources.loading import fit_processor_to_image_size
 from vedforge.sources.processor_files import read_processor_files
+from vedforge.sources.resolve import ResolvedSource
 
 ENCODER_ASSETS = sorted(p.parent.name for p in assets_dir().glob("*/preprocessor_config.json"))
 
@@ -40,12 +40,14 @@ def test_an_image_size_override_makes_the_processor_emit_that_size(tmp_path, ass
     files.fit_to_image_size(48)
     files.save_pretrained(tmp_path)
     processor = _loaded(tmp_path)
-    pixels = processor(Image.fromarray(np.zeros((37, 45, 3), np.uint8)), return_tensors="np")["pixel_values"]
-    assert tuple(pixels.shape[-2:]) == (48, 48)
-    if not TRANSFORMERS_5:  # 4.57's processors take the same change made on the loaded object
-        expected = _loaded(assets_dir() / asset)
-        fit_processor_to_image_size(expected, 48)
-        assert processor.to_dict() == expected.to_dict()
+    image = Image.fromarray(np.zeros((37, 45, 3), np.uint8))
+    assert tuple(processor(image, return_tensors="np")["pixel_values"].shape[-2:]) == (48, 48)
+    # The prefix route fits the loaded processor: the same processor, and it saves that size too.
+    source = ResolvedSource("encoder", asset, "local", assets_dir() / asset)
+    rebuilt = fit_processor_to_image_size(_loaded(assets_dir() / asset), source, 48)
+    assert rebuilt.to_dict() == processor.to_dict()
+    rebuilt.save_pretrained(tmp_path / "rebuilt")
+    assert tuple(_loaded(tmp_path / "rebuilt")(image, return_tensors="np")["pixel_values"].shape[-2:]) == (48, 48)
 
 
 def test_the_image_processor_inside_a_multimodal_processors_file_is_carried(tmp_path):

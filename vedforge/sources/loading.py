@@ -200,12 +200,20 @@ def _own_tensors(tensors: dict, config: Any, role: str) -> dict:
     return own_tensors(saved_names(model).values(), tensors)[1]
 
 
-def fit_processor_to_image_size(processor: Any, image_size: int) -> None:
-    """Make the processor emit images of the encoder's size (after an image_size override)."""
-    for attr in ("size", "crop_size"):
-        value = getattr(processor, attr, None)
-        if isinstance(value, dict) and value:
-            setattr(processor, attr, {k: image_size for k in value})
+def fit_processor_to_image_size(processor: Any, source: ResolvedSource, image_size: int) -> Any:
+    """``processor`` rebuilt to emit images of the encoder's size (after an ``image_size`` override),
+    from its saved settings fitted as a cross-attention forge fits the file
+    (:meth:`vedforge.sources.processor_files.ImageProcessorFiles.fit_to_image_size`); ``processor``
+    itself where the size already fits. Setting ``size`` on the loaded object is not enough:
+    transformers 5's fast processors save the size they were built with."""
+    from vedforge.sources.processor_files import read_processor_files
+
+    files = read_processor_files(source.path, source.describe())
+    files.fit_to_image_size(image_size)
+    fitted = files.to_dict()
+    if fitted == files.settings:
+        return processor
+    return type(processor).from_dict(fitted)
 
 
 def load_processor(source: ResolvedSource, trust_remote_code: bool) -> Any:

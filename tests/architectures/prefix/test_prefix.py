@@ -104,6 +104,17 @@ def test_tiny_forge_loads_in_llava_and_generates_through_the_chat_template(tmp_p
     assert torch.equal(generated[0, : inputs["input_ids"].shape[1]], inputs["input_ids"][0])
 
 
+def test_an_image_size_override_gives_a_processor_of_that_size_and_as_many_image_tokens(tmp_path):
+    out = forge(prefix_recipe(tmp_path / "out", "+encoder.config_overrides.image_size=48")).output_dir
+    model, processor = _load(out)
+    inputs = _chat_inputs(processor)
+    assert tuple(inputs["pixel_values"].shape[-2:]) == (48, 48) == (model.config.vision_config.image_size,) * 2
+    # 6x6 patches of 8 pixels, the CLS token dropped.
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == model.config.image_seq_length == 36
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
 def test_the_layout_is_what_transformers_saves_and_the_llava_hf_checkpoints_hold(tmp_path):
     out = forge(prefix_recipe(tmp_path / "out")).output_dir
     model, processor = _load(out)

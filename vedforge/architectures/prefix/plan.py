@@ -229,7 +229,7 @@ def plan_prefix(recipe: Recipe) -> PrefixPlan:
             "penultimate layer, is LLaVA's choice).")
     image_processor = load_processor(sources["encoder"], hub.trust_remote_code)
     if isinstance(getattr(tower, "image_size", None), int):
-        fit_processor_to_image_size(image_processor, tower.image_size)
+        image_processor = fit_processor_to_image_size(image_processor, sources["encoder"], tower.image_size)
     height, width = _processed_size(image_processor)
     emitted = tower_tokens(tower, height, width, settings.vision_feature_layer, sources["encoder"].describe())
     strategy = settings.vision_feature_select_strategy or emitted.strategy
