@@ -250,6 +250,26 @@ def test_same_recipe_same_bytes_and_the_seed_moves_only_new_tensors(prefix_check
                       "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"}
 
 
+def test_the_weights_written_while_planning_are_the_plans(prefix_checkpoints, tmp_path, monkeypatch, caplog):
+    import hashlib
+    import logging
+
+    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="vedforge")
+
+    def run(name):
+        out = forge(prefix_recipe(tmp_path / name, encoder="vit", decoder="llama", checkpoints=prefix_checkpoints)).output_dir
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()
+                if p.is_file() and p.name != "vedforge.log"}
+
+    first = run("a")
+    assert "while planning" not in caplog.text
+    second = run("b")  # the bfloat16 LM's grown tables and new projector, drawn in the early write
+    assert "Writing the weights while planning" in caplog.text and "written again" not in caplog.text
+    assert second == first
+    assert not [p for p in tmp_path.iterdir() if ".early-" in p.name]
+
+
 def test_a_padded_vocabulary_takes_the_new_tokens_in_existing_rows_and_tied_embeddings_stay_tied(prefix_checkpoints, tmp_path):
     # qwen2_tiny: 544 rows for 512 tokens, tied embeddings, a pad token of its own (as Qwen2.5).
     out = forge(prefix_recipe(tmp_path / "out", decoder="qwen2", checkpoints=prefix_checkpoints)).output_dir

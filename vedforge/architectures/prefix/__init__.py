@@ -9,6 +9,8 @@ and ``card``.
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from vedforge.architectures.interface import Architecture
@@ -42,6 +44,16 @@ class Prefix(Architecture):
         from vedforge.architectures.prefix.stages import assemble_prefix_weights
 
         return assemble_prefix_weights(plan, states)
+
+    def weights_job(self, plan: Any) -> Optional[dict[str, Any]]:
+        from vedforge.architectures.prefix.stages import weights_job
+
+        return weights_job(plan)
+
+    def write_weights_job(self, job: Mapping[str, Any], directory: Path, cancel: threading.Event) -> dict[Path, str]:
+        from vedforge.architectures.prefix.stages import write_weights_job
+
+        return write_weights_job(dict(job), directory, cancel)
 
     def saved_objects(self, plan: Any) -> tuple[str, tuple[Any, ...]]:
         # A LlavaProcessor saves its tokenizer itself.

@@ -82,14 +82,10 @@ class PrefixPlan:
 
     def assemble(self, tower_state: Mapping[str, Any], lm_state: Mapping[str, Any], *, dry_run: bool = False):
         """The tensors to write and their report (:func:`vedforge.architectures.prefix.tensors.assemble_prefix`)."""
+        from vedforge.architectures.prefix.stages import assembly_settings
         from vedforge.architectures.prefix.tensors import assemble_prefix
 
-        return assemble_prefix(
-            self.specs, tower_state, lm_state, lm_prefix=self.lm.base_prefix + ".", lm_head=self.lm.output_head, vocab=(self.tokens.old_vocab, self.tokens.vocab_size),
-            projector=self.recipe.prefix.projector, dtype=self.dtype, seed=self.recipe.seed,
-            tower_std=float(getattr(self.config.vision_config, "initializer_range", 0.02)),
-            lm_std=float(getattr(self.config.text_config, "initializer_range", 0.02)), head_from=self.head_from,
-            dry_run=dry_run)
+        return assemble_prefix(self.specs, tower_state, lm_state, **assembly_settings(self), dry_run=dry_run)
 
     @cached_property
     def report(self) -> Any:
