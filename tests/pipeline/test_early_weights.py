@@ -67,15 +67,35 @@ def test_a_stale_job_is_never_published(tiny_checkpoints, tmp_path, cache, caplo
     assert _siblings(result.output_dir) == []
 
 
-def test_a_failed_plan_leaves_no_early_files(tiny_checkpoints, tmp_path, cache):
+def test_a_failed_plan_leaves_no_early_files(tiny_checkpoints, tmp_path, cache, monkeypatch):
+    import vedforge.pipeline.runner as runner
+
+    forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "first"))
+    out = tmp_path / "out"
+    seen = []
+
+    def failing_plan(cfg):
+        seen.extend(_siblings(out))  # the early write is under way while the plan runs
+        raise VedforgeError("a refusal found while planning")
+
+    monkeypatch.setattr(runner, "build_plan", failing_plan)
+    with pytest.raises(VedforgeError, match="found while planning"):
+        forge(local_recipe(tiny_checkpoints, "vit", "gpt2", out))
+    assert len(seen) == 1 and seen[0].startswith(".out.early-")
+    assert _siblings(out) == [] and not out.exists()
+
+
+def test_no_early_write_into_a_destination_that_holds_files(tiny_checkpoints, tmp_path, cache, caplog):
+    caplog.set_level(logging.INFO, logger="vedforge")
     forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "first"))
     out = tmp_path / "taken"
     out.mkdir()
     (out / "precious.txt").write_text("kept")
+    caplog.clear()
     with pytest.raises(VedforgeError, match="already holds files"):
         forge(local_recipe(tiny_checkpoints, "vit", "gpt2", out))
-    assert _siblings(out) == []
-    assert (out / "precious.txt").read_text() == "kept"
+    assert EARLY_LINE not in caplog.text
+    assert _siblings(out) == [] and (out / "precious.txt").read_text() == "kept"
 
 
 def test_leftovers_of_killed_forges_are_removed_and_running_ones_kept(tiny_checkpoints, tmp_path, cache):

@@ -36,8 +36,10 @@ log = logging.getLogger("vedforge")
 KIND = "weights-job"
 _FORMAT = 1
 # Files whose size and modification time stand for their bytes (hashing gigabytes to predict
-# a write would cost what the prediction saves); every other file is hashed.
+# a write would cost what the prediction saves): weights, and anything this large (an ONNX
+# export beside the checkpoint); every other file (configs, tokenizer, processor) is hashed.
 _WEIGHT_SUFFIXES = (".msgpack", ".safetensors", ".bin", ".pt", ".pth", ".h5", ".ckpt")
+_HASHED_UP_TO = 16 << 20
 # The writer's threads take the GIL back after every block they copy, hash or draw, while the
 # planning thread imports transformers; at the default 5 ms switch interval each wait can last that long.
 _SWITCH_INTERVAL_S = 0.0005
@@ -51,7 +53,7 @@ def _fingerprint(directory: Path) -> list[list[Any]]:
         if not path.is_file():
             continue
         stat = path.stat()
-        if path.name.endswith(_WEIGHT_SUFFIXES):
+        if path.name.endswith(_WEIGHT_SUFFIXES) or stat.st_size > _HASHED_UP_TO:
             rows.append([path.name, stat.st_size, stat.st_mtime_ns])
         else:
             rows.append([path.name, hashlib.sha256(path.read_bytes()).hexdigest()])
@@ -76,8 +78,8 @@ def _local_checkpoint(name_or_path: str, subfolder: str) -> Optional[Path]:
 
 def inputs_key(cfg: DictConfig) -> Optional[str]:
     """The key a forge of ``cfg`` keeps its weights job under: the recipe as the manifest records
-    it and the fingerprints of both checkpoints' files. None when a part is not a local or
-    embedded checkpoint, or the recipe is invalid (the plan says why)."""
+    it and the fingerprints of both checkpoints' files. None when a part is drawn at random or is
+    not a local or embedded checkpoint, or the recipe is invalid (the plan says why)."""
     from vedforge.core.derived_cache import derivation_key
     from vedforge.core.errors import VedforgeError
     from vedforge.recipe.typed import ROLES, typed_recipe
@@ -89,6 +91,8 @@ def inputs_key(cfg: DictConfig) -> Optional[str]:
     sources = {}
     for role in ROLES:
         part = recipe.part(role)
+        if part.random_weights:
+            return None  # no architecture keeps a job for drawn parts: nothing to predict
         directory = _local_checkpoint(part.name_or_path, part.subfolder)
         if directory is None:
             return None
@@ -112,14 +116,16 @@ class EarlyWeights:
         self._interval: Optional[float] = None
 
     def begin(self, output_dir: Path) -> None:
-        """Start writing the kept job into a new directory beside ``output_dir`` (nothing starts
-        when none is kept, or the directory cannot be made)."""
+        """Start writing the kept job into a new directory beside ``output_dir``. Nothing starts when
+        no job is kept, when ``output_dir`` already holds files (the plan will skip a complete
+        artifact, or refuse, or replace it: rarely worth a speculative write), or when the directory
+        cannot be made."""
         from vedforge.architectures import architecture
-        from vedforge.pipeline.artifacts import EARLY_PREFIX
+        from vedforge.pipeline.artifacts import EARLY_PREFIX, is_artifact_dir
 
-        if self.kept is None:
-            return
         final = output_dir.absolute()
+        if self.kept is None or is_artifact_dir(final):
+            return
         try:
             arch = architecture(self.kept["architecture"])
             self.directory = Path(tempfile.mkdtemp(prefix=f".{final.name}.{EARLY_PREFIX}{os.getpid()}-", dir=final.parent))
