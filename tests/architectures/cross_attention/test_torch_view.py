@@ -76,7 +76,8 @@ def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("encoder, decoder", [("vit", "gpt2"), ("swin", "bart")])
+# One pair in the default suite; the others (about 10 s each) run with the slow ones.
+@pytest.mark.parametrize("encoder, decoder", [("vit", "gpt2"), pytest.param("swin", "bart", marks=pytest.mark.slow)])
 def test_pretrained_pt_forge_writes_the_same_bytes_with_and_without_flax_classes(
         tiny_torch_checkpoints, tmp_path, encoder, decoder):
     args = [f"encoder.name_or_path={tiny_torch_checkpoints[encoder]}", "encoder.weights=pretrained",
@@ -91,7 +92,8 @@ def test_pretrained_pt_forge_writes_the_same_bytes_with_and_without_flax_classes
 
 
 @pytest.mark.parametrize("encoder, decoder", [
-    ("vit", "gpt2"), ("beit", "roberta"), ("dinov2", "bert"), ("clip_vision", "bart")])
+    ("vit", "gpt2"), *(pytest.param(*pair, marks=pytest.mark.slow)
+                       for pair in (("beit", "roberta"), ("dinov2", "bert"), ("clip_vision", "bart")))])
 def test_random_flax_family_pairs_draw_the_same_bytes_with_and_without_flax_classes(tmp_path, encoder, decoder):
     args = [f"encoder={encoder}_tiny", f"decoder={decoder}_tiny", "backend=pt"]
     without = run_cli(*args, f"output.dir={tmp_path / 'without'}", cwd=tmp_path, env={"USE_FLAX": "0"})
