@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from vedforge.weights.bfloat16 import cast, dtype_name, dtype_named, full
 from vedforge.weights.checkpoint import FlatState
 from vedforge.weights.lazy_tensor import DeferredArray
 
@@ -200,7 +201,7 @@ def draw(init: Init, shape: tuple[int, ...], dtype: Any, rng: np.random.Generato
     if init.kind == "unknown":
         raise UnknownInitializerError(f"{init.reason}; vedforge cannot draw it")
     if init.kind == "constant":
-        values = np.full(shape, init.scale, dtype)
+        values = full(shape, init.scale, dtype)
     else:
         if init.kind == "uniform":
             values = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
@@ -216,9 +217,9 @@ def draw(init: Init, shape: tuple[int, ...], dtype: Any, rng: np.random.Generato
         values *= np.float32(init.scale)  # in place: a large part's embedding can reach a GB
         if init.mean:
             values += np.float32(init.mean)
-    values = values.astype(dtype, copy=False)
+    values = cast(values, dtype)
     for start, stop, value in init.rows:
-        values[start:stop] = value
+        values[start:stop] = cast(np.float64(value), dtype)
     return values
 
 
@@ -234,7 +235,7 @@ class SeededTensor(DeferredArray):
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = draw(self.init, self.shape, self.dtype, _stream(self.seed, self.role, self.path))
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 def part_initialisers(load_class: Callable[[], Any], config: Any, role: str, *, choice: str = "checkpoint class"
@@ -256,11 +257,11 @@ def part_initialisers(load_class: Callable[[], Any], config: Any, role: str, *, 
 
     def encode(result: tuple[str, dict[Path_, tuple[Any, Init]]]) -> dict[str, Any]:
         name, table = result
-        return {"class": name, "tensors": [[list(path), list(spec.shape), np.dtype(spec.dtype).name, init.kind,
+        return {"class": name, "tensors": [[list(path), list(spec.shape), dtype_name(spec.dtype), init.kind,
                                              init.scale, init.reason] for path, (spec, init) in table.items()]}
 
     def decode(value: dict[str, Any]) -> tuple[str, dict[Path_, tuple[Any, Init]]]:
-        return value["class"], {tuple(path): (TensorSpec(tuple(shape), np.dtype(dtype)), Init(kind, float(scale), reason))
+        return value["class"], {tuple(path): (TensorSpec(tuple(shape), dtype_named(dtype)), Init(kind, float(scale), reason))
                                 for path, shape, dtype, kind, scale, reason in value["tensors"]}
 
     return derived("flax-initialisers", 1, {"role": role, "class": choice, "config": config.to_dict()}, trace,

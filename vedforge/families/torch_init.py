@@ -122,12 +122,9 @@ class TorchPartTable:
 
 
 def _numpy_dtype(dtype: Any) -> np.dtype:
-    name = str(dtype).removeprefix("torch.")
-    if name == "bfloat16":
-        import ml_dtypes
+    from vedforge.weights.bfloat16 import dtype_named
 
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
+    return dtype_named(str(dtype).removeprefix("torch."))
 
 
 def _derive_table(config: Any, choice: str) -> TorchPartTable:
@@ -174,13 +171,14 @@ def torch_part_table(config: Any, role: str, *, choice: str) -> TorchPartTable:
     choice and the role: a later forge of the same configuration imports no torch to know it.
     """
     from vedforge.core.derived_cache import derived
+    from vedforge.weights.bfloat16 import dtype_name
 
     def encode(table: TorchPartTable) -> dict[str, Any]:
         return {"class": table.class_name,
-                "tensors": [[name, list(shape), dtype.name, init.kind, init.scale, init.reason, init.mean, init.low,
+                "tensors": [[name, list(shape), dtype_name(dtype), init.kind, init.scale, init.reason, init.mean, init.low,
                              init.high, [list(r) for r in init.rows], stream]
                             for name, (shape, dtype, init, stream) in table.tensors.items()],
-                "buffers": [[name, list(value.shape), value.dtype.name, base64.b64encode(value.tobytes()).decode()]
+                "buffers": [[name, list(value.shape), dtype_name(value.dtype), base64.b64encode(value.tobytes()).decode()]
                             for name, value in table.buffers.items()]}
 
     def decode(value: dict[str, Any]) -> TorchPartTable:

@@ -235,8 +235,9 @@ def _weights_dtype(tensors: dict[str, Any]) -> Optional[str]:
     """The one floating dtype of the weights, as PyTorch's save_pretrained records it in the config."""
     import numpy as np
 
-    names = {np.dtype(t.dtype).name for t in tensors.values() if np.dtype(t.dtype).kind == "f" or
-             np.dtype(t.dtype).name == "bfloat16"}
+    from vedforge.weights.bfloat16 import dtype_name, is_bfloat16
+
+    names = {dtype_name(t.dtype) for t in tensors.values() if np.dtype(t.dtype).kind == "f" or is_bfloat16(t.dtype)}
     return names.pop() if len(names) == 1 else None
 
 

@@ -125,8 +125,10 @@ def read_state(path: Path, pt_converter: Callable[[dict[str, np.ndarray]], FlatS
     if fmt == "flax":
         return {tuple(k.split(".")): v for k, v in tensors.items()}
     if fmt == "pt":
+        from vedforge.weights.bfloat16 import ml_dtypes_array
+
         # The name conversion transposes and reshapes, so these tensors are read now.
-        return pt_converter({name: np.asarray(t) for name, t in tensors.items()})
+        return pt_converter({name: ml_dtypes_array(t) for name, t in tensors.items()})
     raise CorruptCheckpointError(
         f"The weights in '{files[0]}' are in '{fmt}' layout; vedforge reads Flax and PyTorch layouts only."
     )

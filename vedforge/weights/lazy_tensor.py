@@ -18,6 +18,7 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 
 from vedforge.core.errors import CorruptCheckpointError
+from vedforge.weights.bfloat16 import cast, dtype_named
 from vedforge.weights.formats import MSGPACK_EXT_NDARRAY, SAFETENSORS_DTYPES
 
 
@@ -99,7 +100,7 @@ class LazyTensor(DeferredArray):
             read_exactly(fd, memoryview(data.reshape(-1).view(np.uint8)), self.offset, self.path)
         finally:
             os.close(fd)
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
     def mapped(self) -> np.ndarray:
         """The array as a read-only view of the file's pages, for a caller that only reads it
@@ -146,7 +147,7 @@ class _ChunkedTensor(LazyTensor):
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.concatenate([np.asarray(c).reshape(-1) for c in self.chunks]).reshape(self.shape)
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 class _MsgpackIndexer:
@@ -216,7 +217,7 @@ class _MsgpackIndexer:
 
             return _msgpack_ext_unpack(code, self._read(length))
         shape, dtype, data_start, data_length = self._ndarray_header()
-        array = LazyTensor(self.path, data_start, tuple(shape), _dtype(dtype))
+        array = LazyTensor(self.path, data_start, tuple(shape), dtype_named(dtype))
         if array.nbytes != data_length or data_start + data_length != start + length:
             raise ValueError("tensor header does not match its data length")
         self.f.seek(start + length)
@@ -231,15 +232,6 @@ class _MsgpackIndexer:
             raise ValueError("ndarray data is not binary")
         length = self._unpack({0xC4: ">B", 0xC5: ">H", 0xC6: ">I"}[b])
         return shape, dtype, self.f.tell(), length
-
-
-def _dtype(name: str) -> np.dtype:
-    try:
-        return np.dtype(name)
-    except TypeError:
-        import ml_dtypes  # bfloat16 and other ML dtypes numpy does not know by name
-
-        return np.dtype(getattr(ml_dtypes, name))
 
 
 def index_msgpack(path: Path) -> Any:
@@ -277,7 +269,7 @@ def index_safetensors(path: Path) -> tuple[dict[str, LazyTensor], dict[str, str]
         tensors = {}
         for name, entry in header.items():
             start, end = entry["data_offsets"]
-            tensor = LazyTensor(path, base + start, tuple(entry["shape"]), _dtype(SAFETENSORS_DTYPES[entry["dtype"]]))
+            tensor = LazyTensor(path, base + start, tuple(entry["shape"]), dtype_named(SAFETENSORS_DTYPES[entry["dtype"]]))
             if tensor.nbytes != end - start or base + end > size:
                 raise ValueError(f"tensor {name} lies outside the file")
             tensors[name] = tensor

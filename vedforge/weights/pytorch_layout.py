@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vedforge.weights.bfloat16 import cast
 from vedforge.weights.checkpoint import FlatState
 from vedforge.weights.lazy_tensor import LazyTensor
 from vedforge.core.errors import BackendError
@@ -38,7 +39,7 @@ class PermutedTensor:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         source = self.source.mapped() if isinstance(self.source, LazyTensor) else np.asarray(self.source)
         data = transposed(source) if self.axes == (1, 0) else np.ascontiguousarray(np.transpose(source, self.axes))
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 # Rows of the source copied per step of a 2-D transpose: a block of this many rows stays in

@@ -25,6 +25,7 @@ from typing import Callable, Iterator, Optional, Union
 import msgpack
 import numpy as np
 
+from vedforge.weights.bfloat16 import dtype_name
 from vedforge.weights.checkpoint import FlatState
 from vedforge.weights.formats import (
     FLAX_INDEX,
@@ -78,7 +79,7 @@ def _raw_bytes(arr: np.ndarray) -> memoryview:
     """The array's C-order bytes, without a copy when it is already contiguous."""
     # Not np.ascontiguousarray: it turns a 0-d array into a 1-d one.
     arr = arr if arr.flags.c_contiguous else arr.copy(order="C")
-    # A uint8 view, because memoryview cannot export ml_dtypes such as bfloat16.
+    # A uint8 view, because memoryview cannot export a bfloat16 array (ml_dtypes' or the stored form).
     return memoryview(arr.reshape(-1).view(np.uint8))
 
 
@@ -311,7 +312,7 @@ def _ndarray_chunks(packer: msgpack.Packer, shape: tuple[int, ...], dtype: np.dt
     # flax encodes an ndarray as ExtType(1, packb((shape, dtype name, raw bytes))). The raw bytes
     # go straight from the array's buffer or the input file: no tobytes() copy, no packed copy.
     size = sum(c.length if isinstance(c, FileRange) else len(c) for c in body)
-    prefix = packer.pack_array_header(3) + packer.pack(tuple(shape)) + packer.pack(dtype.name)
+    prefix = packer.pack_array_header(3) + packer.pack(tuple(shape)) + packer.pack(dtype_name(dtype))
     prefix += _bin_header(size)
     yield _ext_header(len(prefix) + size) + prefix
     yield from body
@@ -427,7 +428,7 @@ def _safetensors_file(path: Path, items: list[tuple[str, object]], metadata: dic
     offset = 0
     for name, arr in items:
         dtype = np.dtype(arr.dtype)
-        header[name] = {"dtype": SAFETENSORS_CODES[dtype.name], "shape": list(arr.shape),
+        header[name] = {"dtype": SAFETENSORS_CODES[dtype_name(dtype)], "shape": list(arr.shape),
                         "data_offsets": [offset, offset + nbytes(arr)]}
         offset += nbytes(arr)
     text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()

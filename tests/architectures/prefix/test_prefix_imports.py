@@ -1,8 +1,11 @@
-"""A prefix forge imports what it uses: torch and transformers' PyTorch classes, never jax or flax."""
+"""A prefix forge imports what it uses: torch and transformers' PyTorch classes, never jax or flax, and
+not ml_dtypes for bfloat16 checkpoints."""
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -22,10 +25,15 @@ def _imported(run: subprocess.CompletedProcess) -> set[str]:
     return names
 
 
-def _forge(tmp_path, tower, lm, out, cache, tower_weights="pretrained") -> set[str]:
+# `python -m vedforge` with ml_dtypes imported first, as it is in a process that imported jax.
+_AFTER_ML_DTYPES = ["-c", "import runpy, ml_dtypes; runpy.run_module('vedforge', run_name='__main__', alter_sys=True)"]
+
+
+def _forge(tmp_path, tower, lm, out, cache, tower_weights="pretrained", *, ml_dtypes_first=False) -> set[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("USE_FLAX", "USE_JAX", "USE_TORCH")}
     run = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "vedforge", "architecture=prefix", "backend=pt",
+        [sys.executable, "-X", "importtime", *(_AFTER_ML_DTYPES if ml_dtypes_first else ["-m", "vedforge"]),
+         "architecture=prefix", "backend=pt",
          f"encoder.name_or_path={tower}", f"encoder.weights={tower_weights}", f"decoder.name_or_path={lm}",
          "decoder.weights=pretrained", f"output.dir={out}"],
         cwd=tmp_path, env={**env, "HF_HUB_OFFLINE": "1", "VEDFORGE_CACHE": str(cache)}, capture_output=True,
@@ -49,6 +57,33 @@ def test_a_prefix_forge_of_pretrained_parts_loads_no_framework_in_its_own_proces
     assert not second & {"torch", "jax", "jaxlib", "flax"}
     for name in ("model.safetensors", "config.json", "tokenizer.json", "processor_config.json"):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+
+
+def test_a_prefix_forge_of_bfloat16_parts_imports_no_ml_dtypes_and_writes_what_ml_dtypes_would(tmp_path):
+    # bfloat16 tower and LM: their tensors are copied, the projector and the two grown tables
+    # (untied embeddings and head) are computed in bfloat16.
+    tower = save_torch_checkpoint("vit_tiny", tmp_path / "vit", dtype=torch.bfloat16)
+    lm = save_torch_checkpoint("llama_tiny", tmp_path / "llama", dtype=torch.bfloat16, causal_lm=True)
+    cache = tmp_path / "cache"
+    outs = {name: tmp_path / name for name in ("first", "second", "with_ml_dtypes")}
+    first = _forge(tmp_path, tower, lm, outs["first"], cache)  # reads the classes in the torch worker
+    second = _forge(tmp_path, tower, lm, outs["second"], cache)
+    assert "ml_dtypes" not in first | second
+    assert not (first | second) & {"jax", "jaxlib", "flax"}
+    # Where ml_dtypes is already imported, its bfloat16 is the one used: the same bytes.
+    assert "ml_dtypes" in _forge(tmp_path, tower, lm, outs["with_ml_dtypes"], cache, ml_dtypes_first=True)
+    files = {name: json.loads((out / "vedforge_manifest.json").read_text())["files"] for name, out in outs.items()}
+    hashes = [{n: f["sha256"] for n, f in listed.items() if n != "README.md"} for listed in files.values()]
+    assert hashes[0] == hashes[1] == hashes[2]
+    header = safetensors_header(outs["first"] / "model.safetensors")
+    assert {entry["dtype"] for name, entry in header.items() if name != "__metadata__"} == {"BF16"}
+
+
+def safetensors_header(path) -> dict:
+    """The JSON header of a safetensors file."""
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    return json.loads(data[8:8 + size])
 
 
 def test_a_prefix_forge_with_a_random_part_keeps_torch_for_drawing_it(tmp_path):

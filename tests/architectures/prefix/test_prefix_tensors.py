@@ -140,9 +140,9 @@ def test_same_stream_same_rows():
     assert not np.array_equal(a, mean_resized_rows(table, 2, np.random.default_rng(6)))
 
 
-def test_grown_rows_of_a_bf16_file_need_neither_torch_nor_jax(tmp_path):
+def test_grown_rows_of_a_bf16_file_need_neither_torch_nor_jax_nor_ml_dtypes(tmp_path):
     # The writer's parts of a grown table read from a safetensors file, in a process where
-    # importing torch or jax fails.
+    # importing torch, jax or ml_dtypes fails.
     import ml_dtypes
     from safetensors.numpy import save_file
 
@@ -150,16 +150,48 @@ def test_grown_rows_of_a_bf16_file_need_neither_torch_nor_jax(tmp_path):
     save_file({"embed.weight": table}, str(tmp_path / "model.safetensors"))
     code = f"""
 import sys
-for blocked in ("torch", "jax", "flax"):
+for blocked in ("torch", "jax", "flax", "ml_dtypes"):
     sys.modules[blocked] = None
 from pathlib import Path
 from vedforge.architectures.prefix.tensors import GrownTensor
+from vedforge.weights.bfloat16 import dtype_name
 from vedforge.weights.lazy_tensor import FileRange, index_safetensors
 state = index_safetensors(Path({str(tmp_path / 'model.safetensors')!r}))[0]
 *old, new = GrownTensor("embed.weight", state["embed.weight"], 1002, seed=3).parts()
 assert old and all(isinstance(part, FileRange) for part in old)
-print(new.shape, new.dtype)
+print(new.shape, dtype_name(new.dtype))
 """
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "(2, 24) bfloat16", run.stdout
+
+
+def test_bf16_tensors_made_without_ml_dtypes_have_its_bytes(tmp_path, monkeypatch):
+    # Grown rows (tables and an output head's bias) and new projector tensors, made in vedforge's
+    # stored bfloat16 and in ml_dtypes' bfloat16.
+    import ml_dtypes
+    from safetensors.numpy import save_file
+
+    from vedforge.architectures.prefix.tensors import GrownTensor, NewTensor
+    from vedforge.weights.bfloat16 import STORAGE, is_bfloat16
+    from vedforge.weights.lazy_tensor import index_safetensors
+
+    rng = np.random.default_rng(9)
+    save_file({"table": (rng.standard_normal((600, 16)) * 0.02).astype(ml_dtypes.bfloat16),
+               "bias": rng.standard_normal(600).astype(ml_dtypes.bfloat16)}, str(tmp_path / "model.safetensors"))
+
+    def made() -> dict[str, np.ndarray]:
+        state = index_safetensors(tmp_path / "model.safetensors")[0]
+        dtype = state["table"].dtype
+        out = {name: np.asarray(GrownTensor(name, state[name], 603, seed=4)) for name in ("table", "bias")}
+        out.update({kind: np.asarray(NewTensor(f"p.{kind}", (8, 16), dtype, kind, seed=4, std=0.02))
+                    for kind in ("normal", "zeros", "ones", "identity")})
+        assert all(is_bfloat16(a.dtype) for a in out.values())
+        return out
+
+    theirs = made()
+    monkeypatch.setitem(sys.modules, "ml_dtypes", None)
+    ours = made()
+    assert all(a.dtype == STORAGE for a in ours.values())
+    for name, array in theirs.items():
+        assert ours[name].tobytes() == array.tobytes(), name

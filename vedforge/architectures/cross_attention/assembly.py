@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from vedforge.weights.bfloat16 import cast, dtype_name, dtype_named, full, to_float
 from vedforge.weights.checkpoint import FlatState
 
 Path_ = tuple[str, ...]
@@ -71,10 +72,10 @@ def target_shapes(config: Any) -> dict[Path_, Any]:
     from vedforge.weights.lazy_tensor import TensorSpec
 
     def encode(shapes: dict[Path_, Any]) -> list:
-        return [[list(path), list(spec.shape), np.dtype(spec.dtype).name] for path, spec in shapes.items()]
+        return [[list(path), list(spec.shape), dtype_name(spec.dtype)] for path, spec in shapes.items()]
 
     def decode(rows: list) -> dict[Path_, Any]:
-        return {tuple(path): TensorSpec(tuple(shape), np.dtype(dtype)) for path, shape, dtype in rows}
+        return {tuple(path): TensorSpec(tuple(shape), dtype_named(dtype)) for path, shape, dtype in rows}
 
     return derived("flax-tree", 1, {"config": config.to_dict()}, lambda: layered_target_shapes(config),
                    encode=encode, decode=decode)
@@ -165,14 +166,14 @@ def _new_tensor(path: Path_, shape: tuple[int, ...], dtype: Any, seed: int, std:
     if leaf in ("bias",):
         return np.zeros(shape, dtype)
     if leaf == "scale":
-        return np.ones(shape, dtype)
+        return full(shape, 1.0, dtype)
     if leaf in ("kernel", "embedding"):
         # numpy's PCG64, not jax.random: same distribution as transformers' normal(std)
         # initialisers, stable across platforms, and no per-shape compilation.
         rng = np.random.Generator(np.random.PCG64([seed, zlib.crc32("/".join(path).encode())]))
         values = rng.standard_normal(shape, dtype=np.float32)
         values *= np.float32(std)  # in place: a large decoder's new tensors reach a GB
-        return values.astype(dtype, copy=False)
+        return cast(values, dtype)
     raise RuntimeError(f"no initialiser known for new parameter {'/'.join(path)}")
 
 
@@ -193,7 +194,7 @@ class FreshTensor:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         data = np.zeros(self.shape, self.dtype) if self.zero else _new_tensor(self.path, self.shape, self.dtype, self.seed, self.std)
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 class _ShapeOnly:
@@ -251,9 +252,9 @@ def _resize_position_grid(path: Path_, source: np.ndarray, shape: tuple[int, ...
         raise BackendError(flax_missing_reason(
             "Resizing pretrained position embeddings to an encoder image_size override (jax.image.resize)")) from None
     flat = source.reshape(-1, source.shape[-1])
-    grid = flat[1:].reshape(old_side, old_side, -1).astype(np.float32)
+    grid = to_float(flat[1:].reshape(old_side, old_side, -1))
     resized = np.asarray(jax.image.resize(grid, (new_side, new_side, grid.shape[-1]), "bicubic"))
-    out = np.concatenate([flat[:1], resized.reshape(new_n, -1).astype(source.dtype)], axis=0)
+    out = np.concatenate([flat[:1], cast(resized.reshape(new_n, -1), source.dtype)], axis=0)
     return out.reshape(shape)
 
 

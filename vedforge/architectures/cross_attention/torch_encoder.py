@@ -44,6 +44,7 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     import torch
     from transformers import AutoModel
 
+    from vedforge.weights.bfloat16 import dtype_named
     from vedforge.weights.lazy_tensor import TensorSpec
     from vedforge.weights.saved_names import buffers_saved_by_4_57, saved_names
 
@@ -52,7 +53,7 @@ def encoder_tensor_specs(model_config: Any) -> tuple[dict[str, Any], set[str]]:
     renamed = saved_names(model)
     kept = buffers_saved_by_4_57(model, renamed)
     tensors = {**{renamed[name]: t for name, t in model.state_dict().items()}, **kept}
-    specs = {f"encoder.{name}": TensorSpec(tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch.")))
+    specs = {f"encoder.{name}": TensorSpec(tuple(t.shape), dtype_named(str(t.dtype).removeprefix("torch.")))
              for name, t in tensors.items()}
     return specs, {f"encoder.{renamed.get(name, name)}" for name, _ in model.named_buffers()} | {
         f"encoder.{name}" for name in kept}
@@ -71,6 +72,7 @@ def _tower_alone(source: ResolvedSource, model_config: Any) -> Iterator[Path]:
     from transformers import AutoModel
 
     from vedforge.architectures.prefix.weights import read_part_tensors
+    from vedforge.weights.bfloat16 import ml_dtypes_array
     from vedforge.weights.nesting import own_tensors
 
     stored = read_part_tensors(source.path, role="encoder")  # indexed lazily: nothing read yet
@@ -81,7 +83,7 @@ def _tower_alone(source: ResolvedSource, model_config: Any) -> Iterator[Path]:
         yield source.path
         return
     with tempfile.TemporaryDirectory(prefix="vedforge-tower-") as tmp:
-        save_file({name: np.ascontiguousarray(np.asarray(t)) for name, t in tower.items()},
+        save_file({name: np.ascontiguousarray(ml_dtypes_array(t)) for name, t in tower.items()},
                   str(Path(tmp) / "model.safetensors"), metadata={"format": "pt"})
         yield Path(tmp)
 

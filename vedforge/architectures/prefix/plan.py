@@ -108,14 +108,13 @@ class PrefixPlan:
 def _shapes(part: PartPlan) -> Mapping[str, Any]:
     """A part's tensors by name with shape and dtype: from the safetensors headers of its files
     (nothing else is read), or for random weights from its class built on the meta device."""
-    import numpy as np
-
+    from vedforge.weights.bfloat16 import dtype_named
     from vedforge.weights.lazy_tensor import TensorSpec
 
     if part.recipe.random_weights or not all(f.on_disk for f in part.files):
         # Random weights are drawn in float32; hub weights not yet downloaded are sized from the config.
         stored = "float32" if part.recipe.random_weights else _config_dtype(part.config.model)
-        return {name: TensorSpec(shape, np.dtype(stored)) for name, shape in _class_shapes(part).items()}
+        return {name: TensorSpec(shape, dtype_named(stored)) for name, shape in _class_shapes(part).items()}
     from vedforge.architectures.prefix.weights import read_part_tensors
 
     return read_part_tensors(part.source.path, header_only=True, role=part.source.role)
@@ -124,8 +123,6 @@ def _shapes(part: PartPlan) -> Mapping[str, Any]:
 def _config_dtype(config: Any) -> str:
     dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32"
     name = str(dtype).removeprefix("torch.")
-    import ml_dtypes  # noqa: F401  (makes numpy know "bfloat16")
-
     return name if name in ("float32", "float16", "bfloat16") else "float32"
 
 
@@ -328,9 +325,11 @@ def _plan_part(recipe: Recipe, role: str, source: ResolvedSource, config: Any, f
 
 def _stored_dtype(plan: PrefixPlan) -> Optional[str]:
     """The dtype the LM's tensors are stored in (kept by the forge and named in config.json)."""
+    from vedforge.weights.bfloat16 import dtype_name
+
     if plan.decoder.recipe.random_weights:
         return "float32"
-    return str(plan.dtype)
+    return dtype_name(plan.dtype)
 
 
 def _with_layouts(plan: PrefixPlan) -> PrefixPlan:

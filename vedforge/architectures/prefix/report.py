@@ -10,6 +10,8 @@ from vedforge.core.units import human_bytes
 
 def prefix_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = True) -> dict[str, Any]:
     """The plan of a prefix forge as plain data. Without ``tensors`` only the parameter total is given."""
+    from vedforge.weights.bfloat16 import dtype_name
+
     tokens, report = plan.tokens, plan.report
     summary: dict[str, Any] = {"output_dir": str(plan.output_dir), "outcome": "forge", "architecture": "prefix"}
     if pair is not None:
@@ -33,7 +35,7 @@ def prefix_summary(plan: Any, *, pair: Optional[str] = None, tensors: bool = Tru
             "projector": plan.recipe.prefix.projector, "vision_feature_layer": plan.config.vision_feature_layer,
             "vision_feature_select_strategy": plan.select_strategy, "image_seq_length": plan.image_seq_length,
             "num_additional_image_tokens": plan.leading_tokens, "chat_template": plan.chat_template_source,
-            "dtype": str(plan.dtype),
+            "dtype": dtype_name(plan.dtype),
         },
         token_ids={"policy": plan.recipe.token_policy.kind, "image": tokens.image, "pad": tokens.pad, "eos": tokens.eos,
                    "bos": tokens.bos, "added_tokens": list(tokens.added), "old_vocab_size": tokens.old_vocab,

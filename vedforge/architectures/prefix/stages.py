@@ -129,6 +129,7 @@ def extra_versions(plan: Any) -> dict[str, str]:
 def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str, Any]:
     """The fields after the common head (see :func:`vedforge.pipeline.manifest.manifest_head`)."""
     from vedforge.architectures.prefix.tensors import GENERATION
+    from vedforge.weights.bfloat16 import dtype_name
 
     recipe, tokens, config = plan.recipe, plan.tokens, plan.config
     fields = {
@@ -148,7 +149,7 @@ def manifest_fields(plan: Any, sources: dict[str, Any], report: Any) -> dict[str
             "chat_template": plan.chat_template_source,
             "tie_word_embeddings": bool(config.tie_word_embeddings),
             "head_copied_from": plan.head_from,
-            "dtype": str(plan.dtype),
+            "dtype": dtype_name(plan.dtype),
             "new_weights": GENERATION,
         },
         "token_ids": {

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Optional
 import numpy as np
 
 from vedforge.core.errors import VedforgeError
+from vedforge.weights.bfloat16 import cast, to_float
 from vedforge.weights.lazy_tensor import DeferredArray
 
 TOWER, PROJECTOR, LM_BASE, LM_HEAD = "vision_tower.", "multi_modal_projector.", "language_model.model.", "language_model.lm_head."
@@ -143,8 +144,8 @@ class NewTensor(DeferredArray):
         else:
             data = _stream(self.seed, self.name).standard_normal(self.shape, dtype=np.float32)
             data *= np.float32(self.std)
-        data = data.astype(self.dtype)
-        return data if dtype is None else data.astype(dtype)
+        data = cast(data, self.dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 # Rows per block: a block's float64 copies stay a few MiB (4 MiB at width 2048). The new rows sum
@@ -171,7 +172,7 @@ def mean_resized_rows(old: Any, added: int, rng: np.random.Generator) -> np.ndar
     low = np.full(width, np.inf)
     high = np.full(width, -np.inf)
     for start in range(0, n, _ROWS):
-        block = old[start:start + _ROWS].astype(np.float64)
+        block = to_float(old[start:start + _ROWS], np.float64)
         total += block.sum(axis=0)
         np.minimum(low, block.min(axis=0), out=low)
         np.maximum(high, block.max(axis=0), out=high)
@@ -182,7 +183,7 @@ def mean_resized_rows(old: Any, added: int, rng: np.random.Generator) -> np.ndar
     rows = np.zeros((added, width), np.float64)
     scratch = np.empty((min(n, _ROWS), width), np.float64)
     for start in range(0, n, _ROWS):
-        centred = old[start:start + _ROWS].astype(np.float64)
+        centred = to_float(old[start:start + _ROWS], np.float64)
         centred -= mean64
         product = scratch[:len(centred)]
         for row in range(added):
@@ -237,7 +238,7 @@ def _has_equal_columns(old: Any, total: np.ndarray, low: np.ndarray, high: np.nd
     digests = [hashlib.sha256() for _ in suspects]
     for start in range(0, old.shape[0], _ROWS):
         # + 0.0 turns -0.0 into 0.0: equal values, equal bytes.
-        block = np.ascontiguousarray((old[start:start + _ROWS].astype(np.float64) + 0.0)[:, suspects].T)
+        block = np.ascontiguousarray((to_float(old[start:start + _ROWS], np.float64) + 0.0)[:, suspects].T)
         for digest, column in zip(digests, block):
             digest.update(column.tobytes())
     seen = {(int(group[column]), digest.digest()) for column, digest in zip(suspects, digests)}
@@ -261,11 +262,11 @@ class GrownTensor(DeferredArray):
         added = self.shape[0] - self.source.shape[0]
         rng = _stream(self.seed, self.name)
         if len(self.shape) == 1:  # an output head's bias: N(mean, (1e-9 x std)^2), as transformers
-            values = np.asarray(self.source).astype(np.float32)
+            values = to_float(np.asarray(self.source))
             extra = values.mean() + 1e-9 * values.std(ddof=1) * rng.standard_normal(added)
         else:
             extra = mean_resized_rows(_rows_of(self.source), added, rng)
-        return extra.astype(self.dtype)
+        return cast(extra, self.dtype)
 
     def parts(self) -> list[Any]:
         """The tensor's bytes in order, for the writer: the old rows where they lie in the
@@ -279,7 +280,7 @@ class GrownTensor(DeferredArray):
         rows = self.source.shape[0]
         data[:rows] = np.asarray(self.source)
         data[rows:] = self.new_rows()
-        return data if dtype is None else data.astype(dtype)
+        return data if dtype is None else cast(data, dtype)
 
 
 def _plain_file_tensor(source: Any) -> bool:

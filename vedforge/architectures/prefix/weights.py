@@ -71,15 +71,17 @@ class _MappedTensor:
     __slots__ = ("tensor", "shape", "dtype")
 
     def __init__(self, tensor: Any):
-        import ml_dtypes
+        from vedforge.weights.bfloat16 import dtype_named
 
         self.tensor, self.shape = tensor, tuple(tensor.shape)
-        name = str(tensor.dtype).removeprefix("torch.")
-        self.dtype = np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+        self.dtype = dtype_named(str(tensor.dtype).removeprefix("torch."))
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         import torch
 
+        from vedforge.weights.bfloat16 import cast, is_bfloat16
+
         tensor = self.tensor.contiguous()
-        data = tensor.view(torch.int16).numpy().view(self.dtype) if self.dtype.name == "bfloat16" else tensor.numpy()
-        return data if dtype is None else data.astype(dtype)
+        # torch hands numpy no bfloat16: its bytes, as int16, are relabelled.
+        data = tensor.view(torch.int16).numpy().view(self.dtype) if is_bfloat16(self.dtype) else tensor.numpy()
+        return data if dtype is None else cast(data, dtype)
