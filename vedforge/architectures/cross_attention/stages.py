@@ -95,8 +95,7 @@ def weights_job(plan: Any) -> Optional[dict[str, Any]]:
     without the plan (and so without transformers); None where writing them needs more: a part
     drawn at random, built or read with PyTorch, fetched from the hub, or with config overrides
     (which may resize tensors with jax), or a PyTorch layout."""
-    import numpy as np
-
+    from vedforge.weights.bfloat16 import dtype_name
     from vedforge.weights.layouts import LAYOUTS
 
     parts = (plan.encoder, plan.decoder)
@@ -108,7 +107,7 @@ def weights_job(plan: Any) -> Optional[dict[str, Any]]:
         return None
     settings = _assembly_settings(plan)
     return {
-        "target": [["/".join(path), list(spec.shape), np.dtype(spec.dtype).name]
+        "target": [["/".join(path), list(spec.shape), dtype_name(spec.dtype)]
                    for path, spec in sorted(plan.target.items())],
         "sources": {p.role: str(p.source.path) for p in parts},
         "seed": settings["seed"], "init_std": settings["init_std"],
@@ -129,8 +128,7 @@ def write_weights_job(job: Mapping[str, Any], directory: Path, cancel: threading
         WriteCancelled: ``cancel`` was set.
         VedforgeError: a checkpoint holds PyTorch-layout weights after all, or does not fit.
     """
-    import numpy as np
-
+    from vedforge.weights.bfloat16 import dtype_named
     from vedforge.weights.checkpoint import read_state
     from vedforge.weights.layouts import LAYOUTS
     from vedforge.weights.lazy_tensor import TensorSpec
@@ -138,7 +136,7 @@ def write_weights_job(job: Mapping[str, Any], directory: Path, cancel: threading
     def pytorch_layout(tensors: dict) -> Any:
         raise VedforgeError("the checkpoint holds PyTorch-layout weights, which need the plan's Flax classes")
 
-    target = {tuple(path.split("/")): TensorSpec(tuple(shape), np.dtype(dtype)) for path, shape, dtype in job["target"]}
+    target = {tuple(path.split("/")): TensorSpec(tuple(shape), dtype_named(dtype)) for path, shape, dtype in job["target"]}
     states = {role: read_state(Path(path), pytorch_layout, role) for role, path in job["sources"].items()}
     assembly = _assemble(
         target, states, seed=job["seed"], init_std=job["init_std"],

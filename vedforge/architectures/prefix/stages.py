@@ -61,6 +61,8 @@ def assemble_prefix_weights(plan: Any, states: dict[str, Any]) -> tuple[Any, dic
 def weights_job(plan: Any) -> Optional[dict[str, Any]]:
     """The weights ``plan`` writes, as plain data :func:`write_weights_job` follows without the
     plan; None unless both parts are pretrained local safetensors checkpoints without config overrides."""
+    from vedforge.weights.bfloat16 import dtype_name
+
     parts = (plan.encoder, plan.decoder)
     if any(p.recipe.random_weights or p.recipe.config_overrides or p.source.kind == "hub" or not p.files
            or not all(f.on_disk and f.name.endswith(".safetensors") for f in p.files) for p in parts):
@@ -69,7 +71,7 @@ def weights_job(plan: Any) -> Optional[dict[str, Any]]:
     return {
         "specs": [[name, list(shape)] for name, shape in sorted(plan.specs.items())],
         "sources": {p.role: str(p.source.path) for p in parts},
-        **settings, "dtype": _dtype_name(settings["dtype"]), "vocab": list(settings["vocab"]),
+        **settings, "dtype": dtype_name(settings["dtype"]), "vocab": list(settings["vocab"]),
         "layouts": [list(layout.files) for layout in plan.layouts],
         "max_shard_size": int(plan.recipe.output.max_shard_size),
     }
@@ -79,13 +81,14 @@ def write_weights_job(job: dict[str, Any], directory: Path, cancel: threading.Ev
     """Write the weights files of a :func:`weights_job` into ``directory``; ``{path: sha256}``."""
     from vedforge.architectures.prefix.tensors import assemble_prefix
     from vedforge.architectures.prefix.weights import read_part_tensors
+    from vedforge.weights.bfloat16 import dtype_named
     from vedforge.weights.layouts import LAYOUTS
 
     states = {role: read_part_tensors(Path(path), role=role) for role, path in job["sources"].items()}
     tensors, _ = assemble_prefix(
         {name: tuple(shape) for name, shape in job["specs"]}, states["encoder"], states["decoder"],
         lm_prefix=job["lm_prefix"], lm_head=job["lm_head"], vocab=tuple(job["vocab"]), projector=job["projector"],
-        dtype=_dtype_named(job["dtype"]), seed=job["seed"], tower_std=job["tower_std"], lm_std=job["lm_std"],
+        dtype=dtype_named(job["dtype"]), seed=job["seed"], tower_std=job["tower_std"], lm_std=job["lm_std"],
         head_from=job["head_from"])
     return LAYOUTS["pytorch"].write(directory, tensors, job["max_shard_size"], lambda path: None, cancel)
 
@@ -97,18 +100,6 @@ def assembly_settings(plan: Any) -> dict[str, Any]:
             "dtype": plan.dtype, "seed": plan.recipe.seed,
             "tower_std": float(getattr(plan.config.vision_config, "initializer_range", 0.02)),
             "lm_std": float(getattr(plan.config.text_config, "initializer_range", 0.02)), "head_from": plan.head_from}
-
-
-def _dtype_name(dtype: Any) -> str:
-    import numpy as np
-
-    return np.dtype(dtype).name
-
-
-def _dtype_named(name: str) -> Any:
-    from vedforge.weights.lazy_tensor import _dtype
-
-    return _dtype(name)
 
 
 def initialisation(plan: Any, role: str) -> Optional[dict[str, Any]]:
