@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -40,9 +39,6 @@ _FORMAT = 1
 # export beside the checkpoint); every other file (configs, tokenizer, processor) is hashed.
 _WEIGHT_SUFFIXES = (".msgpack", ".safetensors", ".bin", ".pt", ".pth", ".h5", ".ckpt")
 _HASHED_UP_TO = 16 << 20
-# The writer's threads take the GIL back after every block they copy, hash or draw, while the
-# planning thread imports transformers; at the default 5 ms switch interval each wait can last that long.
-_SWITCH_INTERVAL_S = 0.0005
 
 
 def _fingerprint(directory: Path) -> list[list[Any]]:
@@ -113,7 +109,6 @@ class EarlyWeights:
         self._cancel = threading.Event()
         self._hashes: dict[Path, str] = {}
         self._failure: list[BaseException] = []
-        self._interval: Optional[float] = None
 
     def begin(self, output_dir: Path) -> None:
         """Start writing the kept job into a new directory beside ``output_dir``. Nothing starts when
@@ -139,8 +134,6 @@ class EarlyWeights:
             except BaseException as exc:  # reported by adopt(), which then writes from the plan
                 self._failure.append(exc)
 
-        self._interval = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         self._thread = threading.Thread(target=run, name="vedforge-early-weights", daemon=True)
         self._thread.start()
         log.info("Writing the weights while planning, as the last forge of these inputs wrote them")
@@ -162,7 +155,6 @@ class EarlyWeights:
             self.close()
             return None
         self._thread.join()
-        self._restore_interval()
         if self._failure:
             log.info("The weights written while planning are not used (%s); writing them again", self._failure[0])
             self.close()
@@ -183,15 +175,9 @@ class EarlyWeights:
             self._cancel.set()
             self._thread.join()
             self._thread = None
-        self._restore_interval()
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
-
-    def _restore_interval(self) -> None:
-        if self._interval is not None:
-            sys.setswitchinterval(self._interval)
-            self._interval = None
 
 
 def start_early_weights(cfg: DictConfig) -> Optional[EarlyWeights]:
