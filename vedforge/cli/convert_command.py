@@ -54,8 +54,9 @@ def main(argv: list[str]) -> int:
         # conversion silences its warnings once it is imported, and this one comes before.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # The weights stream in threads that take the GIL back thousands of times (after each block
-    # they transpose, hash or write) while transformers is imported on this one; at the default
-    # 5 ms switch interval each of those waits can last that long.
+    # they transpose, hash or write) while this one makes the configs, importing transformers for
+    # a source the file route does not take; at the default 5 ms switch interval each of those
+    # waits can last that long.
     interval = sys.getswitchinterval()
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     try:
