@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import errno
 import json
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
 from vedforge.pipeline.conversion_files import CONFIG, GENERATION_CONFIG, PROCESSOR_FILES, TOKENIZER_FILES, SourceFiles
@@ -385,11 +387,13 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
                     if files is not None:
                         _check_fits(src, files.view, params)
                         parts = _copied_parts(src, files, layout, weight_files, params, tensors, dtype, max_shard_size)
+                        manifest = _write_parts(staging, parts)
                     else:
-                        source = FlaxSource(src, _read_config(src), layout, weight_files, params)
-                        _check_fits(src, source.config, params)
-                        parts = _converted_parts(source, tensors, dtype, max_shard_size)
-                    manifest = _write_parts(staging, parts)
+                        with _short_switch_interval():
+                            source = FlaxSource(src, _read_config(src), layout, weight_files, params)
+                            _check_fits(src, source.config, params)
+                            parts = _converted_parts(source, tensors, dtype, max_shard_size)
+                            manifest = _write_parts(staging, parts)
                     hashes = weights.result()
                 except BaseException:  # an interrupt too: the staging directory goes once the write has stopped
                     weights.cancel()
@@ -408,6 +412,24 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
             ) from None
     return ConversionResult(final, manifest, timings_s={"write_weights": round(written, 3),
                                                         "total": round(time.perf_counter() - started, 3)})
+
+
+# While transformers is imported and reads the source, this thread runs Python for long
+# stretches; the weights' threads take the GIL back thousands of times (after each block they
+# transpose, hash or write), and at the default 5 ms switch interval each of those waits can last
+# that long. Elsewhere the default stands: with this thread idle, a shorter interval only adds
+# switches between the weights' threads.
+_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @dataclass
