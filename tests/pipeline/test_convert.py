@@ -490,3 +490,85 @@ def test_a_tokenizer_that_does_not_load_is_reported(tmp_path):
     with pytest.raises(CorruptCheckpointError, match="tokenizer files in .* cannot be loaded"):
         convert(src, tmp_path / "out")
     _nothing_under(tmp_path / "out")
+
+
+# --- the file route: a forge's files without transformers ----------------------------------
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in directory.rglob("*") if p.is_file()}
+
+
+def _convert_by_transformers(src: Path, out: Path, monkeypatch) -> Path:
+    """``convert`` with every source sent down transformers' route."""
+    from vedforge.pipeline import conversion_files
+
+    with monkeypatch.context() as patch:
+        patch.setattr(conversion_files, "copyable_source", lambda *args: None)
+        return convert(src, out).output_dir
+
+
+@pytest.mark.parametrize("encoder, decoder, extra", [
+    *((e, d, ()) for e, d in ROUND_TRIPS),
+    ("vit", "bert", ("output.max_shard_size=40KB",)),
+])
+def test_a_forge_converted_from_its_files_gives_the_bytes_transformers_saves(tmp_path, monkeypatch, encoder, decoder,
+                                                                           extra):
+    from vedforge.core.frameworks import transformers_version
+    from vedforge.pipeline.conversion_files import copyable_source
+
+    src = _forge(tmp_path, encoder, decoder, *extra)
+    assert copyable_source(src, transformers_version()) is not None
+    by_files = _files(convert(src, tmp_path / "files").output_dir)
+    by_transformers = _files(_convert_by_transformers(src, tmp_path / "transformers", monkeypatch))
+    assert set(by_files) == set(by_transformers)
+    assert [name for name in by_files if by_files[name] != by_transformers[name]] == []
+
+
+def test_the_image_processor_is_carried_as_its_file(tmp_path, monkeypatch):
+    src = _copy(_forge(tmp_path), tmp_path / "src")
+    # Valid, but laid out as transformers would not save it: both routes keep the source's bytes.
+    settings = json.loads((src / "preprocessor_config.json").read_text())
+    (src / "preprocessor_config.json").write_text(json.dumps(settings))
+    out = _convert_by_transformers(src, tmp_path / "pt", monkeypatch)
+    assert (out / "preprocessor_config.json").read_bytes() == (src / "preprocessor_config.json").read_bytes()
+
+
+def test_sources_the_file_route_cannot_reproduce_take_transformers_route(tmp_path):
+    from vedforge.core.frameworks import transformers_version
+    from vedforge.pipeline.conversion_files import copyable_source
+
+    version = transformers_version()
+    forged = _forge(tmp_path)
+    assert copyable_source(forged, version) is not None
+    assert copyable_source(forged, "0.0.1") is None  # forged by another transformers
+    changes = {
+        # A file changed since the forge recorded it, though it still loads.
+        "edited": lambda d: (d / "tokenizer_config.json").write_text((d / "tokenizer_config.json").read_text() + " "),
+        # Not a forge: nothing records who wrote the files.
+        "no_manifest": lambda d: (d / "vedforge_manifest.json").unlink(),
+        # A file transformers' loaders may read that the file route does not know.
+        "unknown_file": lambda d: (d / "chat_template.jinja").write_text("{{ messages }}"),
+        # transformers derives the generation config.
+        "no_generation_config": lambda d: (d / "generation_config.json").unlink(),
+    }
+    for name, change in changes.items():
+        src = _copy(forged, tmp_path / name)
+        change(src)
+        assert copyable_source(src, version) is None, name
+        out = convert(src, tmp_path / f"{name}_pt").output_dir
+        assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
+
+
+def test_convert_of_a_forge_imports_no_transformers(tmp_path):
+    src = _forge(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "VEDFORGE_DEBUG"}
+    env.update({"HF_HUB_OFFLINE": "1", "JAX_PLATFORMS": "cpu"})
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "vedforge", "convert", str(src), "pt"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "vedforge.pipeline.convert" in imported
+    assert [m for m in imported if m.split(".")[0] in ("transformers", "torch", "jax", "tokenizers")] == []
+    _pt_model(tmp_path / "pt")

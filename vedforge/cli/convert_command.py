@@ -8,8 +8,6 @@ from pathlib import Path
 
 from vedforge.pipeline.convert import DEFAULT_MAX_SHARD_SIZE, convert
 
-_SWITCH_INTERVAL_S = 0.0005
-
 
 def _needs_torch_to_load(src: Path) -> bool:
     """True when SRC's image processor is a fast one, which transformers loads only with torch."""
@@ -53,15 +51,7 @@ def main(argv: list[str]) -> int:
         # With neither framework, transformers warns at import that models are unavailable; the
         # conversion silences its warnings once it is imported, and this one comes before.
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    # The weights stream in threads that take the GIL back thousands of times (after each block
-    # they transpose, hash or write) while transformers is imported on this one; at the default
-    # 5 ms switch interval each of those waits can last that long.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_INTERVAL_S)
-    try:
-        result = convert(args.src, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
-    finally:
-        sys.setswitchinterval(interval)
+    result = convert(args.src, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)
     counts = result.manifest["parameters"]
     files = sorted(result.manifest["files"])
     print(f"Converted {result.manifest['encoder_model_type']} + {result.manifest['decoder_model_type']} "

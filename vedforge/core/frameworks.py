@@ -31,7 +31,8 @@ def transformers_version() -> str:
         return "none"
 
 
-def _major(version: str) -> int:
+def major_version(version: str) -> int:
+    """The major number of a version string such as ``4.57.6``; 0 when it has none."""
     try:
         return int(version.split(".")[0])
     except ValueError:
@@ -48,14 +49,14 @@ def flax_classes_available() -> bool:
     ``USE_FLAX`` does not hide them from transformers."""
     if os.environ.get("USE_FLAX", "").lower() in FALSE_VALUES:
         return False
-    return _major(transformers_version()) < 5 and _installed("jax") and _installed("flax")
+    return major_version(transformers_version()) < 5 and _installed("jax") and _installed("flax")
 
 
 def flax_missing_reason(what: str) -> str:
     """One paragraph: ``what`` needs the Flax route, why this environment cannot run it, and the
     exact command that installs the profile that can."""
     version = transformers_version()
-    if _major(version) >= 5:
+    if major_version(version) >= 5:
         why = (f"transformers {version} is installed here, and transformers 5 has no Flax classes "
                "(4.57 is the last line with them)")
     else:
@@ -82,7 +83,7 @@ def config_to_build(config: object) -> object:
     """
     import copy
 
-    return copy.deepcopy(config) if _major(transformers_version()) >= 5 else config
+    return copy.deepcopy(config) if major_version(transformers_version()) >= 5 else config
 
 
 def require_torch_installed(what: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from vedforge.families.registry import FAMILIES
-from vedforge.architectures.cross_attention.card import _TORCH_COMPAT_NOTE, _torch_compat_why
 
 # Decoders whose positions PyTorch numbers from pad_token_id + 1 (see vedforge.compat).
 _PADDING_OFFSET_TYPES = tuple(t for t, f in FAMILIES.items() if f.position_offset)
@@ -30,6 +29,9 @@ def render_conversion_card(manifest: dict[str, Any]) -> str:
     fix = "from vedforge import torch_compat\ntorch_compat.install()\n" if manifest["needs_torch_compat"] else ""
     notes = ""
     if manifest["needs_torch_compat"]:
+        # Imported here: the forge's card module brings the recipe schema, which most conversions never need.
+        from vedforge.architectures.cross_attention.card import _TORCH_COMPAT_NOTE, _torch_compat_why
+
         notes += _TORCH_COMPAT_NOTE.format(model_type=enc, why=_torch_compat_why(enc))
     if dec in _PADDING_OFFSET_TYPES:
         notes += _POSITIONS_NOTE.format(model_type=dec)

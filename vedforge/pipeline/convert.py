@@ -12,8 +12,11 @@ converted when the writer reaches it (:mod:`vedforge.weights.pytorch_layout`) an
 no change are copied file to file by the kernel, so memory stays at a few tensors whatever
 the checkpoint's size. The names come from the Flax paths, so no PyTorch model is built and torch
 is not imported; the checkpoint is checked against its config by :mod:`vedforge.pipeline.checkpoint_fit`.
-The weights are written in the background while transformers (slow to import) reads the configs,
-tokenizer and image processor. ``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
+The weights are written in the background while the configs, tokenizer and image processor are
+made. For a forge whose files transformers wrote in the installed version and that is unchanged
+since, they are made from its files (:mod:`vedforge.pipeline.conversion_files`) and transformers
+is not imported either; any other source has transformers (slow to import) load and save them.
+``VisionEncoderDecoderModel.from_pretrained(SRC, from_flax=True)`` is
 no alternative: in transformers 4.51-4.57 it leaves the parameters on the meta device, and
 transformers 5 cannot read Flax files at all.
 """
@@ -22,21 +25,19 @@ from __future__ import annotations
 
 import errno
 import json
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
+from vedforge.pipeline.conversion_files import CONFIG, GENERATION_CONFIG, PROCESSOR_FILES, TOKENIZER_FILES, SourceFiles
 from vedforge.core.errors import CorruptCheckpointError, NotACheckpointError, OutputError, VedforgeError, first_line
 
 # What transformers' PyTorch save_pretrained shards at.
 DEFAULT_MAX_SHARD_SIZE = "5GB"
-_CONFIG = "config.json"
-_GENERATION_CONFIG = "generation_config.json"
-_PROCESSOR_FILES = ("preprocessor_config.json",)
-_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.json", "vocab.txt", "merges.txt",
-                    "special_tokens_map.json", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
 _WHAT_SRC_IS = ("a directory written by FlaxVisionEncoderDecoderModel.save_pretrained (a vedforge forge, or a "
                 "checkpoint a training run saved)")
 
@@ -97,10 +98,10 @@ def _holdings(src: Path) -> str:
 
 
 def _check_model_type(src: Path) -> None:
-    path = src / _CONFIG
+    path = src / CONFIG
     if not path.is_file():
         raise NotACheckpointError(
-            f"'{src}' is not a Flax vision-encoder-decoder checkpoint: it has no {_CONFIG} (it holds: {_holdings(src)}). "
+            f"'{src}' is not a Flax vision-encoder-decoder checkpoint: it has no {CONFIG} (it holds: {_holdings(src)}). "
             f"Give {_WHAT_SRC_IS}."
         )
     try:
@@ -109,7 +110,7 @@ def _check_model_type(src: Path) -> None:
         raise CorruptCheckpointError(f"The config '{path}' cannot be read as JSON ({exc}). Save the checkpoint again.") from None
     if model_type != "vision-encoder-decoder":
         raise NotACheckpointError(
-            f"'{src}' is not a vision-encoder-decoder checkpoint: its {_CONFIG} has model_type {model_type!r}, not "
+            f"'{src}' is not a vision-encoder-decoder checkpoint: its {CONFIG} has model_type {model_type!r}, not "
             f"'vision-encoder-decoder'. vedforge convert takes a combined image-to-text model: {_WHAT_SRC_IS}."
         )
 
@@ -118,7 +119,7 @@ def _read_config(src: Path) -> Any:
     """The config of ``src``, whose model type :func:`_index_flax_source` has checked."""
     from transformers import VisionEncoderDecoderConfig
 
-    path = src / _CONFIG
+    path = src / CONFIG
     try:
         return VisionEncoderDecoderConfig.from_pretrained(str(src))
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -219,14 +220,14 @@ def _check_fits(src: Path, config: Any, params: dict[tuple[str, ...], Any]) -> N
 
     try:
         check_checkpoint_fits(config, params, advice=(
-            f"'{src}' is not a complete checkpoint of the model its {_CONFIG} describes: save it again with "
+            f"'{src}' is not a complete checkpoint of the model its {CONFIG} describes: save it again with "
             "FlaxVisionEncoderDecoderModel.save_pretrained"))
     except BackendError as exc:
         raise NotACheckpointError(str(exc)) from None
     except (AttributeError, TypeError) as exc:
         # A config without the sizes every vision-encoder-decoder has (an encoder without hidden_size).
         raise NotACheckpointError(
-            f"The {_CONFIG} of '{src}' does not describe a vision-encoder-decoder model transformers can build "
+            f"The {CONFIG} of '{src}' does not describe a vision-encoder-decoder model transformers can build "
             f"({config.encoder.model_type} + {config.decoder.model_type}: {type(exc).__name__}: {first_line(exc)})."
         ) from None
 
@@ -246,12 +247,12 @@ def _generation_config(src: Path, config: Any) -> tuple[Any, bool]:
     derived from the model config; and whether it was derived."""
     from transformers import GenerationConfig
 
-    if (src / _GENERATION_CONFIG).is_file():
+    if (src / GENERATION_CONFIG).is_file():
         try:
             return GenerationConfig.from_pretrained(str(src)), False
         except (OSError, ValueError, TypeError) as exc:
             raise CorruptCheckpointError(
-                f"The generation config '{src / _GENERATION_CONFIG}' cannot be read ({first_line(exc)}). "
+                f"The generation config '{src / GENERATION_CONFIG}' cannot be read ({first_line(exc)}). "
                 "Fix or delete it (a generation config is then derived from config.json)."
             ) from None
     return GenerationConfig.from_model_config(config), True
@@ -268,14 +269,14 @@ def _generation_settings_in_config(src: Path, config: Any) -> dict[str, Any]:
         return config._get_non_default_generation_parameters()
     from transformers import GenerationConfig
 
-    raw = json.loads((src / _CONFIG).read_text())
+    raw = json.loads((src / CONFIG).read_text())
     defaults = GenerationConfig._get_default_generation_params()
     return {key: raw[key] for key in defaults
             if key in raw and key != "use_cache" and raw[key] is not None and raw[key] != defaults[key]}
 
 
 def _tokenizer(src: Path) -> Any:
-    if not any((src / name).is_file() for name in _TOKENIZER_FILES):
+    if not any((src / name).is_file() for name in TOKENIZER_FILES):
         return None
     from transformers import AutoTokenizer
 
@@ -290,7 +291,8 @@ def _tokenizer(src: Path) -> Any:
 
 
 def _processor(src: Path) -> Any:
-    if not any((src / name).is_file() for name in _PROCESSOR_FILES):
+    """SRC's image processor, loaded to check that it loads; None when SRC has none."""
+    if not any((src / name).is_file() for name in PROCESSOR_FILES):
         return None
     from transformers import AutoImageProcessor
 
@@ -353,8 +355,9 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
         VedforgeError: a problem with ``src``, ``out``, the options or the environment; nothing is
             written under ``out``, and an existing ``out`` is untouched.
     """
-    from vedforge.core.frameworks import require_torch_installed
+    from vedforge.core.frameworks import require_torch_installed, transformers_version
     from vedforge.core.units import parse_size
+    from vedforge.pipeline.conversion_files import copyable_source
     from vedforge.weights.writer import BackgroundWrite
 
     started = time.perf_counter()
@@ -370,6 +373,7 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
     require_torch_installed("vedforge convert")
     tensors = _pytorch_named(src, params)
     dtype = _weights_dtype(tensors)
+    files = copyable_source(src, transformers_version())
     staged = StagedArtifact(out, overwrite=overwrite)
     with OutputLock(out):
         _check_output(src, out, overwrite)  # again under the lock: another process may have written meanwhile
@@ -377,19 +381,25 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
             with staged:
                 staging = staged.path
                 write_started = time.perf_counter()
-                # The weights stream to disk while transformers is imported and the configs,
-                # tokenizer and image processor are read; whatever fails there cancels the write.
+                # The weights stream to disk while the configs, tokenizer, image processor and card
+                # are made and saved; whatever fails there cancels the write.
                 weights = BackgroundWrite(staging, tensors, shard_size, on_file=staged.sync_in_background)
                 try:
-                    source = FlaxSource(src, _read_config(src), layout, weight_files, params)
-                    _check_fits(src, source.config, params)
-                    parts = _converted_parts(source, tensors, dtype, max_shard_size)
+                    if files is not None:
+                        _check_fits(src, files.view, params)
+                        parts = _copied_parts(src, files, layout, weight_files, params, tensors, dtype, max_shard_size)
+                        manifest = _write_parts(staging, parts)
+                    else:
+                        with _short_switch_interval():
+                            source = FlaxSource(src, _read_config(src), layout, weight_files, params)
+                            _check_fits(src, source.config, params)
+                            parts = _converted_parts(source, tensors, dtype, max_shard_size)
+                            manifest = _write_parts(staging, parts)
                     hashes = weights.result()
                 except BaseException:  # an interrupt too: the staging directory goes once the write has stopped
                     weights.cancel()
                     raise
                 written = time.perf_counter() - write_started
-                manifest = _write_parts(staging, parts)
                 manifest["files"] = file_table(
                     staging, known={p.relative_to(staging).as_posix(): h for p, h in hashes.items()})
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -405,25 +415,78 @@ def convert(src: Path, out: Path, *, max_shard_size: str | int = DEFAULT_MAX_SHA
                                                         "total": round(time.perf_counter() - started, 3)})
 
 
+# While transformers is imported and reads the source, this thread runs Python for long
+# stretches; the weights' threads take the GIL back thousands of times (after each block they
+# transpose, hash or write), and at the default 5 ms switch interval each of those waits can last
+# that long. Elsewhere the default stands: with this thread idle, a shorter interval only adds
+# switches between the weights' threads.
+_SWITCH_INTERVAL_S = 0.0005
+
+
+@contextmanager
+def _short_switch_interval() -> Iterator[None]:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+
+
 @dataclass
 class _Parts:
-    """Everything of a converted directory besides its weights, ready to save."""
+    """Everything of a converted directory besides its weights, ready to save: transformers'
+    objects (saved with ``save_pretrained``) or the file route's config text, the source files
+    copied as they are (``copies``) and files written from text (``written``)."""
 
     config: Any
     generation: Any
     tokenizer: Any
-    processor: Any
     manifest: dict[str, Any]
+    copies: tuple[Path, ...] = ()
+    written: dict[str, str] = field(default_factory=dict)
+
+
+def _manifest(src: Path, layout: str, weight_files: list[Path], params: dict[tuple[str, ...], Any],
+              tensors: dict[str, Any], dtype: Optional[str], max_shard_size: str | int, *, encoder_type: str,
+              decoder_type: str, derived_generation: bool, moved: list[str], tokenizer: bool,
+              processor: bool) -> dict[str, Any]:
+    """The manifest of the converted directory, its file table aside; the same whichever route
+    made the configs."""
+    from vedforge.families.registry import family_of
+    from vedforge.weights.writer import nbytes
+
+    return {
+        "format_version": 1,
+        "conversion": {
+            "source": str(src),
+            "source_layout": layout,
+            "max_shard_size": str(max_shard_size),
+            "source_weights": {f.name: f.stat().st_size for f in weight_files},
+            "source_forge": _source_manifest(src),
+            "generation_config": "derived from config.json" if derived_generation else "copied",
+            "moved_to_generation_config": sorted(moved),
+            "tokenizer": tokenizer,
+            "image_processor": processor,
+        },
+        "versions": _versions(),
+        "encoder_model_type": encoder_type,
+        "decoder_model_type": decoder_type,
+        "weight_layouts": ["pytorch"],
+        "dtype": dtype,
+        "parameters": parameter_counts(params),
+        "pytorch_tensors": len(tensors),
+        "pytorch_bytes": sum(nbytes(t) for t in tensors.values()),
+        # As vedforge.families.torch_fixes.needs_compat says, without importing torch as it does.
+        "needs_torch_compat": _needs_torch_compat(family_of(encoder_type)),
+    }
 
 
 def _converted_parts(source: FlaxSource, tensors: dict[str, Any], dtype: Optional[str],
                      max_shard_size: str | int) -> _Parts:
     """The config, generation config, tokenizer, image processor and manifest of the converted
-    directory (its file table aside)."""
+    directory (its file table aside), as transformers loads and saves them."""
     import transformers
-
-    from vedforge.families.registry import family_of
-    from vedforge.weights.writer import nbytes
 
     transformers.utils.logging.set_verbosity_error()
     src, config = source.path, source.config
@@ -440,31 +503,34 @@ def _converted_parts(source: FlaxSource, tensors: dict[str, Any], dtype: Optiona
         if hasattr(config, name):
             setattr(config, name, None)
     tokenizer, processor = _tokenizer(src), _processor(src)
-    manifest: dict[str, Any] = {
-        "format_version": 1,
-        "conversion": {
-            "source": str(src),
-            "source_layout": source.layout,
-            "max_shard_size": str(max_shard_size),
-            "source_weights": {f.name: f.stat().st_size for f in source.weight_files},
-            "source_forge": _source_manifest(src),
-            "generation_config": "derived from config.json" if derived_generation else "copied",
-            "moved_to_generation_config": sorted(moved),
-            "tokenizer": tokenizer is not None,
-            "image_processor": processor is not None,
-        },
-        "versions": _versions(),
-        "encoder_model_type": config.encoder.model_type,
-        "decoder_model_type": config.decoder.model_type,
-        "weight_layouts": ["pytorch"],
-        "dtype": dtype,
-        "parameters": parameter_counts(source.params),
-        "pytorch_tensors": len(tensors),
-        "pytorch_bytes": sum(nbytes(t) for t in tensors.values()),
-        # As vedforge.families.torch_fixes.needs_compat says, without importing torch as it does.
-        "needs_torch_compat": _needs_torch_compat(family_of(config.encoder.model_type)),
-    }
-    return _Parts(config, generation, tokenizer, processor, manifest)
+    # The image processor is carried as the file it is, as a forge carries its encoder's
+    # (vedforge.sources.processor_files): it loads as the processor just loaded, and both routes
+    # write the same bytes.
+    copies = tuple(src / name for name in PROCESSOR_FILES if processor is not None and (src / name).is_file())
+    manifest = _manifest(src, source.layout, source.weight_files, source.params, tensors, dtype, max_shard_size,
+                         encoder_type=config.encoder.model_type, decoder_type=config.decoder.model_type,
+                         derived_generation=derived_generation, moved=list(moved), tokenizer=tokenizer is not None,
+                         processor=processor is not None)
+    return _Parts(config, generation, tokenizer, manifest, copies=copies)
+
+
+def _copied_parts(src: Path, files: SourceFiles, layout: str, weight_files: list[Path],
+                  params: dict[tuple[str, ...], Any], tensors: dict[str, Any], dtype: Optional[str],
+                  max_shard_size: str | int) -> _Parts:
+    """:func:`_converted_parts` for a source :func:`vedforge.pipeline.conversion_files.copyable_source`
+    accepted: the config edited as JSON and the other files copied (special_tokens_map.json
+    rewritten on transformers 4), byte for byte what transformers would save, without importing it."""
+    from vedforge.core.frameworks import major_version, transformers_version
+    from vedforge.pipeline.conversion_files import converted_config_text
+
+    text = converted_config_text(files.config, dtype, major_version(transformers_version()))
+    manifest = _manifest(src, layout, weight_files, params, tensors, dtype, max_shard_size,
+                         encoder_type=files.config["encoder"]["model_type"],
+                         decoder_type=files.config["decoder"]["model_type"],
+                         derived_generation=False, moved=[], tokenizer=bool(files.tokenizer),
+                         processor=bool(files.processor))
+    return _Parts(text, None, None, manifest, copies=tuple(src / name for name in files.copied),
+                  written=files.rewritten)
 
 
 def _mark_as_built(config: Any) -> None:
@@ -490,14 +556,22 @@ def _needs_torch_compat(family: Any) -> bool:
 
 def _write_parts(staging: Path, parts: _Parts) -> dict[str, Any]:
     """Save ``parts`` into ``staging``; return the manifest to complete."""
+    import shutil
+
     from vedforge.pipeline.conversion_card import render_conversion_card
 
-    parts.config.save_pretrained(staging)
-    parts.generation.save_pretrained(staging)
+    if isinstance(parts.config, str):
+        (staging / CONFIG).write_text(parts.config)
+    else:
+        parts.config.save_pretrained(staging)
+    for path in parts.copies:
+        shutil.copyfile(path, staging / path.name)
+    for name, text in parts.written.items():
+        (staging / name).write_text(text, encoding="utf-8")
+    if parts.generation is not None:
+        parts.generation.save_pretrained(staging)
     if parts.tokenizer is not None:
         parts.tokenizer.save_pretrained(staging)
-    if parts.processor is not None:
-        parts.processor.save_pretrained(staging)
     (staging / "README.md").write_text(render_conversion_card(parts.manifest))
     return parts.manifest
 
