@@ -14,6 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Derivations vedforge caches (vedforge.core.derived_cache) go to a folder of this test session,
 # not the user's cache: every session starts cold, and its forges share what they derive.
 os.environ.setdefault("VEDFORGE_CACHE", tempfile.mkdtemp(prefix="vedforge-test-cache-"))
+# Tests of a forge's behaviour (its plan's refusals and warnings, what it calls) forge inputs
+# other tests forged already: they plan every forge. tests/pipeline/test_replay.py turns replays on.
+os.environ.setdefault("VEDFORGE_REPLAY", "off")
 
 # The CLI, run in-process by some tests, tells transformers to leave out torch or jax for a run
 # that does not need them (USE_TORCH=0, USE_FLAX=0), before transformers is first imported.

@@ -381,3 +381,14 @@ def complete_artifact(directory: Path, recipe: dict[str, Any]) -> Optional[dict[
     if next(altered_files(directory, manifest.get("files", {})), None) is not None:
         return None
     return manifest
+
+
+def write_recipe_records(out: Path, recipe_text: str, hydra_records: Optional[Path], final: Path) -> None:
+    """The recipe beside the artifact: Hydra's ``.hydra`` records of this run, or the recipe alone
+    (``.hydra/config.yaml``) where no Hydra run directory is at hand."""
+    if hydra_records is not None and hydra_records.is_dir():
+        if hydra_records.parent.absolute() != final.absolute():
+            shutil.copytree(hydra_records, out / ".hydra")
+        return
+    (out / ".hydra").mkdir()
+    (out / ".hydra" / "config.yaml").write_text(recipe_text)

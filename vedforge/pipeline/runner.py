@@ -20,10 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from vedforge.architectures import architecture_of
 from vedforge.core.errors import OutputError
 from vedforge.pipeline.early_weights import EarlyWeights, start_early_weights
-from vedforge.pipeline.artifacts import MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir
+from vedforge.pipeline.artifacts import (MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir,
+                                         write_recipe_records)
 from vedforge.pipeline.manifest import build_manifest, write_manifest
 from vedforge.pipeline.plan import SKIP, build_plan
 from vedforge.pipeline.plan_report import FORGE_AGAIN, log_plan
+from vedforge.pipeline.replay import PlanLog, keep_record, lookup_record, record_key as replay_key, replay as replay_record, replay_enabled
 from vedforge.recipe.typed import ROLES
 from vedforge.weights.progress import byte_progress
 
@@ -77,7 +79,8 @@ class _Timer:
         return {**self.timings, "total": round(time.perf_counter() - started, 3)}
 
 
-def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optional[PartCache] = None) -> ForgeResult:
+def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optional[PartCache] = None,
+          replay: bool = True) -> ForgeResult:
     """Forge the model described by ``cfg`` into ``cfg.output.dir``: plan, then fetch, load,
     assemble, write and publish.
 
@@ -86,20 +89,30 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
         hydra_records: Hydra's ``.hydra`` directory for this run, copied into the artifact
             when the artifact is written somewhere other than Hydra's run directory.
         cache: checkpoint tensors shared with other forges in this process (a sweep).
+        replay: replay the record an identical earlier forge kept, if any (:mod:`vedforge.pipeline.replay`);
+            ``vedforge verify`` plans its rebuild instead.
 
     Raises:
         VedforgeError: any problem the user can fix; nothing is written under the output name.
     """
     timer = _Timer()
     started = time.perf_counter()
+    record_key = None
+    if cache is None and replay_enabled():
+        # A single forge of inputs forged before: their record answers what the plan would.
+        record_key = replay_key(cfg)
+        record = lookup_record(record_key) if record_key is not None else None
+        if record is not None and replay and (replayed := _replay(cfg, record, hydra_records)) is not None:
+            return replayed
+    plan_log = PlanLog()
     # A single forge of local checkpoints starts writing the weights the last forge of the same
     # inputs wrote while it plans, and keeps them only if the plan agrees (early_weights). A
     # sweep shares its checkpoints' tensors between pairs instead.
     early = start_early_weights(cfg) if cache is None else None
     try:
-        with timer.step("plan", "Planning the forge from configs"):
+        with timer.step("plan", "Planning the forge from configs"), plan_log.attached():
             plan = build_plan(cfg)
-        log_plan(plan)
+            log_plan(plan)
         if plan.outcome == SKIP:
             log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
             return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
@@ -120,6 +133,8 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             try:
                 with staged:
                     manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, early)
+                    if record_key is not None:
+                        _keep_record(record_key, arch, plan, staged.path, manifest, plan_log.records)
                     final = staged.publish()
             except OSError as exc:
                 # A full disk, a quota, a file system turned read-only: nothing was published.
@@ -141,6 +156,30 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     )
     log.info("Stage times: %s", ", ".join(f"{name} {seconds:.3f} s" for name, seconds in timings.items()))
     return ForgeResult(final, manifest, loads=loads, timings_s=timings)
+
+
+def _replay(cfg: DictConfig, record: dict[str, Any], hydra_records: Optional[Path]) -> Optional[ForgeResult]:
+    """The replayed forge (:func:`vedforge.pipeline.replay.replay`), or None to plan it."""
+    try:
+        replayed = replay_record(cfg, record, hydra_records)
+    except OSError as exc:
+        log.info("The recorded forge could not be replayed (%s): planning this forge", exc.strerror or exc)
+        return None
+    if replayed is None:
+        return None
+    final, manifest, seconds = replayed
+    return ForgeResult(final, manifest, loads={"encoder": 1, "decoder": 1}, timings_s={"total": round(seconds, 3)})
+
+
+def _keep_record(key: str, arch: Any, plan: Any, staging: Path, manifest: dict[str, Any],
+                 plan_log: list[list[Any]]) -> None:
+    """Keep the record of this forge for the next forge of the same inputs, where its weights
+    can be written without the plan."""
+    job = arch.weights_job(plan)
+    if job is None:
+        return
+    weights = {name for layout in plan.layouts for name in layout.files}
+    keep_record(key, {"architecture": arch.name, "job": job}, staging, weights, manifest, plan_log, plan.output_dir)
 
 
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
@@ -186,7 +225,7 @@ def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, 
     with timer.step("write", step):
         for obj in saved:
             obj.save_pretrained(out)
-        _write_recipe_records(out, recipe_text, hydra_records, staged.final)
+        write_recipe_records(out, recipe_text, hydra_records, staged.final)
     manifest = build_manifest(plan, sources, assembly)
     (out / "README.md").write_text(arch.render_card(manifest, recipe_text))
     manifest["files"] = file_table(
@@ -194,14 +233,3 @@ def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, 
     )
     write_manifest(out / MANIFEST, manifest)
     return manifest
-
-
-def _write_recipe_records(out: Path, recipe_text: str, hydra_records: Optional[Path], final: Path) -> None:
-    import shutil
-
-    if hydra_records is not None and hydra_records.is_dir():
-        if hydra_records.parent.absolute() != final.absolute():
-            shutil.copytree(hydra_records, out / ".hydra")
-        return
-    (out / ".hydra").mkdir()
-    (out / ".hydra" / "config.yaml").write_text(recipe_text)
