@@ -110,6 +110,12 @@ def no_weight_file_opened() -> Iterator[list[str]]:
         os.open = real_os_open
 
 
+def artifact_hashes(directory: Path) -> dict[str, str]:
+    """Every file of an artifact but its run log, by sha256: what two forges of one recipe share."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "vedforge.log"}
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m vedforge ARGS`` offline in ``cwd`` and return the finished process."""
     environment = {k: v for k, v in os.environ.items() if k != "VEDFORGE_DEBUG"}

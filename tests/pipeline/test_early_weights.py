@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -10,6 +9,7 @@ import os
 import pytest
 
 from conftest import FLAX, FLAX_ONLY_REASON, local_recipe
+from tests_support import artifact_hashes
 
 if not FLAX:
     pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
@@ -28,12 +28,6 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def _hashes(directory) -> dict[str, str]:
-    """Every file of an artifact but its run log, by sha256."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "vedforge.log"}
-
-
 def _siblings(out) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
@@ -47,7 +41,7 @@ def test_second_forge_adopts_the_weights_written_while_planning(tiny_checkpoints
     caplog.clear()
     second = forge(cfg)
     assert EARLY_LINE in caplog.text and "written again" not in caplog.text
-    assert _hashes(second.output_dir) == _hashes(first.output_dir)
+    assert artifact_hashes(second.output_dir) == artifact_hashes(first.output_dir)
     assert _siblings(second.output_dir) == []
 
 
@@ -62,7 +56,7 @@ def test_a_stale_job_is_never_published(tiny_checkpoints, tmp_path, cache, caplo
     caplog.clear()
     result = forge(cfg)
     assert EARLY_LINE in caplog.text and "written again" in caplog.text
-    assert _hashes(result.output_dir) == _hashes(reference.output_dir)
+    assert artifact_hashes(result.output_dir) == artifact_hashes(reference.output_dir)
     assert lookup(KIND, key)["job"]["seed"] == kept["job"]["seed"] - 1  # the plan's job is kept again
     assert _siblings(result.output_dir) == []
 

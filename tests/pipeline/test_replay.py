@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import pytest
 
 from conftest import FLAX, FLAX_ONLY_REASON, local_recipe
+from tests_support import artifact_hashes
 
 if not FLAX:
     pytest.skip(FLAX_ONLY_REASON, allow_module_level=True)
@@ -28,11 +28,6 @@ def replays(tmp_path, monkeypatch):
     monkeypatch.setenv("VEDFORGE_REPLAY", "on")
 
 
-def _hashes(directory) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != "vedforge.log"}
-
-
 def test_a_replayed_forge_is_the_planned_one_byte_for_byte(tiny_checkpoints, tmp_path, replays, caplog):
     caplog.set_level(logging.INFO, logger="vedforge")
     planned = forge(local_recipe(tiny_checkpoints, "vit", "bert", tmp_path / "planned"))
@@ -41,7 +36,7 @@ def test_a_replayed_forge_is_the_planned_one_byte_for_byte(tiny_checkpoints, tmp
     caplog.clear()
     replayed = forge(local_recipe(tiny_checkpoints, "vit", "bert", tmp_path / "replayed"))
     assert REPLAYED in caplog.text and "Planning the forge" not in caplog.text
-    assert _hashes(replayed.output_dir) == _hashes(planned.output_dir)
+    assert artifact_hashes(replayed.output_dir) == artifact_hashes(planned.output_dir)
     assert replayed.manifest == planned.manifest
     # The plan's block is said again, naming this forge's output directory.
     replayed_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("plan: FORGE")]
@@ -62,7 +57,7 @@ def test_weights_that_differ_from_the_record_are_planned_again(tiny_checkpoints,
     caplog.clear()
     result = forge(local_recipe(tiny_checkpoints, "vit", "gpt2", tmp_path / "out"))
     assert REPLAYED in caplog.text and "planning this forge" in caplog.text and "Planning the forge" in caplog.text
-    assert _hashes(result.output_dir) == _hashes(reference.output_dir)
+    assert artifact_hashes(result.output_dir) == artifact_hashes(reference.output_dir)
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".early-" in p.name]
     # The planned forge kept its own record again.
     assert replay.lookup_record(key)["manifest"]["files"][name]["sha256"] == reference.manifest["files"][name]["sha256"]
