@@ -271,6 +271,23 @@ def test_the_weights_written_while_planning_are_the_plans(prefix_checkpoints, tm
     assert not [p for p in tmp_path.iterdir() if ".early-" in p.name]
 
 
+def test_a_forge_of_the_same_inputs_is_replayed_byte_for_byte(prefix_checkpoints, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from tests_support import artifact_hashes
+
+    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VEDFORGE_REPLAY", "on")
+    caplog.set_level(logging.INFO, logger="vedforge")
+    recipe = lambda name: prefix_recipe(tmp_path / name, encoder="vit", decoder="llama",  # noqa: E731
+                                        checkpoints=prefix_checkpoints)
+    planned = forge(recipe("a")).output_dir
+    assert "Replaying" not in caplog.text
+    replayed = forge(recipe("b")).output_dir
+    assert "Replaying the forge of these inputs" in caplog.text
+    assert artifact_hashes(replayed) == artifact_hashes(planned)
+
+
 def test_a_padded_vocabulary_takes_the_new_tokens_in_existing_rows_and_tied_embeddings_stay_tied(prefix_checkpoints, tmp_path):
     # qwen2_tiny: 544 rows for 512 tokens, tied embeddings, a pad token of its own (as Qwen2.5).
     out = forge(prefix_recipe(tmp_path / "out", decoder="qwen2", checkpoints=prefix_checkpoints)).output_dir
