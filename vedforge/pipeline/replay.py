@@ -65,14 +65,15 @@ def _vedforge_code() -> str:
     return _code_digest
 
 
-def record_key(cfg: "DictConfig") -> Optional[str]:
+def record_key(cfg: "DictConfig", inputs: Optional[str] = None) -> Optional[str]:
     """The key a forge of ``cfg`` keeps its record under; None when its inputs cannot be keyed
-    before planning (see :func:`vedforge.pipeline.early_weights.inputs_key`)."""
+    before planning. ``inputs`` is :func:`vedforge.pipeline.early_weights.inputs_key` of ``cfg``
+    when the caller has it."""
     from vedforge.core.derived_cache import derivation_key
     from vedforge.pipeline.early_weights import inputs_key
     from vedforge.pipeline.manifest import package_versions
 
-    inputs = inputs_key(cfg)
+    inputs = inputs if inputs is not None else inputs_key(cfg)
     if inputs is None:
         return None
     versions = package_versions()

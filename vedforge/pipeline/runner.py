@@ -19,13 +19,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from vedforge.architectures import architecture_of
 from vedforge.core.errors import OutputError
-from vedforge.pipeline.early_weights import EarlyWeights, start_early_weights
+from vedforge.pipeline.early_weights import EarlyWeights, inputs_key, start_early_weights
 from vedforge.pipeline.artifacts import (MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir,
                                          write_recipe_records)
 from vedforge.pipeline.manifest import build_manifest, write_manifest
 from vedforge.pipeline.plan import SKIP, build_plan
 from vedforge.pipeline.plan_report import FORGE_AGAIN, log_plan
-from vedforge.pipeline.replay import PlanLog, keep_record, lookup_record, record_key as replay_key, replay as replay_record, replay_enabled
+from vedforge.pipeline.replay import PlanLog, keep_record, lookup_record, replay_enabled
+from vedforge.pipeline.replay import record_key as replay_key, replay as replay_record
 from vedforge.recipe.typed import ROLES
 from vedforge.weights.progress import byte_progress
 
@@ -97,10 +98,12 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     """
     timer = _Timer()
     started = time.perf_counter()
+    # The key of a single forge's inputs (None for a sweep's, which share checkpoints instead).
+    inputs = inputs_key(cfg) if cache is None else None
     record_key = None
-    if cache is None and replay_enabled():
+    if inputs is not None and replay_enabled():
         # A single forge of inputs forged before: their record answers what the plan would.
-        record_key = replay_key(cfg)
+        record_key = replay_key(cfg, inputs)
         record = lookup_record(record_key) if record_key is not None else None
         if record is not None and replay and (replayed := _replay(cfg, record, hydra_records)) is not None:
             return replayed
@@ -108,7 +111,7 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     # A single forge of local checkpoints starts writing the weights the last forge of the same
     # inputs wrote while it plans, and keeps them only if the plan agrees (early_weights). A
     # sweep shares its checkpoints' tensors between pairs instead.
-    early = start_early_weights(cfg) if cache is None else None
+    early = start_early_weights(cfg, inputs) if inputs is not None else None
     try:
         with timer.step("plan", "Planning the forge from configs"), plan_log.attached():
             plan = build_plan(cfg)
