@@ -138,14 +138,12 @@ class EarlyWeights:
         self._thread.start()
         log.info("Writing the weights while planning, as the last forge of these inputs wrote them")
 
-    def adopt(self, arch: Any, plan: Any, staging: Path) -> Optional[dict[Path, str]]:
-        """The early write's files moved into ``staging`` when ``plan``'s weights job is the one
-        it followed (``{path: sha256}``), else None, the early files deleted. Either way the
-        plan's job is kept for the next forge of these inputs."""
+    def adopt(self, current: Optional[dict[str, Any]], staging: Path) -> Optional[dict[Path, str]]:
+        """The early write's files moved into ``staging`` when the plan's weights job ``current``
+        (:func:`plan_job`) is the one it followed (``{path: sha256}``), else None, the early files
+        deleted. Either way ``current`` is kept for the next forge of these inputs."""
         from vedforge.core.derived_cache import store
 
-        job = arch.weights_job(plan)
-        current = None if job is None else json.loads(json.dumps({"architecture": arch.name, "job": job}))
         if current is not None and current != self.kept:
             store(KIND, self.key, current)
         if self._thread is None:
@@ -178,6 +176,13 @@ class EarlyWeights:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+def plan_job(arch: Any, plan: Any) -> Optional[dict[str, Any]]:
+    """``plan``'s weights job as forges keep it: JSON data naming its architecture; None when the
+    plan's weights need the plan itself."""
+    job = arch.weights_job(plan)
+    return None if job is None else json.loads(json.dumps({"architecture": arch.name, "job": job}))
 
 
 def start_early_weights(cfg: DictConfig, key: Optional[str] = None) -> Optional[EarlyWeights]:

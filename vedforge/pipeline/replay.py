@@ -30,9 +30,10 @@ import logging
 import os
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from vedforge.core.derived_cache import OFF
@@ -133,18 +134,28 @@ def lookup_record(key: str) -> Optional[dict[str, Any]]:
     return record
 
 
-def replay(cfg: "DictConfig", record: dict[str, Any], hydra_records: Optional[Path]) -> Optional[tuple[Path, dict, float]]:
+@dataclass(frozen=True)
+class Replayed:
+    """What a replay did: published ``output_dir``, or found a complete artifact of the recipe
+    there already (``skipped``, with ``manifest`` that artifact's, as the plan's resume check does)."""
+
+    output_dir: Path
+    manifest: dict[str, Any]
+    seconds: float
+    skipped: bool = False
+
+
+def replay(cfg: "DictConfig", record: dict[str, Any], hydra_records: Optional[Path]) -> Optional[Replayed]:
     """Forge ``cfg`` from ``record``: the weights written from its job and checked against its
-    manifest's hashes, then its files. Returns the artifact's directory, its manifest and the
-    seconds taken; None when the weights differ from the record's (nothing is published then) or
-    the destination holds a complete artifact of the recipe (the planned forge reports the skip).
+    manifest's hashes, then its files. None when the weights differ from the record's (nothing is
+    published then): the forge is to be planned.
 
     Raises:
         VedforgeError: the destination cannot take the artifact (as a planned forge would say).
     """
-    from vedforge.architectures import architecture
     from omegaconf import OmegaConf
 
+    from vedforge.architectures import architecture
     from vedforge.pipeline.artifacts import OutputLock, StagedArtifact, complete_artifact, write_recipe_records
     from vedforge.pipeline.manifest import write_manifest
     from vedforge.pipeline.plan import check_destination
@@ -155,25 +166,27 @@ def replay(cfg: "DictConfig", record: dict[str, Any], hydra_records: Optional[Pa
     recipe = typed_recipe(cfg)
     manifest = record["manifest"]
     output_dir = recipe.output.dir
-    if recipe.output.resume and not recipe.output.overwrite and complete_artifact(output_dir, manifest["recipe"]):
-        return None  # the planned forge reports the skip
+    if recipe.output.resume and not recipe.output.overwrite:
+        # Told here, not left to the plan: checking an artifact hashes every file of it.
+        previous = complete_artifact(output_dir, manifest["recipe"])
+        if previous is not None:
+            return Replayed(output_dir, previous, time.perf_counter() - started, skipped=True)
     check_destination(output_dir, overwrite=recipe.output.overwrite)
     log.info("Replaying the forge of these inputs recorded earlier: its configs, tokenizer and card, and the "
              "weights written from the checkpoints and checked against its hashes")
     for level, message in record["log"]:
         log.log(level, "%s", message.replace(record["output_dir"], str(output_dir)))
     arch = architecture(record["job"]["architecture"])
-    weight_bytes = sum(entry["bytes"] for name, entry in manifest["files"].items() if name not in record["files"])
+    weights = {name: entry for name, entry in manifest["files"].items() if name not in record["files"]}
     with OutputLock(output_dir):
         staged = StagedArtifact(output_dir, overwrite=recipe.output.overwrite)
         staged.check()
         with staged:
             out = staged.path
-            with byte_progress("Reading and writing weights", weight_bytes):
+            with byte_progress("Reading and writing weights", sum(entry["bytes"] for entry in weights.values())):
                 hashes = arch.write_weights_job(record["job"]["job"], out, threading.Event())
             written = {path.relative_to(out).as_posix(): digest for path, digest in hashes.items()}
-            recorded = {name: entry["sha256"] for name, entry in manifest["files"].items() if name not in record["files"]}
-            if written != recorded:
+            if written != {name: entry["sha256"] for name, entry in weights.items()}:
                 log.info("The weights differ from the recorded forge's: planning this forge")
                 return None
             for path in hashes:
@@ -188,4 +201,4 @@ def replay(cfg: "DictConfig", record: dict[str, Any], hydra_records: Optional[Pa
     elapsed = time.perf_counter() - started
     log.info("Forged %s + %s (replayed): %s parameters in %.1f s -> %s", manifest["inputs"]["encoder"]["model_type"],
              manifest["inputs"]["decoder"]["model_type"], f"{manifest['parameters']['total']:,}", elapsed, final)
-    return final, manifest, elapsed
+    return Replayed(final, manifest, elapsed)

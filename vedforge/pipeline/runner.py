@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vedforge.architectures import architecture_of
 from vedforge.core.errors import OutputError
-from vedforge.pipeline.early_weights import EarlyWeights, inputs_key, start_early_weights
+from vedforge.pipeline.early_weights import EarlyWeights, inputs_key, plan_job, start_early_weights
 from vedforge.pipeline.artifacts import (MANIFEST, OutputLock, StagedArtifact, file_table, is_artifact_dir,
                                          write_recipe_records)
 from vedforge.pipeline.manifest import build_manifest, write_manifest
@@ -117,10 +117,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             plan = build_plan(cfg)
             log_plan(plan)
         if plan.outcome == SKIP:
-            log.info("Already complete, skipped: %s (%s)", plan.output_dir, FORGE_AGAIN)
-            return ForgeResult(plan.output_dir, plan.previous, skipped=True, loads={"encoder": 0, "decoder": 0},
-                               timings_s=timer.finish(started))
+            return _skipped(plan.output_dir, plan.previous, timer.finish(started))
         arch = architecture_of(plan)
+        # What the weights are as plain data, kept for the next forge of these inputs.
+        job = plan_job(arch, plan) if inputs is not None else None
         # The output is checked and claimed before anything is fetched: a download is never
         # spent on a forge that cannot publish.
         with OutputLock(plan.output_dir):
@@ -135,9 +135,10 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
             del states
             try:
                 with staged:
-                    manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, early)
-                    if record_key is not None:
-                        _keep_record(record_key, arch, plan, staged.path, manifest, plan_log.records)
+                    manifest = write(plan, sources, assembly, tensors, staged, hydra_records, timer, early, job)
+                    if record_key is not None and job is not None:
+                        weights = {name for layout in plan.layouts for name in layout.files}
+                        keep_record(record_key, job, staged.path, weights, manifest, plan_log.records, plan.output_dir)
                     final = staged.publish()
             except OSError as exc:
                 # A full disk, a quota, a file system turned read-only: nothing was published.
@@ -161,6 +162,12 @@ def forge(cfg: DictConfig, *, hydra_records: Optional[Path] = None, cache: Optio
     return ForgeResult(final, manifest, loads=loads, timings_s=timings)
 
 
+def _skipped(output_dir: Path, previous: dict[str, Any], timings: dict[str, float]) -> ForgeResult:
+    """The result of a forge whose output already holds a complete artifact of its recipe."""
+    log.info("Already complete, skipped: %s (%s)", output_dir, FORGE_AGAIN)
+    return ForgeResult(output_dir, previous, skipped=True, loads={"encoder": 0, "decoder": 0}, timings_s=timings)
+
+
 def _replay(cfg: DictConfig, record: dict[str, Any], hydra_records: Optional[Path]) -> Optional[ForgeResult]:
     """The replayed forge (:func:`vedforge.pipeline.replay.replay`), or None to plan it."""
     try:
@@ -170,19 +177,10 @@ def _replay(cfg: DictConfig, record: dict[str, Any], hydra_records: Optional[Pat
         return None
     if replayed is None:
         return None
-    final, manifest, seconds = replayed
-    return ForgeResult(final, manifest, loads={"encoder": 1, "decoder": 1}, timings_s={"total": round(seconds, 3)})
-
-
-def _keep_record(key: str, arch: Any, plan: Any, staging: Path, manifest: dict[str, Any],
-                 plan_log: list[list[Any]]) -> None:
-    """Keep the record of this forge for the next forge of the same inputs, where its weights
-    can be written without the plan."""
-    job = arch.weights_job(plan)
-    if job is None:
-        return
-    weights = {name for layout in plan.layouts for name in layout.files}
-    keep_record(key, {"architecture": arch.name, "job": job}, staging, weights, manifest, plan_log, plan.output_dir)
+    timings = {"total": round(replayed.seconds, 3)}
+    if replayed.skipped:
+        return _skipped(replayed.output_dir, replayed.manifest, timings)
+    return ForgeResult(replayed.output_dir, replayed.manifest, loads={"encoder": 1, "decoder": 1}, timings_s=timings)
 
 
 def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str, Any], dict[str, int]]:
@@ -204,17 +202,18 @@ def load(plan: Any, sources: dict[str, Any], cache: PartCache) -> tuple[dict[str
 
 
 def write(plan: Any, sources: dict[str, Any], assembly: Any, tensors: dict[str, Any], staged: StagedArtifact,
-          hydra_records: Optional[Path], timer: "_Timer", early: Optional[EarlyWeights] = None) -> dict[str, Any]:
+          hydra_records: Optional[Path], timer: "_Timer", early: Optional[EarlyWeights] = None,
+          job: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Every file of the artifact into the staging directory; returns the manifest. Every file,
     the manifest included, depends on the plan alone, so two forges of one recipe are
     byte-identical; the stage times are the run's, in ``timer``. The weights files are those
-    ``early`` wrote while planning when the plan agrees with what it wrote."""
+    ``early`` wrote while planning when the plan's weights ``job`` is what it wrote."""
     arch = architecture_of(plan)
     out = staged.path
     recipe_text = OmegaConf.to_yaml(OmegaConf.create(plan.recipe.data))
     with timer.step("write_weights", f"Writing the weights to {staged.final}"), \
             byte_progress("Reading and writing weights", plan.write_bytes):
-        weight_hashes = early.adopt(arch, plan, out) if early is not None else None
+        weight_hashes = early.adopt(job, out) if early is not None else None
         if weight_hashes is not None:
             for path in weight_hashes:
                 staged.sync_in_background(path)
