@@ -101,6 +101,14 @@ def _schema() -> None:
     register_schema()
 
 
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """A cache of derivations (and weights jobs, and forge records) of this test's own, empty at its start."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("VEDFORGE_CACHE", str(path))
+    return path
+
+
 def compose_recipe(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose ``conf/config.yaml`` with ``overrides`` exactly as the CLI does."""
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

@@ -23,10 +23,9 @@ EARLY_LINE = "Writing the weights while planning"
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
+def cache(own_cache, monkeypatch):
     monkeypatch.setenv("VEDFORGE_REPLAY", "off")  # the early write is what a planned forge does
-    return tmp_path / "cache"
+    return own_cache
 
 
 def _siblings(out) -> list[str]:

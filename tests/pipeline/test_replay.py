@@ -23,8 +23,7 @@ REPLAYED = "Replaying the forge of these inputs"
 
 
 @pytest.fixture
-def replays(tmp_path, monkeypatch):
-    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
+def replays(own_cache, monkeypatch):
     monkeypatch.setenv("VEDFORGE_REPLAY", "on")
 
 

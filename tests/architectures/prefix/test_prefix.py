@@ -250,11 +250,10 @@ def test_same_recipe_same_bytes_and_the_seed_moves_only_new_tensors(prefix_check
                       "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"}
 
 
-def test_the_weights_written_while_planning_are_the_plans(prefix_checkpoints, tmp_path, monkeypatch, caplog):
+def test_the_weights_written_while_planning_are_the_plans(prefix_checkpoints, tmp_path, own_cache, monkeypatch, caplog):
     import hashlib
     import logging
 
-    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VEDFORGE_REPLAY", "off")  # the early write is what a planned forge does
     caplog.set_level(logging.INFO, logger="vedforge")
 
@@ -271,12 +270,12 @@ def test_the_weights_written_while_planning_are_the_plans(prefix_checkpoints, tm
     assert not [p for p in tmp_path.iterdir() if ".early-" in p.name]
 
 
-def test_a_forge_of_the_same_inputs_is_replayed_byte_for_byte(prefix_checkpoints, tmp_path, monkeypatch, caplog):
+def test_a_forge_of_the_same_inputs_is_replayed_byte_for_byte(prefix_checkpoints, tmp_path, own_cache, monkeypatch,
+                                                             caplog):
     import logging
 
     from tests_support import artifact_hashes
 
-    monkeypatch.setenv("VEDFORGE_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VEDFORGE_REPLAY", "on")
     caplog.set_level(logging.INFO, logger="vedforge")
     recipe = lambda name: prefix_recipe(tmp_path / name, encoder="vit", decoder="llama",  # noqa: E731
