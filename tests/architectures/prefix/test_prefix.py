@@ -83,6 +83,7 @@ def _chat_inputs(processor, text: str = "What is in the image?"):
 
 
 def _safetensors(path: Path) -> dict[str, np.ndarray]:
+    import ml_dtypes  # noqa: F401  (safetensors' numpy API names bfloat16 through it; vedforge no longer imports it)
     from safetensors.numpy import load_file
 
     return load_file(str(path))
